@@ -1,0 +1,1 @@
+"""imagejobs HTTP API: a thin Litestar face over the database and the SSE hub."""

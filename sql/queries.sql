@@ -1,0 +1,99 @@
+-- Named queries used by the API and the worker. Each starts with "-- name: <name>".
+-- Parameters are psycopg named placeholders. Nothing here is a migration.
+
+-- name: insert_project
+INSERT INTO projects (workspace_id, name)
+VALUES (%(workspace_id)s, %(name)s)
+RETURNING *;
+
+-- name: get_project
+SELECT * FROM projects
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s;
+
+-- name: list_projects
+SELECT * FROM projects
+WHERE workspace_id = %(workspace_id)s
+  AND (%(cursor_ts)s::timestamptz IS NULL OR (created_at, id) < (%(cursor_ts)s, %(cursor_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: insert_generation
+INSERT INTO image_generations (
+    workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
+    node_id, workflow_id, webhook_url, idempotency_key, metadata
+) VALUES (
+    %(workspace_id)s, %(user_id)s, %(project_id)s, %(prompt)s, %(prompt_spec)s, %(provider)s,
+    %(model)s, %(original_image_url)s, %(node_id)s, %(workflow_id)s, %(webhook_url)s,
+    %(idempotency_key)s, %(metadata)s
+)
+RETURNING *;
+
+-- name: get_generation_by_idempotency_key
+SELECT * FROM image_generations
+WHERE workspace_id = %(workspace_id)s AND idempotency_key = %(idempotency_key)s;
+
+-- name: get_generation
+SELECT * FROM image_generations
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s;
+
+-- name: list_generations
+SELECT * FROM image_generations
+WHERE workspace_id = %(workspace_id)s
+  AND (%(project_id)s::uuid IS NULL OR project_id = %(project_id)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(cursor_ts)s::timestamptz IS NULL OR (created_at, id) < (%(cursor_ts)s, %(cursor_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: latest_event_id
+SELECT coalesce(max(id), 0) AS id FROM image_events WHERE generation_id = %(generation_id)s;
+
+-- name: generation_events_after
+SELECT * FROM image_events
+WHERE generation_id = %(generation_id)s AND id > %(after_id)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: find_api_key
+UPDATE api_keys SET last_used_at = now()
+WHERE key_hash = %(key_hash)s AND revoked_at IS NULL
+RETURNING id, workspace_id;
+
+-- name: insert_api_key
+INSERT INTO api_keys (workspace_id, name, prefix, key_hash)
+VALUES (%(workspace_id)s, %(name)s, %(prefix)s, %(key_hash)s)
+RETURNING id;
+
+-- name: start_generation
+-- pending -> processing at the fetching step; a re-run of a processing one (crash, retry)
+-- starts over. Anything else (cancelled, terminal, gone) returns no row and the job ends.
+UPDATE image_generations
+SET status = 'processing', step = 'fetching', progress = 10, attempts = attempts + 1,
+    error_code = NULL, error_message = NULL
+WHERE id = %(id)s AND status IN ('pending', 'processing')
+RETURNING *;
+
+-- name: set_step
+UPDATE image_generations
+SET step = %(step)s, progress = %(progress)s
+WHERE id = %(id)s AND status = 'processing'
+RETURNING id;
+
+-- name: complete_generation
+UPDATE image_generations
+SET status = 'completed', result_image_url = %(result_image_url)s,
+    metadata = metadata || %(metadata)s
+WHERE id = %(id)s AND status = 'processing'
+RETURNING id;
+
+-- name: fail_generation
+UPDATE image_generations
+SET status = 'failed', error_code = %(error_code)s, error_message = %(error_message)s
+WHERE id = %(id)s AND status IN ('pending', 'processing')
+RETURNING id;
+
+-- name: log_event
+INSERT INTO image_events (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
+SELECT id, project_id, workspace_id, %(kind)s, status, step, progress, %(message)s, %(data)s
+FROM image_generations WHERE id = %(id)s
+RETURNING id;

@@ -1,0 +1,66 @@
+"""Shared fixtures: one fresh, migrated database per test session on a real Postgres.
+
+TEST_DATABASE_URL points at a server to use; otherwise an embedded server is started with its
+data under var/test-postgres. Each session creates its own database and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from worker.db import create_pool
+from worker.embedded import start_embedded_postgres, with_database
+from worker.migrate import migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL") or start_embedded_postgres(
+        ROOT / "var" / "test-postgres"
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    name = f"imagejobs_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    url = with_database(server_url, name)
+    asyncio.run(migrate(url))
+    yield url
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    async with create_pool(database_url, min_size=2, max_size=20, name="tests") as p:
+        yield p
+
+
+@pytest.fixture
+def workspace_id() -> uuid.UUID:
+    return uuid.uuid4()
+
+
+@pytest.fixture
+async def project_id(pool: AsyncConnectionPool, workspace_id: uuid.UUID) -> uuid.UUID:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'test') RETURNING id",
+            (workspace_id,),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        return uuid.UUID(str(row[0]))

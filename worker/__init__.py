@@ -1,0 +1,1 @@
+"""imagejobs worker daemon and the domain core shared with the API."""

@@ -1,0 +1,83 @@
+"""The contract's records as msgspec Structs: rows out of Postgres, JSON out of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+Status = Literal["pending", "processing", "completed", "failed", "cancelled"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+PROVIDERS: tuple[str, ...] = ("local", "openai", "google", "fal")
+
+# The seed's badge labels, by status.
+STATUS_LABELS: dict[str, str] = {
+    "pending": "Queued",
+    "processing": "Processing...",
+    "completed": "Ready",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+}
+
+
+class Project(msgspec.Struct, kw_only=True):
+    id: UUID
+    workspace_id: UUID
+    name: str
+    status: str
+    image_count: int
+    pending_count: int
+    processing_count: int
+    completed_count: int
+    failed_count: int
+    cancelled_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class Generation(msgspec.Struct, kw_only=True):
+    id: UUID
+    workspace_id: UUID
+    user_id: UUID | None
+    project_id: UUID
+    prompt: str
+    prompt_spec: dict[str, Any]
+    provider: str
+    model: str
+    original_image_url: str | None
+    result_image_url: str | None
+    status: str
+    step: str
+    progress: int
+    error_code: str | None
+    error_message: str | None
+    version: int
+    parent_id: UUID | None
+    metadata: dict[str, Any]
+    provider_job_id: str | None
+    job_id: int | None
+    attempts: int
+    node_id: str | None
+    workflow_id: UUID | None
+    webhook_url: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ImageEvent(msgspec.Struct, kw_only=True):
+    id: int
+    generation_id: UUID
+    project_id: UUID
+    workspace_id: UUID
+    ts: datetime
+    kind: str
+    status: str
+    step: str
+    progress: int
+    message: str | None
+    data: dict[str, Any]
