@@ -67,6 +67,8 @@ CREATE TABLE image_generations (
     node_id text NULL,
     workflow_id uuid NULL,
     webhook_url text NULL,
+    webhook_events_filter text[] NULL
+        CHECK (webhook_events_filter <@ ARRAY['start', 'progress', 'completed']),
     idempotency_key text NULL CHECK (length(idempotency_key) <= 255),
     created_at timestamptz NOT NULL DEFAULT now(),
     updated_at timestamptz NOT NULL DEFAULT now(),

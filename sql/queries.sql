@@ -20,11 +20,11 @@ LIMIT %(limit)s;
 -- name: insert_generation
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
-    node_id, workflow_id, webhook_url, idempotency_key, metadata
+    node_id, workflow_id, webhook_url, webhook_events_filter, idempotency_key, metadata
 ) VALUES (
     %(workspace_id)s, %(user_id)s, %(project_id)s, %(prompt)s, %(prompt_spec)s, %(provider)s,
     %(model)s, %(original_image_url)s, %(node_id)s, %(workflow_id)s, %(webhook_url)s,
-    %(idempotency_key)s, %(metadata)s
+    %(webhook_events_filter)s, %(idempotency_key)s, %(metadata)s
 )
 RETURNING *;
 
@@ -45,8 +45,11 @@ WHERE workspace_id = %(workspace_id)s
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
 
--- name: latest_event_id
-SELECT coalesce(max(id), 0) AS id FROM image_events WHERE generation_id = %(generation_id)s;
+-- name: latest_state_event
+SELECT * FROM image_events
+WHERE generation_id = %(generation_id)s AND kind IN ('status', 'progress')
+ORDER BY id DESC
+LIMIT 1;
 
 -- name: generation_events_after
 SELECT * FROM image_events
@@ -55,9 +58,11 @@ ORDER BY id
 LIMIT %(limit)s;
 
 -- name: find_api_key
-UPDATE api_keys SET last_used_at = now()
-WHERE key_hash = %(key_hash)s AND revoked_at IS NULL
-RETURNING id, workspace_id;
+SELECT id, workspace_id FROM api_keys
+WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;
+
+-- name: touch_api_key
+UPDATE api_keys SET last_used_at = now() WHERE id = %(id)s;
 
 -- name: insert_api_key
 INSERT INTO api_keys (workspace_id, name, prefix, key_hash)

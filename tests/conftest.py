@@ -45,7 +45,7 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    async with create_pool(database_url, min_size=2, max_size=20, name="tests") as p:
+    async with create_pool(database_url, min_size=2, max_size=20, name="tests", autocommit=True) as p:
         yield p
 
 

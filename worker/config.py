@@ -22,6 +22,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     public_base_url: str = "http://localhost:8000"
     local_provider_delay_ms: int = 300
     worker_concurrency: int = 10
+    worker_shutdown_grace_s: float = 25.0
     db_pool_min: int = 1
     db_pool_max: int = 10
     sse_keepalive_s: float = 15.0
@@ -74,6 +75,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         public_base_url=(env.get("PUBLIC_BASE_URL") or f"http://localhost:{port}").rstrip("/"),
         local_provider_delay_ms=_int(env, "LOCAL_PROVIDER_DELAY_MS", 300),
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 10, minimum=1),
+        worker_shutdown_grace_s=_float(env, "WORKER_SHUTDOWN_GRACE_S", 25.0),
         db_pool_min=_int(env, "DB_POOL_MIN", 1),
         db_pool_max=_int(env, "DB_POOL_MAX", 10, minimum=1),
         sse_keepalive_s=_float(env, "SSE_KEEPALIVE_S", 15.0),

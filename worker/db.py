@@ -22,16 +22,25 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 def create_pool(
-    database_url: str, *, min_size: int = 1, max_size: int = 10, name: str = "imagejobs"
+    database_url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    name: str = "imagejobs",
+    autocommit: bool = False,
 ) -> AsyncConnectionPool:
-    """An unopened pool: `await pool.open()` (or `async with`) before use."""
+    """An unopened pool: `await pool.open()` (or `async with`) before use.
+
+    Connections are transactional by default (what procrastinate expects of a shared pool):
+    `async with pool.connection()` commits when the block ends.
+    """
     return AsyncConnectionPool(
         database_url,
         min_size=min_size,
         max_size=max_size,
         name=name,
         open=False,
-        kwargs={"autocommit": True},
+        kwargs={"autocommit": True} if autocommit else {},
         configure=_configure,
         check=AsyncConnectionPool.check_connection,
     )

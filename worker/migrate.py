@@ -68,9 +68,13 @@ async def _execute_file(conn: psycopg.AsyncConnection[object], name: str, sql: s
 async def _migrate_procrastinate(conn: psycopg.AsyncConnection[object]) -> list[str]:
     installed = importlib.metadata.version("procrastinate")
     row = await (
-        await conn.execute("SELECT checksum FROM imagejobs_migrations WHERE name = %s", (PROCRASTINATE,))
+        await conn.execute(
+            "SELECT checksum FROM imagejobs_migrations WHERE name = %s", (PROCRASTINATE,)
+        )
     ).fetchone()
-    exists = await (await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")).fetchone()
+    exists = await (
+        await conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+    ).fetchone()
     if not (exists and exists[0]):
         async with conn.transaction():
             await conn.execute(SchemaManager.get_schema())
@@ -113,7 +117,9 @@ async def migrate(database_url: str) -> list[str]:
                 sql = path.read_text(encoding="utf-8")
                 if path.name in done:
                     if done[path.name] != _checksum(sql):
-                        logger.warning("%s changed after it was applied; not re-applying", path.name)
+                        logger.warning(
+                            "%s changed after it was applied; not re-applying", path.name
+                        )
                     continue
                 await _execute_file(conn, path.name, sql)
                 applied.append(path.name)

@@ -62,6 +62,7 @@ class Generation(msgspec.Struct, kw_only=True):
     node_id: str | None
     workflow_id: UUID | None
     webhook_url: str | None
+    webhook_events_filter: list[str] | None
     idempotency_key: str | None
     created_at: datetime
     updated_at: datetime

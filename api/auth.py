@@ -1,0 +1,69 @@
+"""Bearer API keys. A key resolves to the one workspace it belongs to; lookups are cached for a
+short TTL so a request costs no query (revocation therefore takes effect within that TTL)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from psycopg_pool import AsyncConnectionPool
+
+from worker.apikeys import hash_key
+from worker.sqlfiles import query
+
+CACHE_TTL_S = 30.0
+
+
+class Principal(msgspec.Struct, frozen=True):
+    workspace_id: UUID
+    key_id: UUID | None = None
+    user_id: UUID | None = None
+
+
+class KeyCache:
+    def __init__(self, ttl: float = CACHE_TTL_S) -> None:
+        self.ttl = ttl
+        self._entries: dict[bytes, tuple[float, Principal | None]] = {}
+
+    async def resolve(self, pool: AsyncConnectionPool, key: str) -> Principal | None:
+        digest = hash_key(key)
+        now = time.monotonic()
+        hit = self._entries.get(digest)
+        if hit and hit[0] > now:
+            return hit[1]
+        async with pool.connection() as conn:
+            cur = await conn.execute(query("find_api_key"), {"key_hash": digest})
+            row = await cur.fetchone()
+            principal = None
+            if row is not None:
+                principal = Principal(workspace_id=row[1], key_id=row[0])
+                await conn.execute(query("touch_api_key"), {"id": row[0]})
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[digest] = (now + self.ttl, principal)
+        return principal
+
+
+class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        header = connection.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthorizedException(
+                "missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="imagejobs"'}
+            )
+        state = connection.app.state
+        principal = await state.key_cache.resolve(state.pool, token.strip())
+        if principal is None:
+            raise NotAuthorizedException(
+                "invalid or revoked API key",
+                headers={"WWW-Authenticate": 'Bearer realm="imagejobs", error="invalid_token"'},
+            )
+        return AuthenticationResult(user=principal, auth=token)

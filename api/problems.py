@@ -1,0 +1,135 @@
+"""Every error is problem-details JSON (RFC 9457) naming the field at fault; never a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import psycopg
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class FieldError(msgspec.Struct):
+    field: str
+    message: str
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[FieldError] = []
+
+
+class InvalidField(HTTPException):
+    """422 for one field of the request."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(detail=f"{field}: {message}", extra=[{"key": field, "message": message}])
+
+
+def problem_response(
+    status: int,
+    detail: str | None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    title = _TITLES.get(status, "Error")
+    slug = title.lower().replace(" ", "-")
+    return Response(
+        Problem(
+            type=f"https://imagejobs.dev/problems/{slug}",
+            title=title,
+            status=status,
+            detail=detail,
+            errors=errors or [],
+        ),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_errors(extra: Any) -> list[FieldError]:
+    if not isinstance(extra, list):
+        return []
+    errors = []
+    for item in extra:
+        if isinstance(item, dict):
+            key = str(item.get("key") or item.get("source") or "body")
+            errors.append(FieldError(field=key, message=str(item.get("message", "invalid value"))))
+    return errors
+
+
+def _validation(exc: ValidationException) -> Response[Problem]:
+    errors = _field_errors(exc.extra)
+    detail = str(exc.detail)
+    # Litestar reports undecodable bodies and schema mismatches alike; the first is a 400.
+    malformed = "malformed" in detail.lower() or "json is malformed" in detail.lower()
+    if not errors and "decode" in detail.lower():
+        malformed = True
+    status = HTTP_400_BAD_REQUEST if malformed else HTTP_422_UNPROCESSABLE_ENTITY
+    if not errors:
+        errors = [FieldError(field="body", message=detail)]
+    return problem_response(status, "; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+
+
+def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    if isinstance(exc, ValidationException):
+        return _validation(exc)
+    errors = _field_errors(exc.extra)
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(exc.status_code, str(exc.detail), errors, headers)
+
+
+def handle_database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return problem_response(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        "the database is unavailable; retry shortly",
+        headers={"Retry-After": "2"},
+    )
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    HTTPException: handle_http_exception,
+    psycopg.OperationalError: handle_database_unavailable,
+    TimeoutError: handle_database_unavailable,
+    Exception: handle_unexpected,
+}
+
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "InvalidField", "Problem", "problem_response"]

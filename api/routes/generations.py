@@ -1,0 +1,179 @@
+"""/v1/generations: create (idempotently), read and list generations.
+
+Creating one is a single INSERT: the database trigger defers its job in the same transaction, so
+the API and a person with psql take exactly the same path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+import psycopg
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
+from psycopg import errors
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from api.auth import Principal
+from api.pagination import check_limit, decode_cursor, page
+from api.problems import InvalidField
+from api.schemas import GenerationCreate, GenerationList
+from worker.models import Generation
+from worker.sqlfiles import query
+
+StatusFilter = Literal["pending", "processing", "completed", "failed", "cancelled"]
+
+
+async def fetch_generation(state: State, generation_id: UUID, workspace_id: UUID) -> Generation:
+    async with state.pool.connection() as conn:
+        cur = conn.cursor(row_factory=class_row(Generation))
+        await cur.execute(
+            query("get_generation"), {"id": generation_id, "workspace_id": workspace_id}
+        )
+        generation = await cur.fetchone()
+    if generation is None:
+        raise NotFoundException(f"generation {generation_id} not found")
+    return generation
+
+
+def _insert_params(
+    data: GenerationCreate, principal: Principal, idempotency_key: str | None
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if data.prompt_spec is not None:
+        spec = msgspec.to_builtins(data.prompt_spec)
+    if data.prompt is None and not spec.get("base_prompt"):
+        raise InvalidField("prompt", "either prompt or prompt_spec.base_prompt is required")
+    return {
+        "workspace_id": principal.workspace_id,
+        "user_id": principal.user_id,
+        "project_id": data.project_id,
+        "prompt": data.prompt,
+        "prompt_spec": Jsonb(spec),
+        "provider": data.provider,
+        "model": data.model or "",
+        "original_image_url": data.original_image_url,
+        "node_id": data.node_id,
+        "workflow_id": data.workflow_id,
+        "webhook_url": data.webhook_url,
+        "webhook_events_filter": data.webhook_events_filter,
+        "idempotency_key": idempotency_key,
+        "metadata": Jsonb(data.metadata),
+    }
+
+
+async def _by_idempotency_key(
+    conn: psycopg.AsyncConnection[Any], workspace_id: UUID, key: str
+) -> Generation | None:
+    cur = conn.cursor(row_factory=class_row(Generation))
+    await cur.execute(
+        query("get_generation_by_idempotency_key"),
+        {"workspace_id": workspace_id, "idempotency_key": key},
+    )
+    return await cur.fetchone()
+
+
+def _constraint_error(exc: psycopg.Error) -> InvalidField:
+    diag = exc.diag
+    if isinstance(exc, errors.ForeignKeyViolation) or diag.column_name in (
+        "project_id",
+        "workspace_id",
+    ):
+        return InvalidField("project_id", "no such project in this workspace")
+    if diag.constraint_name and "inline_images" in diag.constraint_name:
+        return InvalidField("body", "image data is not accepted: upload the image and pass its URL")
+    if diag.constraint_name and "urls_http" in diag.constraint_name:
+        return InvalidField("body", "URLs must be http(s)://")
+    return InvalidField(diag.column_name or "body", diag.message_primary or "invalid value")
+
+
+class GenerationController(Controller):
+    path = "/v1/generations"
+    tags = ["generations"]
+
+    @post(
+        "/",
+        summary="Create a generation",
+        description="Queues an image generation. With an `Idempotency-Key` header, repeating the "
+        "request returns the generation it first created (200) instead of creating another.",
+        status_code=HTTP_201_CREATED,
+    )
+    async def create_generation(
+        self,
+        data: GenerationCreate,
+        request: Request[Principal, Any, Any],
+        state: State,
+        idempotency_key: str | None = Parameter(
+            header="Idempotency-Key", default=None, max_length=255
+        ),
+    ) -> Response[Generation]:
+        principal = request.user
+        params = _insert_params(data, principal, idempotency_key)
+        async with state.pool.connection() as conn:
+            if idempotency_key is not None:
+                existing = await _by_idempotency_key(conn, principal.workspace_id, idempotency_key)
+                if existing is not None:
+                    return Response(existing, status_code=HTTP_200_OK)
+            try:
+                async with conn.transaction():
+                    cur = conn.cursor(row_factory=class_row(Generation))
+                    await cur.execute(query("insert_generation"), params)
+                    created = await cur.fetchone()
+            except errors.UniqueViolation:
+                # A concurrent request with the same key won the race; its row is the answer.
+                assert idempotency_key is not None
+                existing = await _by_idempotency_key(conn, principal.workspace_id, idempotency_key)
+                if existing is None:
+                    raise
+                return Response(existing, status_code=HTTP_200_OK)
+            except (errors.IntegrityError, errors.DataError) as exc:
+                raise _constraint_error(exc) from exc
+        assert created is not None
+        return Response(
+            created,
+            status_code=HTTP_201_CREATED,
+            headers={"Location": f"/v1/generations/{created.id}"},
+        )
+
+    @get("/{generation_id:uuid}", summary="A generation")
+    async def get_generation(
+        self, generation_id: UUID, request: Request[Principal, Any, Any], state: State
+    ) -> Generation:
+        return await fetch_generation(state, generation_id, request.user.workspace_id)
+
+    @get("/", summary="List generations, newest first (keyset pagination)")
+    async def list_generations(
+        self,
+        request: Request[Principal, Any, Any],
+        state: State,
+        project_id: UUID | None = None,
+        status: StatusFilter | None = None,
+        limit: int = Parameter(default=50, description="page size, 1-200"),
+        cursor: str | None = Parameter(
+            default=None, description="next_cursor of the previous page"
+        ),
+    ) -> GenerationList:
+        check_limit(limit)
+        cursor_ts, cursor_id = decode_cursor(cursor)
+        async with state.pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Generation))
+            await cur.execute(
+                query("list_generations"),
+                {
+                    "workspace_id": request.user.workspace_id,
+                    "project_id": project_id,
+                    "status": status,
+                    "cursor_ts": cursor_ts,
+                    "cursor_id": cursor_id,
+                    "limit": limit + 1,
+                },
+            )
+            rows = await cur.fetchall()
+        data, next_cursor = page(rows, limit)
+        return GenerationList(data=data, next_cursor=next_cursor)

@@ -1,0 +1,32 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+
+
+@get("/healthz", summary="Liveness: the process answers", tags=["health"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="Readiness: the database answers and the hub is listening", tags=["health"])
+async def readyz(state: State) -> dict[str, str]:
+    try:
+        async with asyncio.timeout(2):
+            async with state.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+    except Exception as exc:
+        raise HTTPException(
+            status_code=HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"database unavailable ({type(exc).__name__})",
+        ) from exc
+    return {
+        "status": "ready",
+        "hub": "listening" if state.hub.connected.is_set() else "reconnecting",
+    }

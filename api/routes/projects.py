@@ -1,0 +1,80 @@
+"""/v1/projects: create, list and read projects with their counters and status."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
+from litestar.params import Parameter
+from psycopg.rows import class_row
+
+from api.auth import Principal
+from api.pagination import check_limit, decode_cursor, page
+from api.schemas import ProjectCreate, ProjectList
+from worker.models import Project
+from worker.sqlfiles import query
+
+
+async def fetch_project(state: State, project_id: UUID, workspace_id: UUID) -> Project:
+    async with state.pool.connection() as conn:
+        cur = conn.cursor(row_factory=class_row(Project))
+        await cur.execute(query("get_project"), {"id": project_id, "workspace_id": workspace_id})
+        project = await cur.fetchone()
+    if project is None:
+        raise NotFoundException(f"project {project_id} not found")
+    return project
+
+
+class ProjectController(Controller):
+    path = "/v1/projects"
+    tags = ["projects"]
+
+    @post("/", summary="Create a project")
+    async def create_project(
+        self, data: ProjectCreate, request: Request[Principal, Any, Any], state: State
+    ) -> Project:
+        async with state.pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Project))
+            await cur.execute(
+                query("insert_project"),
+                {"workspace_id": request.user.workspace_id, "name": data.name},
+            )
+            project = await cur.fetchone()
+        assert project is not None
+        return project
+
+    @get("/", summary="List projects, newest first")
+    async def list_projects(
+        self,
+        request: Request[Principal, Any, Any],
+        state: State,
+        limit: int = Parameter(default=50, description="page size, 1-200"),
+        cursor: str | None = Parameter(
+            default=None, description="next_cursor of the previous page"
+        ),
+    ) -> ProjectList:
+        check_limit(limit)
+        cursor_ts, cursor_id = decode_cursor(cursor)
+        async with state.pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Project))
+            await cur.execute(
+                query("list_projects"),
+                {
+                    "workspace_id": request.user.workspace_id,
+                    "cursor_ts": cursor_ts,
+                    "cursor_id": cursor_id,
+                    "limit": limit + 1,
+                },
+            )
+            rows = await cur.fetchall()
+        data, next_cursor = page(rows, limit)
+        return ProjectList(data=data, next_cursor=next_cursor)
+
+    @get("/{project_id:uuid}", summary="A project with its counters and status")
+    async def get_project(
+        self, project_id: UUID, request: Request[Principal, Any, Any], state: State
+    ) -> Project:
+        return await fetch_project(state, project_id, request.user.workspace_id)

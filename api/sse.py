@@ -1,0 +1,157 @@
+"""Server-Sent Events for a generation: current state first, live changes, lossless resume.
+
+The subscription is taken before the database is read, so nothing committed in between is
+missed; ids (image_events.id) only grow, so anything seen twice is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar.response import ServerSentEventMessage
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+
+from api.hub import GENERATION_CHANNEL, RESYNC, Subscription
+from worker.models import TERMINAL_STATUSES, ImageEvent
+from worker.sqlfiles import query
+
+REPLAY_PAGE = 500
+RECONNECT_MS = 2000
+
+
+class GenerationEventData(msgspec.Struct, omit_defaults=True):
+    """The `data:` of a `generation` event (CONTRACT section 6)."""
+
+    id: UUID | str
+    event_id: int
+    kind: str
+    status: str
+    step: str
+    label: str | None
+    progress: int
+    ts: datetime | str | None = None
+    result_image_url: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _from_row(row: ImageEvent) -> GenerationEventData:
+    data = row.data
+    return GenerationEventData(
+        id=row.generation_id,
+        event_id=row.id,
+        kind=row.kind,
+        status=row.status,
+        step=row.step,
+        label=row.message,
+        progress=row.progress,
+        ts=row.ts,
+        result_image_url=data.get("result_image_url"),
+        error_code=data.get("error_code"),
+        error_message=data.get("error_message"),
+        attempts=data.get("attempts"),
+    )
+
+
+def _from_notification(payload: dict[str, Any]) -> GenerationEventData:
+    data = payload.get("data") or {}
+    return GenerationEventData(
+        id=payload["generation_id"],
+        event_id=int(payload["event_id"]),
+        kind=payload["kind"],
+        status=payload["status"],
+        step=payload["step"],
+        label=payload.get("label"),
+        progress=int(payload["progress"]),
+        ts=payload.get("ts"),
+        result_image_url=data.get("result_image_url"),
+        error_code=data.get("error_code"),
+        error_message=data.get("error_message"),
+        attempts=data.get("attempts"),
+    )
+
+
+def _message(event: GenerationEventData) -> ServerSentEventMessage:
+    return ServerSentEventMessage(
+        data=_encoder.encode(event).decode(), event="generation", id=event.event_id
+    )
+
+
+def _is_terminal(event: GenerationEventData) -> bool:
+    return event.kind == "status" and event.status in TERMINAL_STATUSES
+
+
+async def _events_after(
+    pool: AsyncConnectionPool, generation_id: UUID, after_id: int
+) -> list[GenerationEventData]:
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=class_row(ImageEvent))
+        await cur.execute(
+            query("generation_events_after"),
+            {"generation_id": generation_id, "after_id": after_id, "limit": REPLAY_PAGE},
+        )
+        return [_from_row(row) for row in await cur.fetchall()]
+
+
+async def _current_state(
+    pool: AsyncConnectionPool, generation_id: UUID
+) -> GenerationEventData | None:
+    async with pool.connection() as conn:
+        cur = conn.cursor(row_factory=class_row(ImageEvent))
+        await cur.execute(query("latest_state_event"), {"generation_id": generation_id})
+        row = await cur.fetchone()
+    return _from_row(row) if row is not None else None
+
+
+async def generation_stream(
+    pool: AsyncConnectionPool,
+    subscription: Subscription,
+    generation_id: UUID,
+    last_event_id: int | None,
+    keepalive_s: float,
+) -> AsyncIterator[ServerSentEventMessage]:
+    last_sent = 0
+    try:
+        if last_event_id is None:
+            current = await _current_state(pool, generation_id)
+            backlog = [current] if current is not None else []
+        else:
+            last_sent = last_event_id
+            backlog = await _events_after(pool, generation_id, last_sent)
+        while True:
+            for event in backlog:
+                if event.event_id <= last_sent:
+                    continue
+                last_sent = event.event_id
+                yield _message(event)
+                if _is_terminal(event):
+                    return
+            backlog = []
+            item = await subscription.get(keepalive_s)
+            if item is None:
+                yield ServerSentEventMessage(comment="keepalive", data=None)
+            elif item is RESYNC or item.payload.get("truncated"):
+                backlog = await _events_after(pool, generation_id, last_sent)
+            elif item.channel == GENERATION_CHANNEL:
+                backlog = [_from_notification(item.payload)]
+    finally:
+        subscription.close()
+
+
+def parse_last_event_id(raw: str | None) -> int | None:
+    if raw is None or raw.strip() == "":
+        return None
+    value = raw.strip()
+    return int(value) if value.isdigit() else None
+
+
+__all__ = ["RECONNECT_MS", "generation_stream", "parse_last_event_id"]

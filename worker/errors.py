@@ -1,0 +1,63 @@
+"""The contract's error catalogue: codes, the messages users see, and which are retried."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    NOT_FOUND = "not_found"
+    SOURCE_UNREACHABLE = "source_unreachable"
+    NO_RESULT = "no_result"
+    CONTENT_POLICY = "content_policy"
+    RESULT_UNREACHABLE = "result_unreachable"
+    PROVIDER_ERROR = "provider_error"
+    TIMEOUT = "timeout"
+    MASK_MISSING = "mask_missing"
+    MASK_INVALID = "mask_invalid"
+    SOURCE_UNREADABLE = "source_unreadable"
+    STORAGE_ERROR = "storage_error"
+    CANCELLED = "cancelled"
+
+
+MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.NOT_FOUND: "The image record doesn't exist",
+    ErrorCode.SOURCE_UNREACHABLE: "The original image URL is not accessible",
+    ErrorCode.NO_RESULT: "The AI model didn't return a result (content filter or invalid input)",
+    ErrorCode.CONTENT_POLICY: "The provider refused the prompt",
+    ErrorCode.RESULT_UNREACHABLE: "Couldn't retrieve the processed image from the provider",
+    ErrorCode.PROVIDER_ERROR: "Rate limit or service error during AI processing",
+    ErrorCode.TIMEOUT: "Polling or generation exceeded its time limit",
+    ErrorCode.MASK_MISSING: "The mask is missing",
+    ErrorCode.MASK_INVALID: "The mask must be a data:image/png;base64,... URL",
+    ErrorCode.SOURCE_UNREADABLE: "Unable to read source image dimensions",
+    ErrorCode.STORAGE_ERROR: "Uploading the result to storage failed after retries",
+    ErrorCode.CANCELLED: "Cancelled",
+}
+
+# Transient failures: the job is retried with backoff, at most MAX_ATTEMPTS runs in all.
+RETRYABLE: frozenset[ErrorCode] = frozenset(
+    {ErrorCode.PROVIDER_ERROR, ErrorCode.RESULT_UNREACHABLE}
+)
+MAX_ATTEMPTS = 3
+
+
+class GenerationError(Exception):
+    """A failure with a catalogue code; `detail` adds specifics to the user-facing message."""
+
+    def __init__(
+        self, code: ErrorCode, detail: str | None = None, *, retry_after: float | None = None
+    ) -> None:
+        self.code = code
+        self.detail = detail
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        base = MESSAGES[self.code]
+        return f"{base}: {self.detail}" if self.detail else base
+
+    @property
+    def retryable(self) -> bool:
+        return self.code in RETRYABLE

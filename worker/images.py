@@ -1,0 +1,52 @@
+"""Fetching and checking images: source downloads with size and time limits, Pillow verification."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from worker.errors import ErrorCode, GenerationError
+
+MAX_SOURCE_BYTES = 25 * 1024 * 1024
+SOURCE_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+
+
+async def download(
+    url: str,
+    *,
+    error: ErrorCode,
+    max_bytes: int = MAX_SOURCE_BYTES,
+    timeout: httpx.Timeout = SOURCE_TIMEOUT,
+) -> bytes:
+    """GET `url` into memory, refusing bodies over `max_bytes`; failures raise `error`."""
+    try:
+        async with (
+            httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=3) as client,
+            client.stream("GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise GenerationError(error, f"HTTP {response.status_code}")
+            declared = response.headers.get("content-length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise GenerationError(error, f"larger than {max_bytes} bytes")
+            chunks = bytearray()
+            async for chunk in response.aiter_bytes():
+                chunks += chunk
+                if len(chunks) > max_bytes:
+                    raise GenerationError(error, f"larger than {max_bytes} bytes")
+            return bytes(chunks)
+    except httpx.HTTPError as exc:
+        raise GenerationError(error, type(exc).__name__) from exc
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """The dimensions of an image Pillow can read; `source_unreadable` otherwise."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise GenerationError(ErrorCode.SOURCE_UNREADABLE, type(exc).__name__) from exc

@@ -1,0 +1,88 @@
+"""The only code that moves a generation from step to step.
+
+Every write is one statement, conditional on the current status (compare-and-set), so a late
+finisher can never overwrite a cancel; the triggers add the image_events rows and NOTIFYs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
+
+from worker.models import Generation
+from worker.sqlfiles import query
+
+STEP_PROGRESS: dict[str, int] = {
+    "queued": 0,
+    "fetching": 10,
+    "uploading": 25,
+    "preparing": 25,
+    "processing": 50,
+    "saving": 80,
+    "completed": 100,
+}
+
+
+class Lifecycle:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def start(self, generation_id: UUID) -> Generation | None:
+        """pending/processing -> processing at `fetching`; None when there is nothing to run."""
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Generation))
+            await cur.execute(query("start_generation"), {"id": generation_id})
+            return await cur.fetchone()
+
+    async def exists(self, generation_id: UUID) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM image_generations WHERE id = %s", (generation_id,)
+            )
+            return await cur.fetchone() is not None
+
+    async def step(self, generation_id: UUID, step: str, progress: int | None = None) -> bool:
+        return await self._write(
+            "set_step",
+            {"id": generation_id, "step": step, "progress": progress or STEP_PROGRESS[step]},
+        )
+
+    async def complete(
+        self, generation_id: UUID, result_image_url: str, metadata: dict[str, Any]
+    ) -> bool:
+        return await self._write(
+            "complete_generation",
+            {
+                "id": generation_id,
+                "result_image_url": result_image_url,
+                "metadata": _json(metadata),
+            },
+        )
+
+    async def fail(self, generation_id: UUID, error_code: str, error_message: str) -> bool:
+        return await self._write(
+            "fail_generation",
+            {"id": generation_id, "error_code": error_code, "error_message": error_message[:4000]},
+        )
+
+    async def log(
+        self, generation_id: UUID, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> bool:
+        return await self._write(
+            "log_event",
+            {"id": generation_id, "kind": kind, "message": message, "data": _json(data or {})},
+        )
+
+    async def _write(self, name: str, params: dict[str, Any]) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query(name), params)
+            return await cur.fetchone() is not None
+
+
+def _json(value: dict[str, Any]) -> Any:
+    from psycopg.types.json import Jsonb
+
+    return Jsonb(value)

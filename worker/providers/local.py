@@ -1,0 +1,73 @@
+"""The offline `local` provider: renders a real PNG with Pillow, deterministic per prompt and seed.
+
+It needs no key and no network, so `scripts/dev` and the tests run the whole lifecycle with it.
+`LOCAL_PROVIDER_DELAY_MS` stands in for the seconds a real model takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import random
+import textwrap
+
+from PIL import Image, ImageDraw, ImageFont
+
+from worker.providers.base import ImageRequest, ImageResult
+
+
+def _palette(rng: random.Random) -> list[tuple[int, int, int]]:
+    return [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(6)]
+
+
+def render(request: ImageRequest) -> bytes:
+    digest = hashlib.sha256(f"{request.prompt}\x00{request.seed}".encode()).digest()
+    rng = random.Random(digest)
+    width, height = request.width, request.height
+    top, bottom, *accents = _palette(rng)
+
+    image = Image.linear_gradient("L").resize((width, height))
+    image = Image.composite(
+        Image.new("RGB", (width, height), bottom), Image.new("RGB", (width, height), top), image
+    )
+    draw = ImageDraw.Draw(image, "RGBA")
+    for _ in range(12):
+        color = (*rng.choice(accents), rng.randrange(60, 180))
+        x, y = rng.randrange(width), rng.randrange(height)
+        r = rng.randrange(max(width, height) // 20, max(width, height) // 4)
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=color)
+        else:
+            draw.rectangle((x - r, y - r // 2, x + r, y + r // 2), fill=color)
+
+    if request.source is not None:
+        with Image.open(io.BytesIO(request.source)) as source:
+            base = source.convert("RGB").resize((width, height))
+        image = Image.blend(base, image, 0.35)
+        draw = ImageDraw.Draw(image, "RGBA")
+
+    font = ImageFont.load_default(size=max(12, width // 32))
+    caption = "\n".join(textwrap.wrap(request.prompt, width=40)[:4])
+    draw.multiline_text(
+        (width // 24 + 1, height // 24 + 1), caption, font=font, fill=(0, 0, 0, 160)
+    )
+    draw.multiline_text((width // 24, height // 24), caption, font=font, fill=(255, 255, 255, 230))
+
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=False, compress_level=1)
+    return out.getvalue()
+
+
+class LocalProvider:
+    name = "local"
+    default_side = 512
+
+    def __init__(self, delay_ms: int = 300) -> None:
+        self.delay_s = delay_ms / 1000
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        data = await asyncio.to_thread(render, request)
+        return ImageResult(data=data, content_type="image/png", metadata={"renderer": "pillow"})

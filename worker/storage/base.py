@@ -1,0 +1,27 @@
+"""The storage protocol: where results go, and the URL they are served at."""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+from uuid import UUID
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+
+
+class Storage(Protocol):
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        """Stores `data` under `key` (overwriting: a retried job writes the same key); returns its URL."""
+        ...
+
+
+def result_key(
+    workspace_id: UUID, project_id: UUID, generation_id: UUID, extension: str = "png"
+) -> str:
+    return f"{workspace_id}/{project_id}/{generation_id}.{extension}"
+
+
+def check_key(key: str) -> str:
+    if not _SAFE_KEY.match(key) or ".." in key.split("/"):
+        raise ValueError(f"unsafe storage key {key!r}")
+    return key
