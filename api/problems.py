@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import msgspec
@@ -79,14 +80,31 @@ def problem_response(
     )
 
 
+_NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
+
+
+def _humane(message: str) -> str:
+    if "\\x00" in message and "regex" in message:
+        return "must not contain NUL characters"
+    return message
+
+
 def _field_errors(extra: Any) -> list[FieldError]:
     if not isinstance(extra, list):
         return []
     errors = []
     for item in extra:
         if isinstance(item, dict):
-            key = str(item.get("key") or item.get("source") or "body")
-            errors.append(FieldError(field=key, message=str(item.get("message", "invalid value"))))
+            key = str(item.get("key") or "body")
+            message = str(item.get("message", "invalid value"))
+            named = _NAMED_FIELD.search(message)
+            if key in ("data", "body") and named:
+                key = named[1]
+            elif named and key.endswith(".data"):
+                key = f"{key.removesuffix('.data')}.{named[1]}"
+            errors.append(
+                FieldError(field="body" if key == "data" else key, message=_humane(message))
+            )
     return errors
 
 
@@ -96,6 +114,10 @@ def _validation(exc: ValidationException) -> Response[Problem]:
     # Litestar reports undecodable bodies and schema mismatches alike; the first is a 400.
     malformed = "malformed" in detail.lower() or "json is malformed" in detail.lower()
     if not errors and "decode" in detail.lower():
+        malformed = True
+    if any(e.message == "'data'" for e in errors):
+        # Litestar's way of saying the body is missing altogether.
+        errors = [FieldError(field="body", message="a JSON request body is required")]
         malformed = True
     status = HTTP_400_BAD_REQUEST if malformed else HTTP_422_UNPROCESSABLE_ENTITY
     if not errors:

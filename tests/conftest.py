@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from worker.apikeys import create_api_key
 from worker.db import create_pool
 from worker.embedded import start_embedded_postgres, with_database
 from worker.migrate import migrate
@@ -45,7 +46,9 @@ def database_url(server_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 async def pool(database_url: str) -> AsyncIterator[AsyncConnectionPool]:
-    async with create_pool(database_url, min_size=2, max_size=20, name="tests", autocommit=True) as p:
+    async with create_pool(
+        database_url, min_size=2, max_size=20, name="tests", autocommit=True
+    ) as p:
         yield p
 
 
@@ -64,3 +67,37 @@ async def project_id(pool: AsyncConnectionPool, workspace_id: uuid.UUID) -> uuid
         row = await cur.fetchone()
         assert row is not None
         return uuid.UUID(str(row[0]))
+
+
+class Tenant:
+    """A workspace with an API key, as a client of the API sees it."""
+
+    def __init__(self, workspace_id: uuid.UUID, api_key: str) -> None:
+        self.workspace_id = workspace_id
+        self.api_key = api_key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+async def make_tenant(pool: AsyncConnectionPool) -> Tenant:
+    workspace_id = uuid.uuid4()
+    async with pool.connection() as conn:
+        key = await create_api_key(conn, workspace_id, "tests")
+    return Tenant(workspace_id, key)
+
+
+@pytest.fixture
+async def tenant(pool: AsyncConnectionPool) -> Tenant:
+    return await make_tenant(pool)
+
+
+@pytest.fixture
+async def other_tenant(pool: AsyncConnectionPool) -> Tenant:
+    return await make_tenant(pool)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` (the scan for image bytes) run after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Request, get
 from litestar.datastructures import State
-from litestar.params import Parameter
+from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent
 
 from api.auth import Principal
@@ -25,10 +25,10 @@ from api.sse import generation_stream, parse_last_event_id
     tags=["events"],
 )
 async def generation_events(
-    generation_id: UUID,
+    generation_id: FromPath[UUID],
     request: Request[Principal, Any, Any],
     state: State,
-    last_event_id: str | None = Parameter(header="Last-Event-ID", default=None),
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     await fetch_generation(state, generation_id, request.user.workspace_id)
     subscription = state.hub.subscribe(f"generation:{generation_id}")

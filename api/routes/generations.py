@@ -6,7 +6,7 @@ the API and a person with psql take exactly the same path.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -14,7 +14,7 @@ import psycopg
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from psycopg import errors
 from psycopg.rows import class_row
@@ -106,12 +106,12 @@ class GenerationController(Controller):
     )
     async def create_generation(
         self,
-        data: GenerationCreate,
+        data: JSONBody[GenerationCreate],
         request: Request[Principal, Any, Any],
         state: State,
-        idempotency_key: str | None = Parameter(
-            header="Idempotency-Key", default=None, max_length=255
-        ),
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="Idempotency-Key", max_length=255)
+        ] = None,
     ) -> Response[Generation]:
         principal = request.user
         params = _insert_params(data, principal, idempotency_key)
@@ -143,7 +143,7 @@ class GenerationController(Controller):
 
     @get("/{generation_id:uuid}", summary="A generation")
     async def get_generation(
-        self, generation_id: UUID, request: Request[Principal, Any, Any], state: State
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
     ) -> Generation:
         return await fetch_generation(state, generation_id, request.user.workspace_id)
 
@@ -152,12 +152,12 @@ class GenerationController(Controller):
         self,
         request: Request[Principal, Any, Any],
         state: State,
-        project_id: UUID | None = None,
-        status: StatusFilter | None = None,
-        limit: int = Parameter(default=50, description="page size, 1-200"),
-        cursor: str | None = Parameter(
-            default=None, description="next_cursor of the previous page"
-        ),
+        project_id: FromQuery[UUID | None] = None,
+        status: FromQuery[StatusFilter | None] = None,
+        limit: Annotated[int, QueryParameter(description="page size, 1-200")] = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(description="next_cursor of the previous page")
+        ] = None,
     ) -> GenerationList:
         check_limit(limit)
         cursor_ts, cursor_id = decode_cursor(cursor)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.rows import class_row
 
 from api.auth import Principal
@@ -34,7 +34,7 @@ class ProjectController(Controller):
 
     @post("/", summary="Create a project")
     async def create_project(
-        self, data: ProjectCreate, request: Request[Principal, Any, Any], state: State
+        self, data: JSONBody[ProjectCreate], request: Request[Principal, Any, Any], state: State
     ) -> Project:
         async with state.pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Project))
@@ -51,10 +51,10 @@ class ProjectController(Controller):
         self,
         request: Request[Principal, Any, Any],
         state: State,
-        limit: int = Parameter(default=50, description="page size, 1-200"),
-        cursor: str | None = Parameter(
-            default=None, description="next_cursor of the previous page"
-        ),
+        limit: Annotated[int, QueryParameter(description="page size, 1-200")] = 50,
+        cursor: Annotated[
+            str | None, QueryParameter(description="next_cursor of the previous page")
+        ] = None,
     ) -> ProjectList:
         check_limit(limit)
         cursor_ts, cursor_id = decode_cursor(cursor)
@@ -75,6 +75,6 @@ class ProjectController(Controller):
 
     @get("/{project_id:uuid}", summary="A project with its counters and status")
     async def get_project(
-        self, project_id: UUID, request: Request[Principal, Any, Any], state: State
+        self, project_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
     ) -> Project:
         return await fetch_project(state, project_id, request.user.workspace_id)
