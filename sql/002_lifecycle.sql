@@ -218,7 +218,7 @@ BEGIN
         'step', NEW.step,
         'progress', NEW.progress,
         'label', left(NEW.message, 500),
-        'ts', NEW.ts,
+        'ts', to_char(NEW.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
         'data', NEW.data
     );
     IF octet_length(_payload::text) > 7500 THEN
