@@ -36,12 +36,12 @@ def server_url() -> str:
 def database_url(server_url: str) -> Iterator[str]:
     name = f"imagejobs_test_{os.getpid()}_{secrets.token_hex(3)}"
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     url = with_database(server_url, name)
     asyncio.run(migrate(url))
     yield url
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

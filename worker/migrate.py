@@ -11,7 +11,7 @@ import importlib.metadata
 import logging
 import re
 from pathlib import Path
-from typing import LiteralString, cast
+from typing import Any, LiteralString
 
 import psycopg
 from procrastinate.schema import SchemaManager
@@ -54,9 +54,11 @@ def _procrastinate_upgrades(applied: str, installed: str) -> list[Path]:
     return selected
 
 
-async def _execute_file(conn: psycopg.AsyncConnection[object], name: str, sql: str) -> None:
+async def _execute_file(
+    conn: psycopg.AsyncConnection[tuple[Any, ...]], name: str, sql: str
+) -> None:
     async with conn.transaction():
-        await conn.execute(cast(LiteralString, sql))
+        await conn.execute(sql.encode())
         await conn.execute(
             "INSERT INTO imagejobs_migrations (name, checksum) VALUES (%s, %s) "
             "ON CONFLICT (name) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
@@ -65,7 +67,7 @@ async def _execute_file(conn: psycopg.AsyncConnection[object], name: str, sql: s
     logger.info("applied %s", name)
 
 
-async def _migrate_procrastinate(conn: psycopg.AsyncConnection[object]) -> list[str]:
+async def _migrate_procrastinate(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> list[str]:
     installed = importlib.metadata.version("procrastinate")
     row = await (
         await conn.execute(
@@ -88,14 +90,16 @@ async def _migrate_procrastinate(conn: psycopg.AsyncConnection[object]) -> list[
     applied = []
     for path in _procrastinate_upgrades(recorded, installed):
         async with conn.transaction():
-            await conn.execute(cast(LiteralString, path.read_text(encoding="utf-8")))
+            await conn.execute(path.read_bytes())
         applied.append(f"procrastinate {path.name}")
     if recorded != installed:
         await _record_procrastinate(conn, installed)
     return applied
 
 
-async def _record_procrastinate(conn: psycopg.AsyncConnection[object], version: str) -> None:
+async def _record_procrastinate(
+    conn: psycopg.AsyncConnection[tuple[Any, ...]], version: str
+) -> None:
     # For procrastinate the ledger's checksum column holds the schema version it is at.
     await conn.execute(
         "INSERT INTO imagejobs_migrations (name, checksum) VALUES (%s, %s) "

@@ -36,7 +36,7 @@ async def fetch_generation(state: State, generation_id: UUID, workspace_id: UUID
         await cur.execute(
             query("get_generation"), {"id": generation_id, "workspace_id": workspace_id}
         )
-        generation = await cur.fetchone()
+        generation: Generation | None = await cur.fetchone()
     if generation is None:
         raise NotFoundException(f"generation {generation_id} not found")
     return generation

@@ -22,7 +22,7 @@ async def fetch_project(state: State, project_id: UUID, workspace_id: UUID) -> P
     async with state.pool.connection() as conn:
         cur = conn.cursor(row_factory=class_row(Project))
         await cur.execute(query("get_project"), {"id": project_id, "workspace_id": workspace_id})
-        project = await cur.fetchone()
+        project: Project | None = await cur.fetchone()
     if project is None:
         raise NotFoundException(f"project {project_id} not found")
     return project
@@ -42,7 +42,7 @@ class ProjectController(Controller):
                 query("insert_project"),
                 {"workspace_id": request.user.workspace_id, "name": data.name},
             )
-            project = await cur.fetchone()
+            project: Project | None = await cur.fetchone()
         assert project is not None
         return project
 

@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
@@ -11,7 +12,7 @@ from worker.config import load_settings
 
 
 @pytest.fixture
-async def client(database_url: str, tmp_path: Path) -> AsyncIterator[AsyncTestClient]:  # type: ignore[type-arg]
+async def client(database_url: str, tmp_path: Path) -> AsyncIterator[AsyncTestClient[Litestar]]:
     settings = load_settings(
         {
             "DATABASE_URL": database_url,

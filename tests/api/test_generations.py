@@ -5,11 +5,12 @@ import uuid
 from typing import Any
 
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import Tenant
 
-Client = AsyncTestClient  # type: ignore[type-arg]
+Client = AsyncTestClient[Litestar]
 
 
 async def new_project(client: Client, tenant: Tenant) -> str:

@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import uuid
 
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import Tenant
 
 
-async def test_create_and_get_project(client: AsyncTestClient, tenant: Tenant) -> None:  # type: ignore[type-arg]
+async def test_create_and_get_project(client: AsyncTestClient[Litestar], tenant: Tenant) -> None:
     created = await client.post("/v1/projects", json={"name": "demo"}, headers=tenant.headers)
     assert created.status_code == 201
     body = created.json()
@@ -21,7 +22,9 @@ async def test_create_and_get_project(client: AsyncTestClient, tenant: Tenant) -
     assert fetched.json()["id"] == body["id"]
 
 
-async def test_list_projects_pages_newest_first(client: AsyncTestClient, tenant: Tenant) -> None:  # type: ignore[type-arg]
+async def test_list_projects_pages_newest_first(
+    client: AsyncTestClient[Litestar], tenant: Tenant
+) -> None:
     names = [f"p{i}" for i in range(5)]
     for name in names:
         assert (
@@ -41,7 +44,7 @@ async def test_list_projects_pages_newest_first(client: AsyncTestClient, tenant:
 
 
 async def test_projects_of_another_workspace_are_invisible(
-    client: AsyncTestClient,  # type: ignore[type-arg]
+    client: AsyncTestClient[Litestar],
     tenant: Tenant,
     other_tenant: Tenant,
 ) -> None:
@@ -55,7 +58,7 @@ async def test_projects_of_another_workspace_are_invisible(
     assert listed["data"] == []
 
 
-async def test_unknown_project_is_404(client: AsyncTestClient, tenant: Tenant) -> None:  # type: ignore[type-arg]
+async def test_unknown_project_is_404(client: AsyncTestClient[Litestar], tenant: Tenant) -> None:
     response = await client.get(f"/v1/projects/{uuid.uuid4()}", headers=tenant.headers)
     assert response.status_code == 404
     assert response.json()["status"] == 404

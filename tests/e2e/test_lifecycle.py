@@ -126,7 +126,7 @@ async def test_last_event_id_replays_what_was_missed(http: httpx.AsyncClient) ->
     generation = await create_generation(http, project_id, "resume me")
     await wait_for(http, generation["id"], "completed")
     full, _ = await stream_events(http, generation["id"], headers={"Last-Event-ID": "0"})
-    assert [e.json()["step"] for e in full][0] == "queued"
+    assert next(e.json()["step"] for e in full) == "queued"
     assert full[-1].json()["status"] == "completed"
 
     resumed, _ = await stream_events(
@@ -151,6 +151,21 @@ async def test_a_row_inserted_with_plain_sql_completes(
     assert done["attempts"] == 1
 
 
+async def read_for(
+    http: httpx.AsyncClient, path: str, seconds: float
+) -> tuple[list[SSEEvent], list[SSEComment]]:
+    """Reads a stream that should stay open for `seconds`, then hangs up."""
+    comments: list[SSEComment] = []
+    events: list[SSEEvent] = []
+    try:
+        async with asyncio.timeout(seconds), http.stream("GET", path) as response:
+            async for item in read_sse(response):
+                (events if isinstance(item, SSEEvent) else comments).append(item)  # type: ignore[arg-type]
+    except TimeoutError:
+        return events, comments
+    raise AssertionError(f"the stream {path} ended early")
+
+
 async def test_keepalive_comments_on_an_idle_stream(
     http: httpx.AsyncClient, pool: AsyncConnectionPool
 ) -> None:
@@ -163,15 +178,7 @@ async def test_keepalive_comments_on_an_idle_stream(
         )
         row = await cur.fetchone()
     assert row is not None
-    comments: list[SSEComment] = []
-    events: list[SSEEvent] = []
-    with pytest.raises(TimeoutError):
-        async with (
-            asyncio.timeout(2.5),
-            http.stream("GET", f"/v1/generations/{row[0]}/events") as response,
-        ):
-            async for item in read_sse(response):
-                (events if isinstance(item, SSEEvent) else comments).append(item)  # type: ignore[arg-type]
+    events, comments = await read_for(http, f"/v1/generations/{row[0]}/events", seconds=2.5)
     assert [e.json()["status"] for e in events] == ["pending"]
     assert len(comments) >= 2
     async with pool.connection() as conn:

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from worker.config import load_settings
+from worker.providers.base import Provider
+from worker.runtime import Runtime
+from worker.storage.local import LocalStorage
+
+
+def make_runtime(
+    pool: AsyncConnectionPool, storage_dir: Path, providers: dict[str, Provider]
+) -> Runtime:
+    settings = load_settings(
+        {"LOCAL_STORAGE_DIR": str(storage_dir), "LOCAL_PROVIDER_DELAY_MS": "0"}
+    )
+    return Runtime(settings, pool, providers, LocalStorage(storage_dir, "http://files.test"))
+
+
+async def insert_generation(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, **columns: object
+) -> uuid.UUID:
+    values = {"prompt": "a lighthouse at dusk", **columns}
+    names = ", ".join(values)
+    placeholders = ", ".join(f"%({k})s" for k in values)
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            f"INSERT INTO image_generations (project_id, {names}) VALUES (%(project_id)s, {placeholders}) RETURNING id",
+            {"project_id": project_id, **values},
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+async def generation_row(pool: AsyncConnectionPool, generation_id: uuid.UUID) -> dict[str, object]:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM image_generations WHERE id = %s", (generation_id,))
+        row = await cur.fetchone()
+        assert row is not None and cur.description is not None
+        return {col.name: value for col, value in zip(cur.description, row, strict=True)}
+
+
+async def event_trail(
+    pool: AsyncConnectionPool, generation_id: uuid.UUID
+) -> list[tuple[str, str, str, int]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT kind, status, step, progress FROM image_events WHERE generation_id = %s ORDER BY id",
+            (generation_id,),
+        )
+        return [(str(k), str(s), str(st), int(p)) for k, s, st, p in await cur.fetchall()]
+
+
+@pytest.fixture
+def storage_dir(tmp_path: Path) -> Path:
+    return tmp_path / "storage"
