@@ -1,0 +1,119 @@
+"""The hub's fan-out and the SSE stream's resync, without an HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Hub
+from api.sse import generation_stream
+
+
+def notification(generation_id: str, event_id: int, **extra: Any) -> str:
+    payload = {
+        "event_id": event_id,
+        "generation_id": generation_id,
+        "project_id": "p",
+        "workspace_id": "w",
+        "kind": "progress",
+        "status": "processing",
+        "step": "processing",
+        "progress": 50,
+        **extra,
+    }
+    return json.dumps(payload)
+
+
+async def test_events_reach_only_their_subscribers() -> None:
+    hub = Hub("unused")
+    mine, other, project = (
+        hub.subscribe("generation:a"),
+        hub.subscribe("generation:b"),
+        hub.subscribe("project:p"),
+    )
+    hub.dispatch(GENERATION_CHANNEL, notification("a", 1))
+    hub.dispatch(
+        PROJECT_CHANNEL, json.dumps({"project_id": "p", "workspace_id": "w", "status": "pending"})
+    )
+    assert (await mine.get(0.1)) is not None
+    assert (await mine.get(0.05)) is None
+    assert (await other.get(0.05)) is None
+    received = [await project.get(0.1) for _ in range(2)]
+    assert {event.channel for event in received if event is not None} == {
+        GENERATION_CHANNEL,
+        PROJECT_CHANNEL,
+    }
+    for subscription in (mine, other, project):
+        subscription.close()
+    assert hub.subscriber_count == 0
+
+
+async def test_a_slow_subscriber_overflows_without_blocking_the_others() -> None:
+    hub = Hub("unused")
+    slow = hub.subscribe("generation:a")
+    fast = hub.subscribe("generation:a")
+    slow.queue = asyncio.Queue(maxsize=2)
+    for event_id in range(1, 11):
+        hub.dispatch(GENERATION_CHANNEL, notification("a", event_id))
+    assert fast.queue.qsize() == 10
+    assert slow.stale
+    assert (await slow.get(0.1)) is RESYNC
+
+
+async def test_malformed_notifications_are_ignored() -> None:
+    hub = Hub("unused")
+    subscription = hub.subscribe("generation:a")
+    hub.dispatch(GENERATION_CHANNEL, "{not json")
+    hub.dispatch(GENERATION_CHANNEL, "[1, 2]")
+    assert (await subscription.get(0.05)) is None
+
+
+async def test_an_overflowed_stream_replays_from_image_events(
+    pool: AsyncConnectionPool, project_id: uuid.UUID
+) -> None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO image_generations (project_id, prompt, job_id) VALUES (%s, 'x', -1) RETURNING id",
+            (project_id,),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        generation_id = row[0]
+    hub = Hub("unused")
+    subscription = hub.subscribe(f"generation:{generation_id}")
+    subscription.queue = asyncio.Queue(maxsize=1)
+    stream = generation_stream(pool, subscription, generation_id, None, keepalive_s=0.2)
+    first = await anext(stream)
+    assert json.loads(str(first.data))["status"] == "pending"
+
+    # Changes committed while the client is too slow: only one fits its queue.
+    async with pool.connection() as conn:
+        for step, progress in (("fetching", 10), ("processing", 50), ("saving", 80)):
+            status = "processing"
+            await conn.execute(
+                "UPDATE image_generations SET status = %s, step = %s, progress = %s WHERE id = %s",
+                (status, step, progress, generation_id),
+            )
+        await conn.execute(
+            "UPDATE image_generations SET status = 'completed' WHERE id = %s", (generation_id,)
+        )
+        cur = await conn.execute(
+            "SELECT id, step FROM image_events WHERE generation_id = %s ORDER BY id",
+            (generation_id,),
+        )
+        expected = [(int(i), str(s)) for i, s in await cur.fetchall()][1:]
+    hub.dispatch(
+        GENERATION_CHANNEL, notification(str(generation_id), expected[0][0], step="fetching")
+    )
+    hub.dispatch(
+        GENERATION_CHANNEL, notification(str(generation_id), expected[1][0], step="processing")
+    )
+    assert subscription.stale
+
+    received = [message async for message in stream if message.data is not None]
+    assert [(int(m.id or 0), json.loads(str(m.data))["step"]) for m in received] == expected
+    assert hub.subscriber_count == 0
