@@ -9,6 +9,10 @@ from pathlib import Path
 import msgspec
 
 
+# Requests per minute each provider allows us, shared by every worker (OPENAI_RPM, ...).
+DEFAULT_RPM: dict[str, int] = {"openai": 50, "google": 60, "fal": 60}
+
+
 class ConfigError(ValueError):
     """An environment variable has a value we cannot use."""
 
@@ -27,6 +31,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_pool_max: int = 10
     sse_keepalive_s: float = 15.0
     sentry_dsn: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    google_api_key: str | None = None
+    google_base_url: str | None = None
+    google_vertex_project: str | None = None
+    google_vertex_location: str | None = None
+    fal_key: str | None = None
+    fal_base_url: str = "https://queue.fal.run"
+    fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    poll_interval_s: float = 5.0
+    poll_timeout_s: float = 300.0
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = None
+    supabase_bucket: str = "images"
+    supabase_signed_urls: bool = False
+    supabase_signed_url_ttl_s: int = 7 * 24 * 3600
+    provider_rpm: dict[str, int] = {}
+    provider_timeout_s: float = 120.0
 
     @property
     def is_production(self) -> bool:
@@ -56,6 +78,17 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in choices:
@@ -80,4 +113,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_max=_int(env, "DB_POOL_MAX", 10, minimum=1),
         sse_keepalive_s=_float(env, "SSE_KEEPALIVE_S", 15.0),
         sentry_dsn=env.get("SENTRY_DSN") or None,
+        openai_api_key=env.get("OPENAI_API_KEY") or None,
+        openai_base_url=env.get("OPENAI_BASE_URL") or None,
+        google_api_key=env.get("GOOGLE_API_KEY") or None,
+        google_base_url=env.get("GOOGLE_BASE_URL") or None,
+        google_vertex_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
+        google_vertex_location=env.get("GOOGLE_CLOUD_LOCATION") or None,
+        fal_key=env.get("FAL_KEY") or None,
+        fal_base_url=(env.get("FAL_BASE_URL") or "https://queue.fal.run").rstrip("/"),
+        fal_jwks_url=env.get("FAL_JWKS_URL") or "https://rest.alpha.fal.ai/.well-known/jwks.json",
+        poll_interval_s=_float(env, "POLL_INTERVAL_S", 5.0),
+        poll_timeout_s=_float(env, "POLL_TIMEOUT_S", 300.0),
+        supabase_url=(env.get("SUPABASE_URL") or "").rstrip("/") or None,
+        supabase_service_role_key=env.get("SUPABASE_SERVICE_ROLE_KEY") or None,
+        supabase_bucket=env.get("SUPABASE_BUCKET") or "images",
+        supabase_signed_urls=_bool(env, "SUPABASE_SIGNED_URLS", False),
+        supabase_signed_url_ttl_s=_int(env, "SUPABASE_SIGNED_URL_TTL_S", 7 * 24 * 3600, minimum=60),
+        provider_rpm={
+            name: _int(env, f"{name.upper()}_RPM", default, minimum=1)
+            for name, default in DEFAULT_RPM.items()
+        },
+        provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", 120.0),
     )

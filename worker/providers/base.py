@@ -15,6 +15,8 @@ MIN_SIDE, MAX_SIDE = 64, 4096
 
 
 class ImageRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What the lifecycle asks for, in provider-neutral terms (from `prompt_spec`)."""
+
     prompt: str
     model: str
     width: int
@@ -23,19 +25,59 @@ class ImageRequest(msgspec.Struct, frozen=True, kw_only=True):
     quality: str | None = None
     aspect_ratio: str | None = None
     negative_prompt: str | None = None
+    # Image-to-image: the source image's bytes (downloaded and checked by the lifecycle).
     source: bytes | None = None
+    # Edits (inpainting): a PNG mask the size of `source`; opaque pixels are kept, transparent
+    # (alpha 0) pixels are repainted, as OpenAI's edit endpoint defines it.
+    mask: bytes | None = None
 
 
 class ImageResult(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
     content_type: str
+    # Anything worth keeping in generation.metadata (revised prompt, ignored parameters, ...).
     metadata: dict[str, Any] = {}
 
 
 class Provider(Protocol):
-    name: str
+    """A synchronous provider: one call returns the image (OpenAI, Google, local)."""
 
-    async def generate(self, request: ImageRequest) -> ImageResult: ...
+    name: str
+    default_side: int
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        """Text-to-image, or image-to-image when `request.source` is set."""
+        ...
+
+    async def edit(self, request: ImageRequest) -> ImageResult:
+        """Inpainting: `request.source` repainted where `request.mask` is transparent."""
+        ...
+
+
+class JobStatus(msgspec.Struct, frozen=True, kw_only=True):
+    state: str  # "queued" | "running" | "completed" | "failed"
+    queue_position: int | None = None
+    logs: list[str] = []
+    error: str | None = None
+
+
+class AsyncProvider(Protocol):
+    """A queue-based provider (fal): submit, then a webhook or polling says when it is done."""
+
+    name: str
+    default_side: int
+
+    async def submit(self, request: ImageRequest, webhook_url: str | None) -> str:
+        """Queues the request; returns the provider's job id."""
+        ...
+
+    async def status(self, model: str, job_id: str) -> JobStatus: ...
+
+    async def result_urls(self, model: str, job_id: str) -> list[str]:
+        """URLs of the finished job's images (downloaded by the lifecycle)."""
+        ...
+
+    async def cancel(self, model: str, job_id: str) -> None: ...
 
 
 def parse_size(spec: dict[str, Any], default: int) -> tuple[int, int]:
