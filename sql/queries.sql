@@ -70,10 +70,10 @@ VALUES (%(workspace_id)s, %(name)s, %(prefix)s, %(key_hash)s)
 RETURNING id;
 
 -- name: start_generation
--- pending -> processing at the fetching step; a re-run of a processing one (crash, retry)
--- starts over. Anything else (cancelled, terminal, gone) returns no row and the job ends.
+-- pending -> processing at the fetching step; a re-run of a processing one (crash, retry,
+-- rate-limit resume) starts over. Anything else (cancelled, terminal, gone) returns no row.
 UPDATE image_generations
-SET status = 'processing', step = 'fetching', progress = 10, attempts = attempts + 1,
+SET status = 'processing', step = 'fetching', progress = 10, attempts = attempts + %(count_attempt)s,
     error_code = NULL, error_message = NULL
 WHERE id = %(id)s AND status IN ('pending', 'processing')
 RETURNING *;
@@ -102,3 +102,27 @@ INSERT INTO image_events (generation_id, project_id, workspace_id, kind, status,
 SELECT id, project_id, workspace_id, %(kind)s, status, step, progress, %(message)s, %(data)s
 FROM image_generations WHERE id = %(id)s
 RETURNING id;
+
+-- name: acquire_rate
+SELECT granted, wait_s, granted_at
+FROM imagejobs_acquire_rate(%(provider)s, %(max_requests)s, %(window_s)s);
+
+-- name: set_provider_job
+UPDATE image_generations SET provider_job_id = %(provider_job_id)s
+WHERE id = %(id)s AND status = 'processing'
+RETURNING id;
+
+-- name: reschedule_generation
+-- Hands the generation to a new job that starts after %(delay_s)s (rate limit, polling), so
+-- the current job ends and frees its worker slot instead of sleeping in it.
+UPDATE image_generations
+SET job_id = (procrastinate_defer_jobs_v1(ARRAY[ROW(
+        'images', %(task_name)s, 0, 'generation:' || id::text, NULL,
+        jsonb_build_object('generation_id', id) || %(args)s,
+        clock_timestamp() + make_interval(secs => %(delay_s)s)
+    )::procrastinate_job_to_defer_v1]))[1]
+WHERE id = %(id)s AND status = 'processing'
+RETURNING job_id;
+
+-- name: get_generation_for_worker
+SELECT * FROM image_generations WHERE id = %(id)s;

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import msgspec
 
-
 # Requests per minute each provider allows us, shared by every worker (OPENAI_RPM, ...).
 DEFAULT_RPM: dict[str, int] = {"openai": 50, "google": 60, "fal": 60}
 
@@ -49,6 +48,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     supabase_signed_url_ttl_s: int = 7 * 24 * 3600
     provider_rpm: dict[str, int] = {}
     provider_timeout_s: float = 120.0
+    # Where providers can call us back: PUBLIC_BASE_URL when it is https (a provider cannot
+    # reach localhost). None means queue-based providers are polled only.
+    webhook_base_url: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -96,6 +98,12 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+def _webhook_base(public_base_url: str | None) -> str | None:
+    if public_base_url and public_base_url.startswith("https://"):
+        return public_base_url.rstrip("/")
+    return None
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     port = _int(env, "PORT", 8000, minimum=1)
@@ -134,4 +142,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             for name, default in DEFAULT_RPM.items()
         },
         provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", 120.0),
+        webhook_base_url=_webhook_base(env.get("PUBLIC_BASE_URL")),
     )

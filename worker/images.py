@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import NamedTuple
 
 import httpx
 from PIL import Image, UnidentifiedImageError
@@ -50,3 +51,47 @@ def image_size(data: bytes) -> tuple[int, int]:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise GenerationError(ErrorCode.SOURCE_UNREADABLE, type(exc).__name__) from exc
+
+
+KEPT_FORMATS: dict[str, str] = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+MAX_RESULT_PIXELS = 64_000_000
+
+
+class CheckedImage(NamedTuple):
+    data: bytes
+    content_type: str
+    width: int
+    height: int
+
+
+def check_result(data: bytes) -> CheckedImage:
+    """Verifies a provider's result with Pillow. PNG, JPEG and WebP are kept as they are, with
+    the right content type; anything else readable is re-encoded as PNG; unreadable is no_result."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_RESULT_PIXELS:
+                raise GenerationError(
+                    ErrorCode.NO_RESULT, f"result of {width}x{height} is too large"
+                )
+            image_format = image.format or ""
+            if image_format in KEPT_FORMATS:
+                return CheckedImage(data, KEPT_FORMATS[image_format], width, height)
+            out = io.BytesIO()
+            image.convert("RGBA").save(out, format="PNG")
+            return CheckedImage(out.getvalue(), "image/png", width, height)
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise GenerationError(
+            ErrorCode.NO_RESULT, "the provider's result is not a readable image"
+        ) from exc
+
+
+EXTENSIONS: dict[str, str] = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}

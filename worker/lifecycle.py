@@ -30,11 +30,33 @@ class Lifecycle:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def start(self, generation_id: UUID) -> Generation | None:
+    async def start(self, generation_id: UUID, *, count_attempt: bool = True) -> Generation | None:
         """pending/processing -> processing at `fetching`; None when there is nothing to run."""
+        return await self._generation(
+            "start_generation", {"id": generation_id, "count_attempt": int(count_attempt)}
+        )
+
+    async def get(self, generation_id: UUID) -> Generation | None:
+        return await self._generation("get_generation_for_worker", {"id": generation_id})
+
+    async def set_provider_job(self, generation_id: UUID, provider_job_id: str) -> bool:
+        return await self._write(
+            "set_provider_job", {"id": generation_id, "provider_job_id": provider_job_id}
+        )
+
+    async def reschedule(
+        self, generation_id: UUID, task_name: str, delay_s: float, args: dict[str, Any]
+    ) -> bool:
+        """Hands the generation to a new job of `task_name` starting in `delay_s` seconds."""
+        return await self._write(
+            "reschedule_generation",
+            {"id": generation_id, "task_name": task_name, "delay_s": delay_s, "args": _json(args)},
+        )
+
+    async def _generation(self, name: str, params: dict[str, Any]) -> Generation | None:
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Generation))
-            await cur.execute(query("start_generation"), {"id": generation_id})
+            await cur.execute(query(name), params)
             return await cur.fetchone()
 
     async def exists(self, generation_id: UUID) -> bool:

@@ -8,8 +8,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from worker.config import ConfigError, Settings
 from worker.lifecycle import Lifecycle
-from worker.providers.base import Provider
+from worker.providers.base import AsyncProvider, Provider
 from worker.providers.local import LocalProvider
+from worker.ratelimit import RateLimiter
 from worker.storage.base import Storage
 from worker.storage.local import LocalStorage
 
@@ -24,14 +25,25 @@ class Runtime:
         pool: AsyncConnectionPool,
         providers: dict[str, Provider],
         storage: Storage,
+        queue_providers: dict[str, AsyncProvider] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
         self.lifecycle = Lifecycle(pool)
         self.providers = providers
+        self.queue_providers = queue_providers or {}
         self.storage = storage
+        self.limiter = limiter or RateLimiter(pool, settings.provider_rpm)
 
     def provider(self, name: str) -> Provider | None:
         return self.providers.get(name)
+
+    def queue_provider(self, name: str) -> AsyncProvider | None:
+        return self.queue_providers.get(name)
+
+    def webhook_url(self, provider: str) -> str | None:
+        base = self.settings.webhook_base_url
+        return f"{base}/v1/webhooks/{provider}" if base else None
 
     @classmethod
     def from_context(cls, context: JobContext) -> Runtime:

@@ -16,15 +16,17 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.worker.conftest import event_trail, generation_row, insert_generation, make_runtime
 from worker.errors import ErrorCode, GenerationError
+from worker.pipeline import run_generation
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.local import LocalProvider
-from worker.tasks import TransientRetry, run_generation
+from worker.tasks import TransientRetry
 
 
 class FailingProvider:
     """A provider that fails the way a real one does, with a catalogue error."""
 
     name = "local"
+    default_side = 256
 
     def __init__(self, code: ErrorCode) -> None:
         self.code = code
@@ -33,6 +35,9 @@ class FailingProvider:
     async def generate(self, request: ImageRequest) -> ImageResult:
         self.calls += 1
         raise GenerationError(self.code, "from the provider")
+
+    async def edit(self, request: ImageRequest) -> ImageResult:
+        return await self.generate(request)
 
 
 class CancellingProvider(LocalProvider):

@@ -27,6 +27,8 @@ class ImageRequest(msgspec.Struct, frozen=True, kw_only=True):
     negative_prompt: str | None = None
     # Image-to-image: the source image's bytes (downloaded and checked by the lifecycle).
     source: bytes | None = None
+    # Where the source came from: queue-based providers fetch it themselves.
+    source_url: str | None = None
     # Edits (inpainting): a PNG mask the size of `source`; opaque pixels are kept, transparent
     # (alpha 0) pixels are repainted, as OpenAI's edit endpoint defines it.
     mask: bytes | None = None
@@ -99,7 +101,14 @@ def parse_size(spec: dict[str, Any], default: int) -> tuple[int, int]:
 
 
 def build_request(
-    prompt: str, model: str, spec: dict[str, Any], *, default_side: int, source: bytes | None
+    prompt: str,
+    model: str,
+    spec: dict[str, Any],
+    *,
+    default_side: int,
+    source: bytes | None,
+    source_url: str | None = None,
+    mask: bytes | None = None,
 ) -> ImageRequest:
     seed = spec.get("seed")
     width, height = parse_size(spec, default_side)
@@ -117,4 +126,6 @@ def build_request(
             spec.get("negative_prompt") if isinstance(spec.get("negative_prompt"), str) else None
         ),
         source=source,
+        source_url=source_url,
+        mask=mask,
     )

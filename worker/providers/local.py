@@ -12,6 +12,7 @@ import io
 import random
 import textwrap
 
+import msgspec
 from PIL import Image, ImageDraw, ImageFont
 
 from worker.providers.base import ImageRequest, ImageResult
@@ -59,6 +60,24 @@ def render(request: ImageRequest) -> bytes:
     return out.getvalue()
 
 
+def inpaint(request: ImageRequest) -> bytes:
+    """Repaints the source where the mask is transparent (alpha 0), keeps it where opaque."""
+    if request.source is None or request.mask is None:
+        raise ValueError("an edit needs a source image and a mask")
+    with Image.open(io.BytesIO(request.source)) as source_image:
+        source = source_image.convert("RGB")
+    with Image.open(io.BytesIO(request.mask)) as mask_image:
+        keep = mask_image.convert("RGBA").getchannel("A").resize(source.size)
+    painted_request = msgspec.structs.replace(
+        request, width=source.width, height=source.height, source=None, mask=None
+    )
+    with Image.open(io.BytesIO(render(painted_request))) as painted_image:
+        painted = painted_image.convert("RGB")
+    out = io.BytesIO()
+    Image.composite(source, painted, keep).save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
 class LocalProvider:
     name = "local"
     default_side = 512
@@ -70,4 +89,10 @@ class LocalProvider:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         data = await asyncio.to_thread(render, request)
+        return ImageResult(data=data, content_type="image/png", metadata={"renderer": "pillow"})
+
+    async def edit(self, request: ImageRequest) -> ImageResult:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        data = await asyncio.to_thread(inpaint, request)
         return ImageResult(data=data, content_type="image/png", metadata={"renderer": "pillow"})

@@ -1,0 +1,238 @@
+"""How a generation is produced: source → provider → result → storage, step by step.
+
+Synchronous providers (OpenAI, Google, local) answer within the job. Queue-based ones (fal) are
+submitted, then followed by a polling job that re-schedules itself (and, when a webhook is
+expected, runs as a slower safety net); webhook and poll share `finish_from_urls`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from uuid import UUID
+
+from worker.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
+from worker.images import EXTENSIONS, check_result, download, image_size
+from worker.models import Generation
+from worker.providers.base import AsyncProvider, ImageRequest, ImageResult, Provider, build_request
+from worker.runtime import Runtime
+from worker.storage.base import result_key
+
+logger = logging.getLogger(__name__)
+
+GENERATE_TASK = "generate_image"
+POLL_TASK = "poll_generation"
+# With a webhook expected, polling is only a safety net for lost webhooks.
+SAFETY_NET_FACTOR = 4
+
+
+async def run_generation(
+    runtime: Runtime, generation_id: UUID, attempt: int, *, resume: bool = False
+) -> None:
+    lifecycle = runtime.lifecycle
+    generation = await lifecycle.start(generation_id, count_attempt=not resume)
+    if generation is None:
+        if await lifecycle.get(generation_id) is None:
+            raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
+        logger.info("generation %s is no longer runnable; skipping", generation_id)
+        return
+    started = time.monotonic()
+    try:
+        finished = await _produce(runtime, generation)
+    except GenerationError as error:
+        await _handle_failure(runtime, generation_id, error, attempt)
+        return
+    if finished:
+        logger.info(
+            "generation %s completed in %.0f ms", generation_id, (time.monotonic() - started) * 1000
+        )
+
+
+async def _handle_failure(
+    runtime: Runtime, generation_id: UUID, error: GenerationError, attempt: int
+) -> None:
+    if error.retryable and attempt < MAX_ATTEMPTS:
+        await runtime.lifecycle.log(
+            generation_id,
+            "error",
+            f"{error.message}; retrying (attempt {attempt} of {MAX_ATTEMPTS})",
+            {"error_code": error.code.value, "attempt": attempt},
+        )
+        raise error
+    await runtime.lifecycle.fail(generation_id, error.code.value, error.message)
+    logger.info("generation %s failed: %s (%s)", generation_id, error.code.value, error.message)
+
+
+async def _produce(runtime: Runtime, generation: Generation) -> bool:
+    """Runs the generation; False when it was handed to a later job (queue, rate limit)."""
+    lifecycle = runtime.lifecycle
+    sync_provider = runtime.provider(generation.provider)
+    queue_provider = runtime.queue_provider(generation.provider)
+    provider: Provider | AsyncProvider | None = sync_provider or queue_provider
+    if provider is None:
+        raise GenerationError(
+            ErrorCode.PROVIDER_ERROR, f"provider {generation.provider!r} is not configured"
+        )
+
+    source: bytes | None = None
+    if generation.original_image_url and sync_provider is not None:
+        await lifecycle.step(generation.id, "uploading")
+        source = await download(generation.original_image_url, error=ErrorCode.SOURCE_UNREACHABLE)
+        image_size(source)
+    request = build_request(
+        generation.prompt,
+        generation.model,
+        generation.prompt_spec,
+        default_side=provider.default_side,
+        source=source,
+        source_url=generation.original_image_url,
+    )
+
+    await lifecycle.step(generation.id, "processing")
+    wait_s = await runtime.limiter.acquire(generation.provider)
+    if wait_s > 0:
+        await lifecycle.log(
+            generation.id,
+            "log",
+            f"Provider rate limit reached; resuming in {wait_s:.1f} s",
+            {"wait_s": wait_s},
+        )
+        await lifecycle.reschedule(generation.id, GENERATE_TASK, wait_s, {"resume": True})
+        return False
+
+    if queue_provider is not None:
+        await _submit(runtime, queue_provider, generation, request)
+        return False
+    assert sync_provider is not None
+    result = await sync_provider.generate(request)
+    await store_result(runtime, generation, result)
+    return True
+
+
+async def _submit(
+    runtime: Runtime, provider: AsyncProvider, generation: Generation, request: ImageRequest
+) -> None:
+    settings = runtime.settings
+    webhook_url = runtime.webhook_url(provider.name)
+    if generation.provider_job_id is None:
+        job_id = await provider.submit(request, webhook_url)
+        await runtime.lifecycle.set_provider_job(generation.id, job_id)
+        await runtime.lifecycle.log(
+            generation.id, "log", "Submitted to the provider's queue", {"provider_job_id": job_id}
+        )
+    delay = settings.poll_interval_s * (SAFETY_NET_FACTOR if webhook_url else 1)
+    await runtime.lifecycle.reschedule(
+        generation.id, POLL_TASK, delay, {"submitted_at": time.time(), "seen_logs": 0}
+    )
+
+
+async def poll_generation(
+    runtime: Runtime, generation_id: UUID, submitted_at: float, seen_logs: int
+) -> None:
+    lifecycle = runtime.lifecycle
+    generation = await lifecycle.get(generation_id)
+    if (
+        generation is None
+        or generation.status != "processing"
+        or generation.provider_job_id is None
+    ):
+        return
+    provider = runtime.queue_provider(generation.provider)
+    if provider is None:
+        await lifecycle.fail(
+            generation_id, ErrorCode.PROVIDER_ERROR.value, "provider is not configured"
+        )
+        return
+    settings = runtime.settings
+    if time.time() - submitted_at > settings.poll_timeout_s:
+        await _cancel_quietly(provider, generation)
+        await lifecycle.fail(generation_id, ErrorCode.TIMEOUT.value, "Polling timeout exceeded")
+        return
+    try:
+        status = await provider.status(generation.model, generation.provider_job_id)
+        if status.state == "completed":
+            urls = await provider.result_urls(generation.model, generation.provider_job_id)
+            await finish_from_urls(runtime, generation, urls)
+            return
+        if status.state == "failed":
+            raise GenerationError(
+                ErrorCode.PROVIDER_ERROR, status.error or "the provider reported a failure"
+            )
+    except GenerationError as error:
+        if not error.retryable:
+            await lifecycle.fail(generation_id, error.code.value, error.message)
+            return
+        await lifecycle.log(
+            generation_id,
+            "error",
+            f"{error.message}; polling again",
+            {"error_code": error.code.value},
+        )
+    else:
+        for line in status.logs[seen_logs:]:
+            await lifecycle.log(generation_id, "log", line[:1000])
+        seen_logs = len(status.logs)
+        if status.state == "queued":
+            position = (
+                "" if status.queue_position is None else f" (position {status.queue_position})"
+            )
+            await lifecycle.log(generation_id, "log", f"Waiting in the provider's queue{position}")
+        else:
+            await lifecycle.step(
+                generation_id, "processing", min(79, max(generation.progress + 3, 55))
+            )
+    delay = settings.poll_interval_s * (
+        SAFETY_NET_FACTOR if runtime.webhook_url(provider.name) else 1
+    )
+    await lifecycle.reschedule(
+        generation_id, POLL_TASK, delay, {"submitted_at": submitted_at, "seen_logs": seen_logs}
+    )
+
+
+async def _cancel_quietly(provider: AsyncProvider, generation: Generation) -> None:
+    if generation.provider_job_id is None:
+        return
+    try:
+        await provider.cancel(generation.model, generation.provider_job_id)
+    except Exception:
+        logger.warning(
+            "could not cancel provider job %s", generation.provider_job_id, exc_info=True
+        )
+
+
+async def finish_from_urls(runtime: Runtime, generation: Generation, urls: list[str]) -> None:
+    """The shared end of queue-based providers: download the result, store it, complete."""
+    if not urls:
+        raise GenerationError(ErrorCode.NO_RESULT, "the provider returned no image")
+    await runtime.lifecycle.step(generation.id, "saving")
+    data = await download(urls[0], error=ErrorCode.RESULT_UNREACHABLE)
+    await store_result(
+        runtime, generation, ImageResult(data=data, content_type="", metadata={}), saving=False
+    )
+
+
+async def store_result(
+    runtime: Runtime, generation: Generation, result: ImageResult, *, saving: bool = True
+) -> None:
+    if saving:
+        await runtime.lifecycle.step(generation.id, "saving")
+    checked = check_result(result.data)
+    key = result_key(
+        generation.workspace_id,
+        generation.project_id,
+        generation.id,
+        EXTENSIONS[checked.content_type],
+    )
+    try:
+        url = await runtime.storage.put(key, checked.data, checked.content_type)
+    except OSError as exc:
+        raise GenerationError(ErrorCode.STORAGE_ERROR, type(exc).__name__) from exc
+    metadata: dict[str, Any] = {
+        **result.metadata,
+        "width": checked.width,
+        "height": checked.height,
+        "bytes": len(checked.data),
+        "content_type": checked.content_type,
+    }
+    await runtime.lifecycle.complete(generation.id, url, metadata)
