@@ -23,6 +23,7 @@ from worker.embedded import start_embedded_postgres, with_database
 from worker.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["tests.providers.fal_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -151,14 +151,20 @@ async def poll_generation(
         return
     try:
         status = await provider.status(generation.model, generation.provider_job_id)
+        for line in status.logs[seen_logs:]:
+            await lifecycle.log(generation_id, "log", line[:1000])
+        seen_logs = max(seen_logs, len(status.logs))
         if status.state == "completed":
             urls = await provider.result_urls(generation.model, generation.provider_job_id)
             await finish_from_urls(runtime, generation, urls)
             return
         if status.state == "failed":
-            raise GenerationError(
-                ErrorCode.PROVIDER_ERROR, status.error or "the provider reported a failure"
-            )
+            # The provider's job itself failed: polling again cannot change that.
+            message = GenerationError(
+                ErrorCode.PROVIDER_ERROR, status.error or "the job failed"
+            ).message
+            await lifecycle.fail(generation_id, ErrorCode.PROVIDER_ERROR.value, message)
+            return
     except GenerationError as error:
         if not error.retryable:
             await lifecycle.fail(generation_id, error.code.value, error.message)
@@ -170,9 +176,6 @@ async def poll_generation(
             {"error_code": error.code.value},
         )
     else:
-        for line in status.logs[seen_logs:]:
-            await lifecycle.log(generation_id, "log", line[:1000])
-        seen_logs = len(status.logs)
         if status.state == "queued":
             position = (
                 "" if status.queue_position is None else f" (position {status.queue_position})"
