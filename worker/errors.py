@@ -46,11 +46,18 @@ class GenerationError(Exception):
     """A failure with a catalogue code; `detail` adds specifics to the user-facing message."""
 
     def __init__(
-        self, code: ErrorCode, detail: str | None = None, *, retry_after: float | None = None
+        self,
+        code: ErrorCode,
+        detail: str | None = None,
+        *,
+        retry_after: float | None = None,
+        permanent: bool = False,
     ) -> None:
         self.code = code
         self.detail = detail
         self.retry_after = retry_after
+        # A transient code can still be final (a provider nobody configured will not appear).
+        self.permanent = permanent
         super().__init__(self.message)
 
     @property
@@ -60,4 +67,4 @@ class GenerationError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.code in RETRYABLE
+        return self.code in RETRYABLE and not self.permanent

@@ -72,7 +72,9 @@ async def _produce(runtime: Runtime, generation: Generation) -> bool:
     provider: Provider | AsyncProvider | None = sync_provider or queue_provider
     if provider is None:
         raise GenerationError(
-            ErrorCode.PROVIDER_ERROR, f"provider {generation.provider!r} is not configured"
+            ErrorCode.PROVIDER_ERROR,
+            f"provider {generation.provider!r} is not configured on this worker",
+            permanent=True,
         )
 
     source: bytes | None = None

@@ -268,3 +268,14 @@ async def test_image_to_image_downloads_and_checks_the_source(
     assert (row["status"], row["error_code"]) == (status, error_code)
     steps = [step for _, _, step, _ in await event_trail(pool, generation_id)]
     assert "uploading" in steps
+
+
+async def test_an_unconfigured_provider_fails_at_once(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, storage_dir: Path
+) -> None:
+    generation_id = await insert_generation(pool, project_id, provider="openai")
+    runtime = make_runtime(pool, storage_dir, {"local": LocalProvider(delay_ms=0)})
+    await run_generation(runtime, generation_id, attempt=1)
+    row = await generation_row(pool, generation_id)
+    assert (row["status"], row["error_code"]) == ("failed", "provider_error")
+    assert "not configured" in str(row["error_message"])
