@@ -16,12 +16,16 @@ from litestar.static_files import create_static_files_router
 from api.auth import ApiKeyAuthentication, KeyCache
 from api.hub import Hub
 from api.problems import EXCEPTION_HANDLERS
-from api.routes.events import generation_events
+from api.routes.actions import GenerationActions
+from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
 from api.routes.projects import ProjectController
+from api.routes.webhooks import receive_webhook
+from api.webhook_auth import FalVerifier
 from worker.config import Settings, load_settings
 from worker.db import create_pool
+from worker.runtime import build_storage
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -53,10 +57,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     v1 = Router(
         path="/",
-        route_handlers=[ProjectController, GenerationController, generation_events],
+        route_handlers=[
+            ProjectController,
+            GenerationController,
+            GenerationActions,
+            generation_events,
+            project_events,
+            workflow_events,
+        ],
         middleware=[DefineMiddleware(ApiKeyAuthentication)],
     )
-    handlers: list[object] = [v1, healthz, readyz]
+    handlers: list[object] = [v1, receive_webhook, healthz, readyz]
     if settings.storage_backend == "local":
         settings.local_storage_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(
@@ -70,7 +81,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        state=State({"settings": settings, "key_cache": KeyCache()}),
+        state=State(
+            {
+                "settings": settings,
+                "key_cache": KeyCache(),
+                "storage": build_storage(settings),
+                "fal_verifier": FalVerifier(settings.fal_jwks_url),
+            }
+        ),
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(
             title="imagejobs",

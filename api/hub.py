@@ -79,7 +79,7 @@ class Hub:
         return len({s for subs in self._subscribers.values() for s in subs})
 
     def subscribe(self, *keys: str) -> Subscription:
-        """Keys are "generation:<id>", "project:<id>" or "workspace:<id>"."""
+        """Keys are "generation:<id>", "project:<id>", "workflow:<id>" or "workspace:<id>"."""
         subscription = Subscription(self, keys)
         for key in keys:
             self._subscribers[key].add(subscription)
@@ -129,6 +129,8 @@ class Hub:
             targets |= self._subscribers.get(f"generation:{payload.get('generation_id')}", set())
         targets |= self._subscribers.get(f"project:{payload.get('project_id')}", set())
         targets |= self._subscribers.get(f"workspace:{payload.get('workspace_id')}", set())
+        if payload.get("workflow_id"):
+            targets |= self._subscribers.get(f"workflow:{payload['workflow_id']}", set())
         for subscription in targets:
             subscription.offer(event)
 

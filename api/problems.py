@@ -46,6 +46,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
     title: str
     status: int
     detail: str | None = None
+    # The error catalogue's code, when one applies (mask_missing, mask_invalid, ...).
+    code: str | None = None
     errors: list[FieldError] = []
 
 
@@ -54,8 +56,9 @@ class InvalidField(HTTPException):
 
     status_code = HTTP_422_UNPROCESSABLE_ENTITY
 
-    def __init__(self, field: str, message: str) -> None:
+    def __init__(self, field: str, message: str, code: str | None = None) -> None:
         super().__init__(detail=f"{field}: {message}", extra=[{"key": field, "message": message}])
+        self.code = code
 
 
 def problem_response(
@@ -63,6 +66,7 @@ def problem_response(
     detail: str | None,
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
+    code: str | None = None,
 ) -> Response[Problem]:
     title = _TITLES.get(status, "Error")
     slug = title.lower().replace(" ", "-")
@@ -72,6 +76,7 @@ def problem_response(
             title=title,
             status=status,
             detail=detail,
+            code=code,
             errors=errors or [],
         ),
         status_code=status,
@@ -130,7 +135,9 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
         return _validation(exc)
     errors = _field_errors(exc.extra)
     headers = dict(exc.headers) if exc.headers else None
-    return problem_response(exc.status_code, str(exc.detail), errors, headers)
+    return problem_response(
+        exc.status_code, str(exc.detail), errors, headers, code=getattr(exc, "code", None)
+    )
 
 
 def handle_database_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

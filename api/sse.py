@@ -44,7 +44,7 @@ class GenerationEventData(msgspec.Struct, omit_defaults=True):
 _encoder = msgspec.json.Encoder()
 
 
-def _from_row(row: ImageEvent) -> GenerationEventData:
+def from_row(row: ImageEvent) -> GenerationEventData:
     data = row.data
     return GenerationEventData(
         id=row.generation_id,
@@ -62,7 +62,7 @@ def _from_row(row: ImageEvent) -> GenerationEventData:
     )
 
 
-def _from_notification(payload: dict[str, Any]) -> GenerationEventData:
+def from_notification(payload: dict[str, Any]) -> GenerationEventData:
     data = payload.get("data") or {}
     return GenerationEventData(
         id=payload["generation_id"],
@@ -99,7 +99,7 @@ async def _events_after(
             query("generation_events_after"),
             {"generation_id": generation_id, "after_id": after_id, "limit": REPLAY_PAGE},
         )
-        return [_from_row(row) for row in await cur.fetchall()]
+        return [from_row(row) for row in await cur.fetchall()]
 
 
 async def _current_state(
@@ -109,7 +109,7 @@ async def _current_state(
         cur = conn.cursor(row_factory=class_row(ImageEvent))
         await cur.execute(query("latest_state_event"), {"generation_id": generation_id})
         row = await cur.fetchone()
-    return _from_row(row) if row is not None else None
+    return from_row(row) if row is not None else None
 
 
 async def generation_stream(
@@ -142,7 +142,7 @@ async def generation_stream(
             elif item is RESYNC or item.payload.get("truncated"):
                 backlog = await _events_after(pool, generation_id, last_sent)
             elif item.channel == GENERATION_CHANNEL:
-                backlog = [_from_notification(item.payload)]
+                backlog = [from_notification(item.payload)]
     finally:
         subscription.close()
 

@@ -126,3 +126,91 @@ RETURNING job_id;
 
 -- name: get_generation_for_worker
 SELECT * FROM image_generations WHERE id = %(id)s;
+
+-- name: cancel_generation
+UPDATE image_generations SET status = 'cancelled'
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status IN ('pending', 'processing')
+RETURNING *;
+
+-- name: retry_generation
+UPDATE image_generations SET status = 'pending'
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'failed'
+RETURNING *;
+
+-- name: list_versions
+-- The whole edit history a generation belongs to: its root and every edit of that root.
+WITH target AS (
+    SELECT coalesce(parent_id, id) AS root FROM image_generations
+    WHERE id = %(id)s AND workspace_id = %(workspace_id)s
+)
+SELECT g.* FROM image_generations g, target
+WHERE g.workspace_id = %(workspace_id)s AND (g.id = target.root OR g.parent_id = target.root)
+ORDER BY g.version, g.created_at;
+
+-- name: insert_edit
+INSERT INTO image_generations (
+    workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
+    node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata
+)
+SELECT workspace_id, %(user_id)s, project_id, %(prompt)s, prompt_spec, provider, model,
+       result_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
+       (SELECT max(version) + 1 FROM image_generations h
+         WHERE h.id = coalesce(g.parent_id, g.id) OR h.parent_id = coalesce(g.parent_id, g.id)),
+       coalesce(parent_id, id),
+       %(metadata)s
+FROM image_generations g
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'completed'
+RETURNING *;
+
+-- name: record_webhook_delivery
+INSERT INTO webhook_deliveries (id, provider, generation_id, payload)
+VALUES (%(id)s, %(provider)s, %(generation_id)s, %(payload)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: find_by_provider_job
+SELECT * FROM image_generations WHERE provider_job_id = %(provider_job_id)s
+ORDER BY created_at DESC LIMIT 1;
+
+-- name: record_webhook_attempt
+INSERT INTO outgoing_webhook_attempts
+    (generation_id, event_id, message_id, type, attempt, status_code, error, duration_ms)
+VALUES (%(generation_id)s, %(event_id)s, %(message_id)s, %(type)s, %(attempt)s, %(status_code)s,
+        %(error)s, %(duration_ms)s);
+
+-- name: get_project_for_stream
+SELECT * FROM projects WHERE id = %(id)s;
+
+-- name: project_events_after
+SELECT * FROM image_events
+WHERE project_id = %(project_id)s AND id > %(after_id)s
+ORDER BY id
+LIMIT %(limit)s;
+
+-- name: set_mask_url
+UPDATE image_generations SET metadata = metadata || jsonb_build_object('maskUrl', %(mask_url)s::text)
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: defer_webhook_result
+SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW(
+    'images', 'finish_from_webhook', 0, NULL, NULL,
+    jsonb_build_object('generation_id', %(generation_id)s::uuid, 'delivery_id', %(delivery_id)s::text),
+    NULL
+)::procrastinate_job_to_defer_v1]))[1] AS job_id;
+
+-- name: get_webhook_delivery
+SELECT provider, payload FROM webhook_deliveries WHERE id = %(id)s;
+
+-- name: latest_project_event_id
+SELECT coalesce(max(id), 0) FROM image_events WHERE project_id = %(project_id)s;
+
+-- name: workflow_nodes
+SELECT id, node_type, node_data, updated_at FROM workflow_nodes
+WHERE workflow_id = %(workflow_id)s AND workspace_id = %(workspace_id)s
+  AND (%(ids)s::text[] IS NULL OR id = ANY (%(ids)s::text[]))
+ORDER BY id;
+
+-- name: workflow_visible
+SELECT EXISTS (SELECT 1 FROM workflow_nodes WHERE workflow_id = %(workflow_id)s AND workspace_id = %(workspace_id)s)
+    OR EXISTS (SELECT 1 FROM image_generations WHERE workflow_id = %(workflow_id)s AND workspace_id = %(workspace_id)s);

@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Where providers can call us back: PUBLIC_BASE_URL when it is https (a provider cannot
     # reach localhost). None means queue-based providers are polled only.
     webhook_base_url: str | None = None
+    webhook_secret: str | None = None
+    outgoing_webhook_secret: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -143,4 +145,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         },
         provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", 120.0),
         webhook_base_url=_webhook_base(env.get("PUBLIC_BASE_URL")),
+        webhook_secret=env.get("WEBHOOK_SECRET") or None,
+        outgoing_webhook_secret=env.get("OUTGOING_WEBHOOK_SECRET") or None,
     )

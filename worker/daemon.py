@@ -13,7 +13,7 @@ import socket
 from worker.config import Settings
 from worker.db import create_pool
 from worker.runtime import build_runtime
-from worker.tasks import QUEUE, app
+from worker.tasks import QUEUE, WEBHOOK_QUEUE, app
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ async def run_worker(settings: Settings) -> None:
         name = f"{socket.gethostname()}:{os.getpid()}"
         logger.info("worker %s started (concurrency %d)", name, settings.worker_concurrency)
         await app.run_worker_async(
-            queues=[QUEUE],
+            queues=[QUEUE, WEBHOOK_QUEUE],
             name=name,
             concurrency=settings.worker_concurrency,
             additional_context={"runtime": runtime},

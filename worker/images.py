@@ -6,7 +6,7 @@ import io
 from typing import NamedTuple
 
 import httpx
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageChops, UnidentifiedImageError
 
 from worker.errors import ErrorCode, GenerationError
 
@@ -95,3 +95,23 @@ def check_result(data: bytes) -> CheckedImage:
 
 
 EXTENSIONS: dict[str, str] = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+def prepare_mask(mask: bytes, size: tuple[int, int]) -> bytes:
+    """The user's mask (painted = change here) resized to the source and turned into the
+    providers' convention: a PNG whose transparent pixels are the area to repaint."""
+    try:
+        with Image.open(io.BytesIO(mask)) as image:
+            rgba = image.convert("RGBA").resize(size, Image.Resampling.NEAREST)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise GenerationError(ErrorCode.MASK_INVALID, "the mask cannot be read") from exc
+    alpha = rgba.getchannel("A")
+    light = rgba.convert("L")
+    # Painted: visible (alpha) and not black. Those pixels become transparent (edit here).
+    painted = ImageChops.multiply(light, alpha).point(lambda v: 255 if v > 16 else 0)
+    keep = ImageChops.invert(painted)
+    out_image = Image.new("RGBA", size, (0, 0, 0, 255))
+    out_image.putalpha(keep)
+    out = io.BytesIO()
+    out_image.save(out, format="PNG")
+    return out.getvalue()

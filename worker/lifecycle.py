@@ -53,6 +53,13 @@ class Lifecycle:
             {"id": generation_id, "task_name": task_name, "delay_s": delay_s, "args": _json(args)},
         )
 
+    async def webhook_delivery(self, delivery_id: str) -> tuple[str, Any] | None:
+        """(provider, payload) of a stored provider callback."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query("get_webhook_delivery"), {"id": delivery_id})
+            row = await cur.fetchone()
+        return (str(row[0]), row[1]) if row is not None else None
+
     async def _generation(self, name: str, params: dict[str, Any]) -> Generation | None:
         async with self.pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Generation))

@@ -13,15 +13,17 @@ from typing import Any
 from uuid import UUID
 
 from worker.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
-from worker.images import EXTENSIONS, check_result, download, image_size
+from worker.images import EXTENSIONS, check_result, download, image_size, prepare_mask
 from worker.models import Generation
 from worker.providers.base import AsyncProvider, ImageRequest, ImageResult, Provider, build_request
+from worker.providers.webhooks import PARSERS
 from worker.runtime import Runtime
 from worker.storage.base import result_key
 
 logger = logging.getLogger(__name__)
 
 GENERATE_TASK = "generate_image"
+EDIT_TASK = "edit_image"
 POLL_TASK = "poll_generation"
 # With a webhook expected, polling is only a safety net for lost webhooks.
 SAFETY_NET_FACTOR = 4
@@ -62,6 +64,89 @@ async def _handle_failure(
         raise error
     await runtime.lifecycle.fail(generation_id, error.code.value, error.message)
     logger.info("generation %s failed: %s (%s)", generation_id, error.code.value, error.message)
+
+
+EDIT_PROMPTS = {
+    "add": "Add {prompt} in the transparent (masked) area, matching the rest of the image.",
+    "remove": "Remove {prompt} from the transparent (masked) area and fill it in to match its surroundings.",
+}
+
+
+async def run_edit(runtime: Runtime, generation_id: UUID, attempt: int) -> None:
+    """fetching 10 → preparing 25 (mask resized to the source) → processing 50 → saving 80."""
+    lifecycle = runtime.lifecycle
+    generation = await lifecycle.start(generation_id)
+    if generation is None:
+        if await lifecycle.get(generation_id) is None:
+            raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
+        return
+    try:
+        provider = runtime.provider(generation.provider)
+        if provider is None:
+            raise GenerationError(
+                ErrorCode.PROVIDER_ERROR,
+                f"provider {generation.provider!r} cannot edit images on this worker",
+                permanent=True,
+            )
+        await lifecycle.step(generation.id, "preparing")
+        if not generation.original_image_url:
+            raise GenerationError(ErrorCode.SOURCE_UNREACHABLE, "the edited version has no image")
+        source = await download(generation.original_image_url, error=ErrorCode.SOURCE_UNREACHABLE)
+        size = image_size(source)
+        mask_url = generation.metadata.get("maskUrl")
+        if not isinstance(mask_url, str):
+            raise GenerationError(ErrorCode.MASK_MISSING)
+        mask = prepare_mask(await download(mask_url, error=ErrorCode.MASK_INVALID), size)
+        mode = str(generation.metadata.get("editMode", "add"))
+        prompt = EDIT_PROMPTS.get(mode, EDIT_PROMPTS["add"]).format(prompt=generation.prompt)
+        request = build_request(
+            prompt,
+            generation.model,
+            {**generation.prompt_spec, "size": f"{size[0]}x{size[1]}"},
+            default_side=provider.default_side,
+            source=source,
+            mask=mask,
+        )
+        await lifecycle.step(generation.id, "processing")
+        result = await provider.edit(request)
+        await store_result(runtime, generation, result)
+    except GenerationError as error:
+        await _handle_failure(runtime, generation_id, error, attempt)
+
+
+async def finish_from_webhook(
+    runtime: Runtime, generation_id: UUID, delivery_id: str, attempt: int
+) -> None:
+    """A verified provider callback (stored by the API) finishes, fails or logs the generation."""
+    lifecycle = runtime.lifecycle
+    delivery = await lifecycle.webhook_delivery(delivery_id)
+    generation = await lifecycle.get(generation_id)
+    if delivery is None or generation is None or generation.status != "processing":
+        return
+    provider, payload = delivery
+    outcome = PARSERS[provider](payload)
+    if outcome.state == "failed":
+        message = GenerationError(
+            ErrorCode.PROVIDER_ERROR, outcome.error or "the job failed"
+        ).message
+        await lifecycle.fail(generation_id, ErrorCode.PROVIDER_ERROR.value, message)
+    elif outcome.state == "completed":
+        try:
+            await finish_from_urls(runtime, generation, outcome.urls)
+        except GenerationError as error:
+            await _handle_failure(runtime, generation_id, error, attempt)
+    else:
+        await lifecycle.log(generation_id, "log", f"Provider reports the job is {outcome.state}")
+
+
+async def cancel_provider_job(runtime: Runtime, generation_id: UUID) -> None:
+    """After a cancel: ask a queue-based provider to stop the job it runs for us."""
+    generation = await runtime.lifecycle.get(generation_id)
+    if generation is None or generation.provider_job_id is None:
+        return
+    provider = runtime.queue_provider(generation.provider)
+    if provider is not None:
+        await _cancel_quietly(provider, generation)
 
 
 async def _produce(runtime: Runtime, generation: Generation) -> bool:

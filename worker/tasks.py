@@ -9,11 +9,13 @@ from uuid import UUID
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 
-from worker import pipeline
+from worker import outgoing, pipeline
 from worker.errors import MAX_ATTEMPTS, GenerationError
+from worker.outgoing import WebhookBackoff
 from worker.runtime import Runtime
 
 QUEUE = "images"
+WEBHOOK_QUEUE = "webhooks"
 # The pool is handed over by `app.open_async(pool)`; the connector's own settings are unused.
 app = App(connector=PsycopgConnector())
 
@@ -43,6 +45,38 @@ def _attempt(context: JobContext) -> int:
 async def generate_image(context: JobContext, generation_id: str, resume: bool = False) -> None:
     await pipeline.run_generation(
         Runtime.from_context(context), UUID(generation_id), _attempt(context), resume=resume
+    )
+
+
+@app.task(name=pipeline.EDIT_TASK, queue=QUEUE, pass_context=True, retry=TransientRetry())
+async def edit_image(context: JobContext, generation_id: str) -> None:
+    await pipeline.run_edit(Runtime.from_context(context), UUID(generation_id), _attempt(context))
+
+
+@app.task(name="finish_from_webhook", queue=QUEUE, pass_context=True, retry=TransientRetry())
+async def finish_from_webhook(context: JobContext, generation_id: str, delivery_id: str) -> None:
+    await pipeline.finish_from_webhook(
+        Runtime.from_context(context), UUID(generation_id), delivery_id, _attempt(context)
+    )
+
+
+@app.task(name="cancel_provider_job", queue=QUEUE, pass_context=True)
+async def cancel_provider_job(context: JobContext, generation_id: str) -> None:
+    await pipeline.cancel_provider_job(Runtime.from_context(context), UUID(generation_id))
+
+
+@app.task(name="deliver_webhook", queue=WEBHOOK_QUEUE, pass_context=True, retry=WebhookBackoff())
+async def deliver_webhook(
+    context: JobContext, generation_id: str, event_id: int, type: str
+) -> None:
+    runtime = Runtime.from_context(context)
+    await outgoing.deliver(
+        runtime.lifecycle.pool,
+        runtime.settings.outgoing_webhook_secret,
+        UUID(generation_id),
+        event_id,
+        type,
+        _attempt(context),
     )
 
 

@@ -7,12 +7,16 @@ from uuid import UUID
 
 from litestar import Request, get
 from litestar.datastructures import State
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent
 
 from api.auth import Principal
 from api.routes.generations import fetch_generation
+from api.routes.projects import fetch_project
 from api.sse import generation_stream, parse_last_event_id
+from api.streams import project_stream, workflow_stream
+from worker.sqlfiles import query
 
 
 @get(
@@ -38,5 +42,58 @@ async def generation_events(
         generation_id,
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
+    )
+    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+
+
+@get(
+    "/v1/projects/{project_id:uuid}/events",
+    media_type="text/event-stream",
+    summary="Live counters of a project and changes of its generations (Server-Sent Events)",
+    description="A `project` event (counters and status) first and on every change, and a "
+    "`generation` event for each change of any of its generations. `Last-Event-ID` replays "
+    "the generation events after that id.",
+    tags=["events"],
+)
+async def project_events(
+    project_id: FromPath[UUID],
+    request: Request[Principal, Any, Any],
+    state: State,
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+) -> ServerSentEvent:
+    await fetch_project(state, project_id, request.user.workspace_id)
+    subscription = state.hub.subscribe(f"project:{project_id}")
+    stream = project_stream(
+        state.pool,
+        subscription,
+        project_id,
+        parse_last_event_id(last_event_id),
+        state.settings.sse_keepalive_s,
+    )
+    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+
+
+@get(
+    "/v1/workflows/{workflow_id:uuid}/events",
+    media_type="text/event-stream",
+    summary="Canvas node updates of a workflow (Server-Sent Events, batched)",
+    description="`node` events carrying `{workflow_id, nodes: [{id, node_type, node_data}]}`: "
+    "every node first, then the nodes that changed; changes within ~100 ms go out together.",
+    tags=["events"],
+)
+async def workflow_events(
+    workflow_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+) -> ServerSentEvent:
+    workspace_id = request.user.workspace_id
+    async with state.pool.connection() as conn:
+        cur = await conn.execute(
+            query("workflow_visible"), {"workflow_id": workflow_id, "workspace_id": workspace_id}
+        )
+        row = await cur.fetchone()
+    if not (row and row[0]):
+        raise NotFoundException(f"workflow {workflow_id} not found")
+    subscription = state.hub.subscribe(f"workflow:{workflow_id}")
+    stream = workflow_stream(
+        state.pool, subscription, workflow_id, workspace_id, state.settings.sse_keepalive_s
     )
     return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})

@@ -1,0 +1,141 @@
+"""What a team does with a generation after creating it: cancel, retry, edit, list versions.
+
+Each is one conditional UPDATE or INSERT: the triggers cancel or defer the jobs, so the same
+works from psql (`UPDATE image_generations SET status = 'cancelled' ...`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
+from msgspec import Meta
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from api.auth import Principal
+from api.masks import decode_mask
+from api.routes.generations import fetch_generation
+from api.schemas import NO_NUL, GenerationList
+from worker.models import Generation
+from worker.sqlfiles import query
+from worker.storage.base import Storage
+
+MAX_EDIT_BODY = 12 * 1024 * 1024
+
+
+class EditCreate(msgspec.Struct, forbid_unknown_fields=True):
+    prompt: Annotated[str, Meta(min_length=1, max_length=4000, pattern=NO_NUL)]
+    # data:image/png;base64,...: painted (opaque, non-black) pixels mark the area to change.
+    mask: str | None = None
+    mode: Literal["remove", "add"] = "add"
+
+
+def conflict(detail: str) -> HTTPException:
+    return HTTPException(status_code=HTTP_409_CONFLICT, detail=detail)
+
+
+async def _update(state: State, name: str, generation_id: UUID, principal: Principal) -> Generation:
+    async with state.pool.connection() as conn:
+        cur = conn.cursor(row_factory=class_row(Generation))
+        await cur.execute(
+            query(name), {"id": generation_id, "workspace_id": principal.workspace_id}
+        )
+        updated: Generation | None = await cur.fetchone()
+    if updated is None:
+        current = await fetch_generation(state, generation_id, principal.workspace_id)
+        verb = "cancelled" if name == "cancel_generation" else "retried"
+        raise conflict(f"a {current.status} generation cannot be {verb}")
+    return updated
+
+
+class GenerationActions(Controller):
+    path = "/v1/generations/{generation_id:uuid}"
+    tags = ["generations"]
+
+    @post("/cancel", summary="Cancel a pending or processing generation", status_code=200)
+    async def cancel(
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+    ) -> Generation:
+        return await _update(state, "cancel_generation", generation_id, request.user)
+
+    @post("/retry", summary="Run a failed generation again", status_code=200)
+    async def retry(
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+    ) -> Generation:
+        return await _update(state, "retry_generation", generation_id, request.user)
+
+    @get("/versions", summary="The edit history the generation belongs to, oldest first")
+    async def versions(
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+    ) -> GenerationList:
+        async with state.pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Generation))
+            await cur.execute(
+                query("list_versions"),
+                {"id": generation_id, "workspace_id": request.user.workspace_id},
+            )
+            rows = await cur.fetchall()
+        if not rows:
+            await fetch_generation(state, generation_id, request.user.workspace_id)
+        return GenerationList(data=rows, next_cursor=None)
+
+    @post(
+        "/edits",
+        summary="Edit (inpaint) a completed generation into a new version",
+        status_code=HTTP_201_CREATED,
+        request_max_body_size=MAX_EDIT_BODY,
+    )
+    async def edit(
+        self,
+        generation_id: FromPath[UUID],
+        data: JSONBody[EditCreate],
+        request: Request[Principal, Any, Any],
+        state: State,
+    ) -> Response[Generation]:
+        principal = request.user
+        mask = decode_mask(data.mask)
+        source = await fetch_generation(state, generation_id, principal.workspace_id)
+        if source.status != "completed" or not source.result_image_url:
+            raise conflict(
+                f"only a completed generation can be edited (this one is {source.status})"
+            )
+        metadata = {
+            "editedFrom": str(source.id),
+            "editedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "editMode": data.mode,
+        }
+        storage: Storage = state.storage
+        async with state.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=class_row(Generation))
+            await cur.execute(
+                query("insert_edit"),
+                {
+                    "id": source.id,
+                    "workspace_id": principal.workspace_id,
+                    "user_id": principal.user_id,
+                    "prompt": data.prompt,
+                    "metadata": Jsonb(metadata),
+                },
+            )
+            created: Generation | None = await cur.fetchone()
+            if created is None:
+                raise conflict("the generation changed while the edit was being created")
+            key = f"{created.workspace_id}/{created.project_id}/{created.id}-mask-{uuid.uuid4().hex[:8]}.png"
+            mask_url = await storage.put(key, mask, "image/png")
+            await cur.execute(query("set_mask_url"), {"id": created.id, "mask_url": mask_url})
+            created = await cur.fetchone()
+        assert created is not None
+        return Response(
+            created,
+            status_code=HTTP_201_CREATED,
+            headers={"Location": f"/v1/generations/{created.id}"},
+        )

@@ -1,0 +1,93 @@
+"""POST /v1/webhooks/{provider}: provider callbacks. Verify first, then record the delivery and
+defer the work in one transaction; no download or upload happens here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.params import FromPath
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from api.webhook_auth import SignatureError, verify_standard
+from worker.models import TERMINAL_STATUSES, Generation
+from worker.providers.webhooks import PARSERS
+from worker.sqlfiles import query
+
+logger = logging.getLogger(__name__)
+
+
+class WebhookAnswer(msgspec.Struct):
+    status: str
+
+
+async def _verify(provider: str, body: bytes, headers: dict[str, str], state: State) -> str:
+    if provider == "generic":
+        return verify_standard(state.settings.webhook_secret, body, headers)
+    return str(await state.fal_verifier.verify(body, headers))
+
+
+@post(
+    "/v1/webhooks/{provider:str}",
+    summary="Provider callbacks (Standard Webhooks for `generic`, ED25519 for `fal`)",
+    tags=["webhooks"],
+    status_code=HTTP_202_ACCEPTED,
+    request_max_body_size=1024 * 1024,
+)
+async def receive_webhook(
+    provider: FromPath[str], request: Request[Any, Any, Any], state: State
+) -> Response[WebhookAnswer]:
+    if provider not in PARSERS:
+        raise NotFoundException(f"no webhook receiver for provider {provider!r}")
+    body = await request.body()
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        delivery_id = await _verify(provider, body, headers, state)
+    except SignatureError as exc:
+        raise NotAuthorizedException(str(exc)) from exc
+    try:
+        payload = msgspec.json.decode(body)
+        outcome = PARSERS[provider](payload)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise HTTPException(status_code=400, detail=f"unreadable webhook payload: {exc}") from exc
+
+    async with state.pool.connection() as conn, conn.transaction():
+        cur = conn.cursor(row_factory=class_row(Generation))
+        await cur.execute(query("find_by_provider_job"), {"provider_job_id": outcome.job_id})
+        generation: Generation | None = await cur.fetchone()
+        recorded = await conn.execute(
+            query("record_webhook_delivery"),
+            {
+                "id": delivery_id,
+                "provider": provider,
+                "generation_id": generation.id if generation else None,
+                "payload": Jsonb(payload),
+            },
+        )
+        if await recorded.fetchone() is None:
+            return Response(WebhookAnswer("duplicate"), status_code=HTTP_200_OK)
+        if generation is None:
+            logger.warning("webhook %s names an unknown job %r", delivery_id, outcome.job_id)
+            return Response(WebhookAnswer("unknown_job"), status_code=HTTP_200_OK)
+        if generation.status in TERMINAL_STATUSES:
+            return Response(WebhookAnswer("ignored"), status_code=HTTP_200_OK)
+        await conn.execute(
+            query("log_event"),
+            {
+                "id": generation.id,
+                "kind": "webhook",
+                "message": f"Provider callback: {outcome.state}",
+                "data": Jsonb({"delivery_id": delivery_id, "state": outcome.state}),
+            },
+        )
+        await conn.execute(
+            query("defer_webhook_result"),
+            {"generation_id": generation.id, "delivery_id": delivery_id},
+        )
+    return Response(WebhookAnswer("accepted"), status_code=HTTP_202_ACCEPTED)
