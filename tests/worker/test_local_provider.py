@@ -64,3 +64,42 @@ async def test_local_provider_honours_its_delay() -> None:
     result = await provider.generate(build_request("p", "m", {}, default_side=64, source=None))
     assert time.monotonic() - started >= 0.05
     assert result.content_type == "image/png"
+
+
+def test_prepare_mask_resizes_and_marks_painted_pixels_transparent() -> None:
+    from worker.images import prepare_mask
+
+    mask = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    mask.paste((255, 255, 255, 255), (0, 0, 32, 64))  # the left half is painted: change it
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    prepared = prepare_mask(out.getvalue(), (512, 256))
+    with Image.open(io.BytesIO(prepared)) as image:
+        assert image.size == (512, 256)
+        alpha = image.getchannel("A")
+        assert alpha.getpixel((10, 100)) == 0, "painted: transparent, to be repainted"
+        assert alpha.getpixel((500, 100)) == 255, "unpainted: opaque, kept"
+
+
+async def test_local_edit_changes_only_the_masked_area() -> None:
+    from worker.images import prepare_mask
+
+    source = io.BytesIO()
+    Image.new("RGB", (128, 128), (0, 0, 255)).save(source, format="PNG")
+    mask = Image.new("RGBA", (128, 128), (0, 0, 0, 0))
+    mask.paste((255, 255, 255, 255), (64, 0, 128, 128))
+    raw = io.BytesIO()
+    mask.save(raw, format="PNG")
+    request = build_request(
+        "a red boat",
+        "m",
+        {"seed": 1},
+        default_side=128,
+        source=source.getvalue(),
+        mask=prepare_mask(raw.getvalue(), (128, 128)),
+    )
+    result = await LocalProvider(delay_ms=0).edit(request)
+    with Image.open(io.BytesIO(result.data)) as image:
+        rgb = image.convert("RGB")
+        assert rgb.getpixel((10, 64)) == (0, 0, 255), "outside the mask the source is kept"
+        assert rgb.getpixel((120, 120)) != (0, 0, 255), "inside the mask it is repainted"
