@@ -46,8 +46,14 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
         return process.wait()
 
 
+OUTGOING_SECRET = "whsec_" + "ZTJlLW91dGdvaW5nLXNlY3JldA=="
+
+
 @pytest.fixture(scope="module")
-def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The API and a worker; a test module can override settings with a STACK_ENV dict."""
     port = free_port()
     root = tmp_path_factory.mktemp("stack")
     stack = Stack(f"http://127.0.0.1:{port}", root / "storage", root)
@@ -60,6 +66,8 @@ def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "LOCAL_PROVIDER_DELAY_MS": "50",
         "SSE_KEEPALIVE_S": "1",
         "WORKER_CONCURRENCY": "4",
+        "OUTGOING_WEBHOOK_SECRET": OUTGOING_SECRET,
+        **getattr(request.module, "STACK_ENV", {}),
     }
     start(stack, "api", env)
     start(stack, "worker", env)
