@@ -9,11 +9,12 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from litestar import Litestar, Request, post
+from litestar import Litestar, Request, Response, get, post
 from PIL import Image
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
@@ -25,7 +26,8 @@ from tests.sse_client import SSEEvent, read_sse
 
 pytestmark = pytest.mark.e2e
 # Slow enough to cancel a generation while the model is "working".
-STACK_ENV = {"LOCAL_PROVIDER_DELAY_MS": "1500"}
+INCOMING_SECRET = "whsec_" + "ZTJlLWluY29taW5nLXNlY3JldA=="
+STACK_ENV = {"LOCAL_PROVIDER_DELAY_MS": "1500", "WEBHOOK_SECRET": INCOMING_SECRET}
 
 
 def mask_data_url() -> str:
@@ -197,3 +199,99 @@ async def test_the_project_stream_shows_counters_changing_live(http: httpx.Async
     assert [p["status"] for p in projects][-1] == "completed"
     assert any(p["status"] == "processing" for p in projects)
     assert {g["status"] for g in generations} >= {"pending", "processing", "completed"}
+
+
+class Flaky:
+    """Serves a PNG, but answers 404 until `ready` is set (a source that appears later)."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.ready = False
+
+
+@pytest.fixture(scope="module")
+def flaky() -> Iterator[Flaky]:
+    state = Flaky()
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (0, 200, 0)).save(png, format="PNG")
+
+    @get("/image.png")
+    async def image() -> Response[bytes]:
+        if not state.ready:
+            return Response(b"not yet", status_code=404)
+        return Response(png.getvalue(), media_type="image/png")
+
+    with serve(Litestar([image], openapi_config=None)) as url:
+        state.url = f"{url}/image.png"
+        yield state
+
+
+async def test_cancel_a_running_generation_with_sql(
+    http: httpx.AsyncClient, pool: AsyncConnectionPool
+) -> None:
+    project_id = await create_project(http)
+    generation = await create_generation(http, project_id, "cancelled from psql")
+    await wait_for(http, generation["id"], "processing")
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE image_generations SET status = 'cancelled' WHERE id = %s", (generation["id"],)
+        )
+    await asyncio.sleep(2.5)
+    final = (await http.get(f"/v1/generations/{generation['id']}")).json()
+    assert (final["status"], final["result_image_url"]) == ("cancelled", None)
+
+
+async def test_retry_of_a_failed_generation_completes(
+    http: httpx.AsyncClient, flaky: Flaky
+) -> None:
+    project_id = await create_project(http)
+    generation = await create_generation(
+        http, project_id, "from a source", original_image_url=flaky.url
+    )
+    failed = await wait_for(http, generation["id"], "failed")
+    assert failed["error_code"] == "source_unreachable"
+    flaky.ready = True
+    retried = await http.post(f"/v1/generations/{generation['id']}/retry")
+    assert retried.status_code == 200
+    done = await wait_for(http, generation["id"], "completed")
+    assert done["attempts"] == 2
+
+
+async def test_a_provider_callback_finishes_the_generation(
+    http: httpx.AsyncClient, pool: AsyncConnectionPool, flaky: Flaky
+) -> None:
+    flaky.ready = True
+    project_id = await create_project(http)
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO image_generations (project_id, prompt, provider, job_id) VALUES (%s, 'x', 'fal', -1) RETURNING id",
+            (project_id,),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        await conn.execute(
+            "UPDATE image_generations SET status = 'processing', provider_job_id = 'job-from-callback' WHERE id = %s",
+            (row[0],),
+        )
+    body = json.dumps(
+        {
+            "type": "image.generation.status",
+            "data": {
+                "job_id": "job-from-callback",
+                "status": "completed",
+                "images": [{"url": flaky.url}],
+            },
+        }
+    )
+    now = datetime.now(UTC)
+    headers = {
+        "webhook-id": f"msg_{uuid.uuid4().hex}",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "content-type": "application/json",
+    }
+    headers["webhook-signature"] = Webhook(INCOMING_SECRET).sign(headers["webhook-id"], now, body)
+    response = await http.post("/v1/webhooks/generic", content=body, headers=headers)
+    assert response.status_code == 202
+    done = await wait_for(http, str(row[0]), "completed")
+    assert done["result_image_url"].endswith(".png")
+    assert (done["metadata"]["width"], done["metadata"]["height"]) == (64, 64)
