@@ -47,12 +47,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         hub = Hub(database_url)
         await pool.open()
         await hub.start()
+        await app.state.storage.prepare()
         app.state.pool = pool
         app.state.hub = hub
         try:
             yield
         finally:
             await hub.stop()
+            await app.state.storage.aclose()
             await pool.close()
 
     v1 = Router(

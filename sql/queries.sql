@@ -214,3 +214,21 @@ ORDER BY id;
 -- name: workflow_visible
 SELECT EXISTS (SELECT 1 FROM workflow_nodes WHERE workflow_id = %(workflow_id)s AND workspace_id = %(workspace_id)s)
     OR EXISTS (SELECT 1 FROM image_generations WHERE workflow_id = %(workflow_id)s AND workspace_id = %(workspace_id)s);
+
+-- name: rescue_orphaned_generations
+-- Pending or processing generations whose job is gone (deleted, failed outside our control,
+-- cancelled by hand): give them a new job. The attempt limit is enforced when it runs.
+WITH orphans AS (
+    SELECT g.id FROM image_generations g
+    LEFT JOIN procrastinate_jobs j ON j.id = g.job_id
+    WHERE g.status IN ('pending', 'processing')
+      AND g.updated_at < now() - make_interval(secs => %(grace_s)s)
+      AND (j.id IS NULL OR j.status NOT IN ('todo', 'doing'))
+    ORDER BY g.updated_at
+    LIMIT 500
+    FOR UPDATE OF g SKIP LOCKED
+)
+UPDATE image_generations g
+SET job_id = imagejobs_defer_generation(g.id, imagejobs_task_for(g.metadata))
+FROM orphans WHERE g.id = orphans.id
+RETURNING g.id;

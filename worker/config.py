@@ -26,6 +26,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     local_provider_delay_ms: int = 300
     worker_concurrency: int = 10
     worker_shutdown_grace_s: float = 25.0
+    heartbeat_interval_s: float = 10.0
+    # A worker silent for this long is dead: the rescuer re-queues its jobs. It must exceed the
+    # heartbeat interval comfortably (draining workers keep beating, see worker/daemon.py).
+    rescue_stale_s: float = 60.0
+    # Pending/processing generations whose job is gone are re-queued after this long.
+    rescue_grace_s: float = 120.0
     db_pool_min: int = 1
     db_pool_max: int = 10
     sse_keepalive_s: float = 15.0
@@ -119,6 +125,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_provider_delay_ms=_int(env, "LOCAL_PROVIDER_DELAY_MS", 300),
         worker_concurrency=_int(env, "WORKER_CONCURRENCY", 10, minimum=1),
         worker_shutdown_grace_s=_float(env, "WORKER_SHUTDOWN_GRACE_S", 25.0),
+        heartbeat_interval_s=_float(env, "WORKER_HEARTBEAT_S", 10.0),
+        rescue_stale_s=_float(env, "RESCUE_STALE_S", 60.0),
+        rescue_grace_s=_float(env, "RESCUE_GRACE_S", 120.0),
         db_pool_min=_int(env, "DB_POOL_MIN", 1),
         db_pool_max=_int(env, "DB_POOL_MAX", 10, minimum=1),
         sse_keepalive_s=_float(env, "SSE_KEEPALIVE_S", 15.0),

@@ -39,6 +39,12 @@ async def run_generation(
             raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
         logger.info("generation %s is no longer runnable; skipping", generation_id)
         return
+    if generation.attempts > MAX_ATTEMPTS:
+        # Re-queued after crashes more often than a generation may run.
+        await lifecycle.fail(
+            generation_id, ErrorCode.TIMEOUT.value, f"Gave up after {MAX_ATTEMPTS} attempts"
+        )
+        return
     started = time.monotonic()
     try:
         finished = await _produce(runtime, generation)

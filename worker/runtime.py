@@ -56,12 +56,58 @@ class Runtime:
 def build_storage(settings: Settings) -> Storage:
     if settings.storage_backend == "local":
         return LocalStorage(settings.local_storage_dir, settings.public_base_url)
-    raise ConfigError(f"STORAGE_BACKEND={settings.storage_backend} is not supported by this build")
+    if not (settings.supabase_url and settings.supabase_service_role_key):
+        raise ConfigError(
+            "STORAGE_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"
+        )
+    from worker.storage.supabase import SupabaseStorage
+
+    return SupabaseStorage(
+        settings.supabase_url,
+        settings.supabase_service_role_key,
+        settings.supabase_bucket,
+        signed_urls=settings.supabase_signed_urls,
+        signed_url_ttl_s=settings.supabase_signed_url_ttl_s,
+    )
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    return {"local": LocalProvider(delay_ms=settings.local_provider_delay_ms)}
+    """The providers that answer within the call, for those this worker has configuration for."""
+    providers: dict[str, Provider] = {
+        "local": LocalProvider(delay_ms=settings.local_provider_delay_ms)
+    }
+    if settings.openai_api_key or settings.openai_base_url:
+        from worker.providers.openai import OpenAIProvider
+
+        providers["openai"] = OpenAIProvider(
+            settings.openai_api_key, settings.openai_base_url, timeout_s=settings.provider_timeout_s
+        )
+    if settings.google_api_key or settings.google_vertex_project:
+        from worker.providers.google import GoogleProvider
+
+        providers["google"] = GoogleProvider(
+            settings.google_api_key,
+            settings.google_base_url,
+            timeout_s=settings.provider_timeout_s,
+            vertex_project=settings.google_vertex_project,
+            vertex_location=settings.google_vertex_location,
+        )
+    return providers
+
+
+def build_queue_providers(settings: Settings) -> dict[str, AsyncProvider]:
+    if not settings.fal_key:
+        return {}
+    from worker.providers.fal import FalProvider
+
+    return {"fal": FalProvider(settings.fal_key, settings.fal_base_url)}
 
 
 def build_runtime(settings: Settings, pool: AsyncConnectionPool) -> Runtime:
-    return Runtime(settings, pool, build_providers(settings), build_storage(settings))
+    return Runtime(
+        settings,
+        pool,
+        build_providers(settings),
+        build_storage(settings),
+        queue_providers=build_queue_providers(settings),
+    )

@@ -4,12 +4,15 @@ run alike. The tasks are thin: the flow lives in worker/pipeline.py."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from uuid import UUID
 
+import psycopg
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 
-from worker import outgoing, pipeline
+from worker import outgoing, pipeline, rescuer
 from worker.errors import MAX_ATTEMPTS, GenerationError
 from worker.outgoing import WebhookBackoff
 from worker.runtime import Runtime
@@ -20,13 +23,29 @@ WEBHOOK_QUEUE = "webhooks"
 app = App(connector=PsycopgConnector())
 
 
-class TransientRetry(BaseRetryStrategy):
-    """Retries transient catalogue errors with exponential backoff (2 s, 4 s, ...), at most
+def _interrupted(exception: BaseException) -> bool:
+    """A run cut short by a shutdown or a lost database, not by what it was doing."""
+    return isinstance(exception, asyncio.CancelledError | psycopg.OperationalError)
+
+
+class ShutdownRetry(BaseRetryStrategy):
+    """Runs cut short by a worker shutdown (procrastinate aborts what is left after the grace
+    period) or a lost database go straight back to the queue for the next worker. A job a user
+    cancelled is not retried: procrastinate fails jobs whose abort was requested."""
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        return RetryDecision(retry_in={"seconds": 0}) if _interrupted(exception) else None
+
+
+class TransientRetry(ShutdownRetry):
+    """Also retries transient catalogue errors with exponential backoff (2 s, 4 s, ...), at most
     MAX_ATTEMPTS runs in all; honours a provider's Retry-After when it is longer."""
 
     base_seconds = 2.0
 
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if _interrupted(exception):
+            return super().get_retry_decision(exception=exception, job=job)
         if not isinstance(exception, GenerationError) or not exception.retryable:
             return None
         if job.attempts + 1 >= MAX_ATTEMPTS:
@@ -60,7 +79,7 @@ async def finish_from_webhook(context: JobContext, generation_id: str, delivery_
     )
 
 
-@app.task(name="cancel_provider_job", queue=QUEUE, pass_context=True)
+@app.task(name="cancel_provider_job", queue=QUEUE, pass_context=True, retry=ShutdownRetry())
 async def cancel_provider_job(context: JobContext, generation_id: str) -> None:
     await pipeline.cancel_provider_job(Runtime.from_context(context), UUID(generation_id))
 
@@ -80,10 +99,27 @@ async def deliver_webhook(
     )
 
 
-@app.task(name=pipeline.POLL_TASK, queue=QUEUE, pass_context=True)
+@app.task(name=pipeline.POLL_TASK, queue=QUEUE, pass_context=True, retry=ShutdownRetry())
 async def poll_generation(
     context: JobContext, generation_id: str, submitted_at: float, seen_logs: int = 0
 ) -> None:
     await pipeline.poll_generation(
         Runtime.from_context(context), UUID(generation_id), submitted_at, seen_logs
+    )
+
+
+# Once a minute; RESCUE_CRON (6 fields for seconds) lets tests and impatient operators go faster.
+RESCUE_CRON = os.environ.get("RESCUE_CRON") or "* * * * *"
+
+
+@app.periodic(cron=RESCUE_CRON, periodic_id="rescue")
+@app.task(name="rescue_stalled", queue=QUEUE, pass_context=True, queueing_lock="rescue_stalled")
+async def rescue_stalled(context: JobContext, timestamp: int) -> None:
+    runtime = Runtime.from_context(context)
+    settings = runtime.settings
+    await rescuer.rescue(
+        app.job_manager,
+        runtime.lifecycle.pool,
+        stale_s=settings.rescue_stale_s,
+        grace_s=settings.rescue_grace_s,
     )

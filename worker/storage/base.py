@@ -10,6 +10,12 @@ _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
 class Storage(Protocol):
+    async def prepare(self) -> None:
+        """Once at start-up: make sure the destination exists (directory, bucket)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         """Stores `data` under `key` (overwriting: a retried job writes the same key); returns its URL."""
         ...

@@ -33,6 +33,12 @@ class LocalStorage:
             raise ValueError(f"unsafe storage key {key!r}")
         return path
 
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+
+    async def aclose(self) -> None:
+        return None
+
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         await asyncio.to_thread(_write_atomically, self.path_for(key), data)
         return f"{self.public_base_url}/files/{key}"

@@ -109,6 +109,9 @@ class SupabaseStorage:
                 return await call()
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
+    async def prepare(self) -> None:
+        await self.ensure_bucket()
+
     async def ensure_bucket(self) -> None:
         """Creates the bucket when it is missing (public unless URLs are signed); run at start-up."""
         try:
