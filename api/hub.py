@@ -55,8 +55,11 @@ class Subscription:
         if self.stale:
             self.stale = False
             return RESYNC
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
+        # with a queue item, and a disconnected client's stream would then never end.
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -13,7 +13,7 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Subscription
-from api.sse import REPLAY_PAGE, GenerationEventData, from_notification, from_row
+from api.sse import REPLAY_PAGE, GenerationEventData, from_row
 from worker.models import ImageEvent, Project
 from worker.sqlfiles import query
 
@@ -33,26 +33,56 @@ def _generation_message(event: GenerationEventData) -> ServerSentEventMessage:
     )
 
 
-async def _project(pool: AsyncConnectionPool, project_id: UUID) -> tuple[Project | None, int]:
+async def _project(pool: AsyncConnectionPool, project_id: UUID) -> Project | None:
     async with pool.connection() as conn:
         cur = conn.cursor(row_factory=class_row(Project))
         await cur.execute(query("get_project_for_stream"), {"id": project_id})
         project: Project | None = await cur.fetchone()
-        latest = await conn.execute(query("latest_project_event_id"), {"project_id": project_id})
-        row = await latest.fetchone()
-    return project, int(row[0]) if row else 0
+    return project
+
+
+Cursor = tuple[str, int]  # (txid, id): the position of the last event sent, in commit order
+
+
+async def _start_cursor(
+    pool: AsyncConnectionPool, project_id: UUID, last_event_id: int | None
+) -> Cursor:
+    async with pool.connection() as conn:
+        if last_event_id is not None:
+            cur = await conn.execute(
+                query("project_cursor_of_event"), {"id": last_event_id, "project_id": project_id}
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return str(row[0]), last_event_id
+        cur = await conn.execute(query("project_cursor_now"))
+        now = await cur.fetchone()
+    assert now is not None
+    return str(now[0]), 0
 
 
 async def _project_events_after(
-    pool: AsyncConnectionPool, project_id: UUID, after_id: int
-) -> list[GenerationEventData]:
+    pool: AsyncConnectionPool, project_id: UUID, cursor: Cursor
+) -> list[tuple[GenerationEventData, Cursor]]:
     async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(ImageEvent))
-        await cur.execute(
+        cur = await conn.execute(
             query("project_events_after"),
-            {"project_id": project_id, "after_id": after_id, "limit": REPLAY_PAGE},
+            {
+                "project_id": project_id,
+                "txid": cursor[0],
+                "after_id": cursor[1],
+                "limit": REPLAY_PAGE,
+            },
         )
-        return [from_row(row) for row in await cur.fetchall()]
+        assert cur.description is not None
+        names = [column.name for column in cur.description]
+        rows = [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+    events = []
+    for row in rows:
+        row.pop("horizon", None)
+        event = ImageEvent(**row)
+        events.append((from_row(event), (str(event.txid), event.id)))
+    return events
 
 
 async def project_stream(
@@ -61,38 +91,52 @@ async def project_stream(
     project_id: UUID,
     last_event_id: int | None,
     keepalive_s: float,
-) -> AsyncIterator[ServerSentEventMessage]:
+) -> AsyncGenerator[ServerSentEventMessage, None]:
     """A `project` event first and on every counter change; a `generation` event for every
-    change of any of its generations; `Last-Event-ID` replays the generation events missed."""
+    change of any of its generations, in commit order; `Last-Event-ID` resumes after that event
+    without skipping one that committed late (see sql/005_commit_ordered_events.sql)."""
     try:
-        project, latest = await _project(pool, project_id)
-        last_sent = latest if last_event_id is None else last_event_id
+        cursor = await _start_cursor(pool, project_id, last_event_id)
+        waiting: set[int] = set()  # notified, but their transaction is not below the horizon yet
+
+        async def catch_up() -> AsyncIterator[ServerSentEventMessage]:
+            nonlocal cursor
+            while batch := await _project_events_after(pool, project_id, cursor):
+                for event, position in batch:
+                    cursor = position
+                    waiting.discard(event.event_id)
+                    yield _generation_message(event)
+                if len(batch) < REPLAY_PAGE:
+                    break
+
         if last_event_id is not None:
-            for event in await _project_events_after(pool, project_id, last_sent):
-                last_sent = event.event_id
-                yield _generation_message(event)
+            async for message in catch_up():
+                yield message
+        project = await _project(pool, project_id)
         if project is not None:
-            yield _project_message(project, last_sent)
+            yield _project_message(project, cursor[1])
         while True:
-            item = await subscription.get(keepalive_s)
-            if item is None:
+            item = await subscription.get(0.1 if waiting else keepalive_s)
+            if item is None and not waiting:
                 yield ServerSentEventMessage(comment="keepalive", data=None)
                 continue
-            if item is RESYNC or item.payload.get("truncated"):
-                while batch := await _project_events_after(pool, project_id, last_sent):
-                    for event in batch:
-                        last_sent = event.event_id
-                        yield _generation_message(event)
-                project, _ = await _project(pool, project_id)
+            if item is not None and item.channel == PROJECT_CHANNEL:
+                yield _project_message(item.payload, cursor[1])
+                continue
+            if (
+                item is not None
+                and item is not RESYNC
+                and item.channel == GENERATION_CHANNEL
+                and len(waiting) < 10_000
+            ):
+                waiting.add(int(item.payload.get("event_id", 0)))
+            async for message in catch_up():
+                yield message
+            if item is RESYNC:
+                waiting.clear()
+                project = await _project(pool, project_id)
                 if project is not None:
-                    yield _project_message(project, last_sent)
-            elif item.channel == PROJECT_CHANNEL:
-                yield _project_message(item.payload, last_sent)
-            elif item.channel == GENERATION_CHANNEL:
-                event = from_notification(item.payload)
-                if event.event_id > last_sent:
-                    last_sent = event.event_id
-                    yield _generation_message(event)
+                    yield _project_message(project, cursor[1])
     finally:
         subscription.close()
 

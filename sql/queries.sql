@@ -98,9 +98,12 @@ WHERE id = %(id)s AND status IN ('pending', 'processing')
 RETURNING id;
 
 -- name: log_event
+-- FOR UPDATE: every writer of a generation's events holds its row lock until commit, so within
+-- a generation event ids are in commit order (what Last-Event-ID resume relies on).
 INSERT INTO image_events (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
 SELECT id, project_id, workspace_id, %(kind)s, status, step, progress, %(message)s, %(data)s
 FROM image_generations WHERE id = %(id)s
+FOR UPDATE
 RETURNING id;
 
 -- name: acquire_rate
@@ -182,10 +185,19 @@ VALUES (%(generation_id)s, %(event_id)s, %(message_id)s, %(type)s, %(attempt)s, 
 SELECT * FROM projects WHERE id = %(id)s;
 
 -- name: project_events_after
-SELECT * FROM image_events
-WHERE project_id = %(project_id)s AND id > %(after_id)s
-ORDER BY id
+-- Commit-ordered: events past the cursor whose transaction is older than every running one.
+SELECT e.*, pg_snapshot_xmin(pg_current_snapshot()) AS horizon FROM image_events e
+WHERE e.project_id = %(project_id)s
+  AND (e.txid, e.id) > (%(txid)s::text::xid8, %(after_id)s)
+  AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY e.txid, e.id
 LIMIT %(limit)s;
+
+-- name: project_cursor_of_event
+SELECT txid::text FROM image_events WHERE id = %(id)s AND project_id = %(project_id)s;
+
+-- name: project_cursor_now
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
 
 -- name: set_mask_url
 UPDATE image_generations SET metadata = metadata || jsonb_build_object('maskUrl', %(mask_url)s::text)

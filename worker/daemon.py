@@ -64,7 +64,7 @@ async def run_worker(settings: Settings) -> None:
         logger.info("worker %s: stop requested, draining", name)
         stopping.set()
         if current is not None:
-            current.stop()
+            current.stop()  # type: ignore[no-untyped-call]
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -95,7 +95,7 @@ async def run_worker(settings: Settings) -> None:
                 logger.info("worker %s started (concurrency %d)", name, settings.worker_concurrency)
                 started = loop.time()
                 try:
-                    await current.run()
+                    await current.run()  # type: ignore[no-untyped-call]
                 except Exception:
                     logger.exception("worker %s stopped on an error", name)
                 finally:

@@ -82,3 +82,5 @@ class ImageEvent(msgspec.Struct, kw_only=True):
     progress: int
     message: str | None
     data: dict[str, Any]
+    # The writing transaction (xid8, as text): project streams order and resume by (txid, id).
+    txid: str | None = None

@@ -1,0 +1,169 @@
+"""Lossless resume: events that commit out of id order are neither skipped nor sent twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import psycopg
+import pytest
+from litestar.response import ServerSentEventMessage
+from psycopg_pool import AsyncConnectionPool
+
+from api.hub import Hub
+from api.streams import project_stream
+
+
+@pytest.fixture
+async def hub(database_url: str) -> AsyncIterator[Hub]:
+    hub = Hub(database_url)
+    await hub.start()
+    yield hub
+    await hub.stop()
+
+
+async def idle_generation(pool: AsyncConnectionPool, project_id: uuid.UUID) -> uuid.UUID:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO image_generations (project_id, prompt, job_id) VALUES (%s, 'x', -1) RETURNING id",
+            (project_id,),
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        await conn.execute(
+            "UPDATE image_generations SET status = 'processing' WHERE id = %s", (row[0],)
+        )
+        return uuid.UUID(str(row[0]))
+
+
+class Reader:
+    """Consumes a stream in the background, as a connected client does."""
+
+    def __init__(self, stream: AsyncGenerator[ServerSentEventMessage, None]) -> None:
+        self.stream = stream
+        self.ids: asyncio.Queue[int] = asyncio.Queue()
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for message in self.stream:
+            if message.event == "generation":
+                await self.ids.put(int(str(message.id)))
+
+    async def take(self, count: int, timeout: float) -> list[int]:
+        return [await asyncio.wait_for(self.ids.get(), timeout) for _ in range(count)]
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.stream.aclose()
+
+
+async def test_a_late_committing_event_is_not_skipped(
+    pool: AsyncConnectionPool, hub: Hub, project_id: uuid.UUID, database_url: str
+) -> None:
+    first, second = await idle_generation(pool, project_id), await idle_generation(pool, project_id)
+    reader = Reader(
+        project_stream(
+            pool, hub.subscribe(f"project:{project_id}"), project_id, None, keepalive_s=5
+        )
+    )
+    await asyncio.sleep(0.2)
+
+    async with await psycopg.AsyncConnection.connect(database_url) as slow:
+        # The slow transaction takes the lower event id, the fast one commits first.
+        await slow.execute(
+            "UPDATE image_generations SET step = 'processing', progress = 50 WHERE id = %s",
+            (first,),
+        )
+        cur = await slow.execute(
+            "SELECT max(id) FROM image_events WHERE generation_id = %s", (first,)
+        )
+        row = await cur.fetchone()
+        assert row is not None
+        slow_id = int(row[0])
+        async with pool.connection() as fast:
+            await fast.execute(
+                "UPDATE image_generations SET step = 'processing', progress = 50 WHERE id = %s",
+                (second,),
+            )
+            cur = await fast.execute(
+                "SELECT max(id) FROM image_events WHERE generation_id = %s", (second,)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            fast_id = int(row[0])
+        assert fast_id > slow_id
+        # While the slow transaction is open, the fast event must wait: sending it now would let a
+        # client resume after it and never see the slow one.
+        with pytest.raises(TimeoutError):
+            await reader.take(1, timeout=0.6)
+        await slow.commit()
+    assert await reader.take(2, timeout=5) == [slow_id, fast_id]
+    await reader.close()
+
+    # Reconnects resume exactly after what was received.
+    resumed = Reader(
+        project_stream(
+            pool, hub.subscribe(f"project:{project_id}"), project_id, slow_id, keepalive_s=5
+        )
+    )
+    assert await resumed.take(1, timeout=5) == [fast_id]
+    with pytest.raises(TimeoutError):
+        await resumed.take(1, timeout=0.3)
+    await resumed.close()
+
+
+async def test_interleaved_writers_and_a_reconnecting_reader_see_every_event_once(
+    pool: AsyncConnectionPool, hub: Hub, project_id: uuid.UUID, database_url: str
+) -> None:
+    generations = [await idle_generation(pool, project_id) for _ in range(4)]
+
+    async def writer(generation_id: uuid.UUID, index: int) -> None:
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            for progress in range(51, 80):
+                async with conn.transaction():
+                    await conn.execute(
+                        "UPDATE image_generations SET progress = %s WHERE id = %s",
+                        (progress, generation_id),
+                    )
+                    # Hold some transactions open so commits interleave out of id order.
+                    await asyncio.sleep(0.002 * ((progress + index) % 3))
+
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT max(id) FROM image_events WHERE project_id = %s", (project_id,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    received: list[int] = []
+    last: int | None = int(row[0])
+    writers = asyncio.gather(*(writer(g, i) for i, g in enumerate(generations)))
+    expected_total = 4 * 29
+    while len(received) < expected_total:
+        # Connect, read a few events, drop the connection, resume with Last-Event-ID.
+        reader = Reader(
+            project_stream(
+                pool, hub.subscribe(f"project:{project_id}"), project_id, last, keepalive_s=5
+            )
+        )
+        take = min(7, expected_total - len(received))
+        print("reconnect", last, len(received), pool.get_stats(), flush=True)
+        try:
+            got = await reader.take(take, timeout=10)
+        finally:
+            await reader.close()
+        received += got
+        last = got[-1]
+    await writers
+
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id FROM image_events WHERE project_id = %s AND kind = 'progress' ORDER BY id",
+            (project_id,),
+        )
+        written = [int(r[0]) for r in await cur.fetchall()]
+    assert len(received) == len(set(received)), "an event was sent twice"
+    assert sorted(received) == written, "an event was skipped"
