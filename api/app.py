@@ -38,11 +38,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # A short wait for a connection: while the database is down, requests answer 503 in
+        # seconds instead of hanging.
         pool = create_pool(
             database_url,
             min_size=settings.db_pool_min,
             max_size=settings.db_pool_max,
             name="imagejobs-api",
+            timeout=5.0,
         )
         hub = Hub(database_url)
         await pool.open()

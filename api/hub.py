@@ -30,6 +30,8 @@ class HubEvent(msgspec.Struct, frozen=True):
 
 
 RESYNC: Final = HubEvent(channel="", payload={})
+# The process is shutting down: streams tell their clients to reconnect (elsewhere) and end.
+SHUTDOWN: Final = HubEvent(channel="", payload={"shutdown": True})
 
 
 class Subscription:
@@ -38,6 +40,7 @@ class Subscription:
         self.keys = keys
         self.queue: asyncio.Queue[HubEvent] = asyncio.Queue(maxsize)
         self.stale = False
+        self.closing = False
 
     def offer(self, event: HubEvent) -> None:
         try:
@@ -50,8 +53,16 @@ class Subscription:
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(RESYNC)
 
+    def shut_down(self) -> None:
+        self.closing = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(SHUTDOWN)
+
     async def get(self, timeout: float) -> HubEvent | None:
-        """The next event, RESYNC when the stream must re-read the database, None on timeout."""
+        """The next event, RESYNC when the stream must re-read the database, SHUTDOWN when the
+        process is stopping, None on timeout."""
+        if self.closing:
+            return SHUTDOWN
         if self.stale:
             self.stale = False
             return RESYNC
@@ -95,6 +106,12 @@ class Hub:
                 subs.discard(subscription)
                 if not subs:
                     del self._subscribers[key]
+
+    def shut_down_streams(self) -> None:
+        """Called when the server starts its graceful shutdown: every stream ends now, with a
+        `retry:` hint, instead of holding the old process until the graceful timeout."""
+        for subscription in self._all():
+            subscription.shut_down()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="imagejobs-hub")

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+from types import FrameType
+
 import uvicorn
+from litestar import Litestar
 
 from api.app import create_app
 from worker.config import Settings
 
-# Below Render's default 30 s shutdown delay, so open SSE streams never hold a deploy.
+# Below Render's default 30 s shutdown delay, so open connections never hold a deploy.
 GRACEFUL_SHUTDOWN_S = 10
 
 
+class GracefulServer(uvicorn.Server):
+    """On SIGTERM, end every SSE stream with a `retry:` hint before uvicorn waits for open
+    connections: clients reconnect to the new instance at once, and the old one exits promptly."""
+
+    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
+        super().__init__(config)
+        self.litestar = app
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
+        self.loop = asyncio.get_running_loop()
+        await super().serve(sockets)  # type: ignore[arg-type]
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        hub = getattr(self.litestar.state, "hub", None)
+        if hub is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(hub.shut_down_streams)
+        super().handle_exit(sig, frame)
+
+
 def serve(settings: Settings) -> None:
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host="0.0.0.0",
         port=settings.port,
         proxy_headers=True,
@@ -22,3 +47,4 @@ def serve(settings: Settings) -> None:
         log_level="info",
         access_log=False,
     )
+    GracefulServer(config, app).run()

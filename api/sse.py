@@ -16,12 +16,16 @@ from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.hub import GENERATION_CHANNEL, RESYNC, Subscription
+from api.hub import GENERATION_CHANNEL, RESYNC, SHUTDOWN, Subscription
 from worker.models import TERMINAL_STATUSES, ImageEvent
 from worker.sqlfiles import query
 
 REPLAY_PAGE = 500
-RECONNECT_MS = 2000
+RECONNECT_MS = 1000
+# The last message of a stream whose server is shutting down: reconnect (to the new instance).
+RECONNECT = ServerSentEventMessage(
+    comment="server restarting, reconnect", data=None, retry=RECONNECT_MS
+)
 
 
 class GenerationEventData(msgspec.Struct, omit_defaults=True):
@@ -137,6 +141,9 @@ async def generation_stream(
                     return
             backlog = []
             item = await subscription.get(keepalive_s)
+            if item is SHUTDOWN:
+                yield RECONNECT
+                return
             if item is None:
                 yield ServerSentEventMessage(comment="keepalive", data=None)
             elif item is RESYNC or item.payload.get("truncated"):

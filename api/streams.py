@@ -12,8 +12,8 @@ from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Subscription
-from api.sse import REPLAY_PAGE, GenerationEventData, from_row
+from api.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, SHUTDOWN, Subscription
+from api.sse import RECONNECT, REPLAY_PAGE, GenerationEventData, from_row
 from worker.models import ImageEvent, Project
 from worker.sqlfiles import query
 
@@ -117,6 +117,9 @@ async def project_stream(
             yield _project_message(project, cursor[1])
         while True:
             item = await subscription.get(0.1 if waiting else keepalive_s)
+            if item is SHUTDOWN:
+                yield RECONNECT
+                return
             if item is None and not waiting:
                 yield ServerSentEventMessage(comment="keepalive", data=None)
                 continue
@@ -182,12 +185,18 @@ async def workflow_stream(
         )
         while True:
             item = await subscription.get(keepalive_s)
+            if item is SHUTDOWN:
+                yield RECONNECT
+                return
             if item is None:
                 yield ServerSentEventMessage(comment="keepalive", data=None)
                 continue
             changed: set[str] | None = set()
             deadline = asyncio.get_running_loop().time() + NODE_BATCH_S
             while item is not None:
+                if item is SHUTDOWN:
+                    yield RECONNECT
+                    return
                 if item is RESYNC or changed is None:
                     changed = None
                 elif item.payload.get("node_id"):

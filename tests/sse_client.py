@@ -31,7 +31,7 @@ async def read_sse(response: httpx.Response) -> AsyncIterator[SSEEvent | SSEComm
     data: list[str] = []
     async for line in response.aiter_lines():
         if line == "":
-            if data or event is not None:
+            if data or event is not None or retry is not None:
                 yield SSEEvent(event=event, id=event_id, data="\n".join(data), retry=retry)
             event, event_id, retry, data = None, None, None, []
             continue

@@ -28,6 +28,7 @@ def create_pool(
     max_size: int = 10,
     name: str = "imagejobs",
     autocommit: bool = False,
+    timeout: float = 30.0,
 ) -> AsyncConnectionPool:
     """An unopened pool: `await pool.open()` (or `async with`) before use.
 
@@ -43,4 +44,5 @@ def create_pool(
         kwargs={"autocommit": True} if autocommit else {},
         configure=_configure,
         check=AsyncConnectionPool.check_connection,
+        timeout=timeout,
     )

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import Tenant
 from tests.e2e.conftest import free_port
+from tests.sse_client import SSEComment, SSEEvent, read_sse
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,3 +115,60 @@ async def test_sigterm_lets_a_running_job_finish(
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(worker.wait(), 30) == 0
     assert await status() == "completed"
+
+
+async def test_sigterm_ends_open_streams_with_a_retry_hint(
+    database_url: str, pool: AsyncConnectionPool, tenant: Tenant, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "LOCAL_STORAGE_DIR": str(tmp_path),
+    }
+    api = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "api",
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'deploy') RETURNING id",
+            (tenant.workspace_id,),
+        )
+        project = await cur.fetchone()
+        assert project is not None
+        cur = await conn.execute(
+            "INSERT INTO image_generations (project_id, prompt, job_id) VALUES (%s, 'idle', -1) RETURNING id",
+            (project[0],),
+        )
+        generation = await cur.fetchone()
+        assert generation is not None
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=30) as http:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the API did not start"
+            await asyncio.sleep(0.1)
+        items: list[SSEEvent | SSEComment] = []
+        async with http.stream("GET", f"/v1/generations/{generation[0]}/events") as response:
+            async for item in read_sse(response):
+                items.append(item)
+                if len(items) == 1:
+                    stopped_at = time.monotonic()
+                    api.send_signal(signal.SIGTERM)
+    assert isinstance(items[0], SSEEvent) and items[0].json()["status"] == "pending"
+    assert any(isinstance(i, SSEEvent) and i.retry == 1000 for i in items), items
+    # uvicorn re-raises the signal it handled once it has shut down cleanly.
+    assert await asyncio.wait_for(api.wait(), 15) in (0, -signal.SIGTERM)
+    assert time.monotonic() - stopped_at < 8, "the open stream held the shutdown"
