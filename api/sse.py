@@ -6,12 +6,14 @@ missed; ids (image_events.id) only grow, so anything seen twice is dropped.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
+import psycopg
 from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
@@ -21,6 +23,9 @@ from worker.models import TERMINAL_STATUSES, ImageEvent
 from worker.sqlfiles import query
 
 REPLAY_PAGE = 500
+DATABASE_RETRY_S = 1.0
+# Sent while the database is away: the client stays connected and nothing is lost.
+WAITING = ServerSentEventMessage(comment="waiting for the database", data=None)
 RECONNECT_MS = 1000
 # The last message of a stream whose server is shutting down: reconnect (to the new instance).
 RECONNECT = ServerSentEventMessage(
@@ -123,14 +128,19 @@ async def generation_stream(
     last_event_id: int | None,
     keepalive_s: float,
 ) -> AsyncIterator[ServerSentEventMessage]:
-    last_sent = 0
+    last_sent = last_event_id or 0
     try:
-        if last_event_id is None:
-            current = await _current_state(pool, generation_id)
-            backlog = [current] if current is not None else []
-        else:
-            last_sent = last_event_id
-            backlog = await _events_after(pool, generation_id, last_sent)
+        while True:
+            try:
+                if last_event_id is None:
+                    current = await _current_state(pool, generation_id)
+                    backlog = [current] if current is not None else []
+                else:
+                    backlog = await _events_after(pool, generation_id, last_sent)
+                break
+            except psycopg.OperationalError:
+                yield WAITING
+                await asyncio.sleep(DATABASE_RETRY_S)
         while True:
             for event in backlog:
                 if event.event_id <= last_sent:
@@ -147,7 +157,13 @@ async def generation_stream(
             if item is None:
                 yield ServerSentEventMessage(comment="keepalive", data=None)
             elif item is RESYNC or item.payload.get("truncated"):
-                backlog = await _events_after(pool, generation_id, last_sent)
+                try:
+                    backlog = await _events_after(pool, generation_id, last_sent)
+                except psycopg.OperationalError:
+                    # The database is away: keep the client, try again shortly.
+                    subscription.stale = True
+                    await asyncio.sleep(DATABASE_RETRY_S)
+                    yield WAITING
             elif item.channel == GENERATION_CHANNEL:
                 backlog = [from_notification(item.payload)]
     finally:

@@ -8,12 +8,13 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
+import psycopg
 from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, SHUTDOWN, Subscription
-from api.sse import RECONNECT, REPLAY_PAGE, GenerationEventData, from_row
+from api.sse import DATABASE_RETRY_S, RECONNECT, REPLAY_PAGE, WAITING, GenerationEventData, from_row
 from worker.models import ImageEvent, Project
 from worker.sqlfiles import query
 
@@ -95,24 +96,33 @@ async def project_stream(
     """A `project` event first and on every counter change; a `generation` event for every
     change of any of its generations, in commit order; `Last-Event-ID` resumes after that event
     without skipping one that committed late (see sql/005_commit_ordered_events.sql)."""
+    cursor: Cursor | None = None
+    waiting: set[int] = set()  # notified, but their transaction is not below the horizon yet
+
+    async def catch_up() -> AsyncIterator[ServerSentEventMessage]:
+        nonlocal cursor
+        assert cursor is not None
+        while batch := await _project_events_after(pool, project_id, cursor):
+            for event, position in batch:
+                cursor = position
+                waiting.discard(event.event_id)
+                yield _generation_message(event)
+            if len(batch) < REPLAY_PAGE:
+                break
+
     try:
-        cursor = await _start_cursor(pool, project_id, last_event_id)
-        waiting: set[int] = set()  # notified, but their transaction is not below the horizon yet
-
-        async def catch_up() -> AsyncIterator[ServerSentEventMessage]:
-            nonlocal cursor
-            while batch := await _project_events_after(pool, project_id, cursor):
-                for event, position in batch:
-                    cursor = position
-                    waiting.discard(event.event_id)
-                    yield _generation_message(event)
-                if len(batch) < REPLAY_PAGE:
-                    break
-
-        if last_event_id is not None:
-            async for message in catch_up():
-                yield message
-        project = await _project(pool, project_id)
+        while True:
+            try:
+                if cursor is None:
+                    cursor = await _start_cursor(pool, project_id, last_event_id)
+                if last_event_id is not None:
+                    async for message in catch_up():
+                        yield message
+                project = await _project(pool, project_id)
+                break
+            except psycopg.OperationalError:
+                yield WAITING
+                await asyncio.sleep(DATABASE_RETRY_S)
         if project is not None:
             yield _project_message(project, cursor[1])
         while True:
@@ -133,8 +143,15 @@ async def project_stream(
                 and len(waiting) < 10_000
             ):
                 waiting.add(int(item.payload.get("event_id", 0)))
-            async for message in catch_up():
-                yield message
+            try:
+                async for message in catch_up():
+                    yield message
+            except psycopg.OperationalError:
+                # The database is away: keep the client, try again shortly.
+                subscription.stale = True
+                await asyncio.sleep(DATABASE_RETRY_S)
+                yield WAITING
+                continue
             if item is RESYNC:
                 waiting.clear()
                 project = await _project(pool, project_id)
