@@ -29,7 +29,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.PROVIDER_ERROR: "Rate limit or service error during AI processing",
     ErrorCode.TIMEOUT: "Polling or generation exceeded its time limit",
     ErrorCode.MASK_MISSING: "The mask is missing",
-    ErrorCode.MASK_INVALID: "The mask must be a data:image/png;base64,... URL",
+    ErrorCode.MASK_INVALID: "The mask must be a base64-encoded PNG data URL",
     ErrorCode.SOURCE_UNREADABLE: "Unable to read source image dimensions",
     ErrorCode.STORAGE_ERROR: "Uploading the result to storage failed after retries",
     ErrorCode.CANCELLED: "Cancelled",
