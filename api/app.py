@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 
 from api.auth import ApiKeyAuthentication, KeyCache
 from api.hub import Hub
+from api.openapi import document_problems
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.actions import GenerationActions
 from api.routes.events import generation_events, project_events, workflow_events
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 include_in_schema=False,
             )
         )
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
         state=State(
@@ -108,3 +109,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         request_max_body_size=MAX_BODY_BYTES,
     )
+    document_problems(app.openapi_schema)
+    return app

@@ -1,0 +1,88 @@
+"""The OpenAPI document tells the truth about errors: every one is problem+json (RFC 9457).
+
+Litestar documents the errors it knows about as application/json in its own shape; this swaps
+them, and adds the errors every route can answer (auth, missing rows, bad input, body too large,
+database unavailable), so clients and schema-driven fuzzers can rely on the document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar.openapi.spec import (
+    Components,
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Reference,
+    Schema,
+)
+from litestar.openapi.spec.enums import OpenAPIType
+
+from api.problems import PROBLEM_JSON
+
+_PROBLEM_SCHEMA = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["type", "title", "status"],
+    properties={
+        "type": Schema(type=OpenAPIType.STRING),
+        "title": Schema(type=OpenAPIType.STRING),
+        "status": Schema(type=OpenAPIType.INTEGER),
+        "detail": Schema(type=OpenAPIType.STRING),
+        "code": Schema(
+            type=OpenAPIType.STRING, description="error catalogue code, when one applies"
+        ),
+        "errors": Schema(
+            type=OpenAPIType.ARRAY,
+            items=Schema(
+                type=OpenAPIType.OBJECT,
+                required=["field", "message"],
+                properties={
+                    "field": Schema(type=OpenAPIType.STRING),
+                    "message": Schema(type=OpenAPIType.STRING),
+                },
+            ),
+        ),
+    },
+    description="RFC 9457 problem details",
+)
+
+_DESCRIPTIONS = {
+    400: "Malformed request (the body is not JSON)",
+    401: "Missing, invalid or revoked credentials",
+    404: "No such resource in your workspace",
+    405: "Method not allowed",
+    409: "The resource is in a state that does not allow this",
+    413: "Request body too large",
+    422: "Invalid input; `errors` names each field at fault",
+    503: "The database is unavailable; retry shortly",
+}
+
+
+def _problem(status: int) -> OpenAPIResponse:
+    return OpenAPIResponse(
+        description=_DESCRIPTIONS.get(status, "Error"),
+        content={
+            PROBLEM_JSON: OpenAPIMediaType(schema=Reference(ref="#/components/schemas/Problem"))
+        },
+    )
+
+
+def document_problems(schema: OpenAPI) -> None:
+    components = schema.components if isinstance(schema.components, Components) else Components()
+    components.schemas = {**(components.schemas or {}), "Problem": _PROBLEM_SCHEMA}
+    schema.components = components
+    for path, item in (schema.paths or {}).items():
+        for method in ("get", "post", "put", "patch", "delete"):
+            operation: Any = getattr(item, method, None)
+            if operation is None:
+                continue
+            responses = dict(operation.responses or {})
+            statuses = {400, 404, 405, 413, 422, 503}
+            if path.startswith("/v1/"):
+                statuses |= {401, 409}
+            for status in statuses | {
+                int(code) for code in responses if code.isdigit() and int(code) >= 400
+            }:
+                responses[str(status)] = _problem(status)
+            operation.responses = responses
