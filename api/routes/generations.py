@@ -14,6 +14,7 @@ import psycopg
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from psycopg import errors
@@ -103,6 +104,12 @@ class GenerationController(Controller):
         description="Queues an image generation. With an `Idempotency-Key` header, repeating the "
         "request returns the generation it first created (200) instead of creating another.",
         status_code=HTTP_201_CREATED,
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=Generation,
+                description="The generation an earlier request with the same Idempotency-Key created",
+            )
+        },
     )
     async def create_generation(
         self,
