@@ -30,13 +30,14 @@ async def download(
             if response.status_code != 200:
                 raise GenerationError(error, f"HTTP {response.status_code}")
             declared = response.headers.get("content-length")
+            too_large = GenerationError(error, f"larger than {max_bytes} bytes", permanent=True)
             if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise GenerationError(error, f"larger than {max_bytes} bytes")
+                raise too_large
             chunks = bytearray()
             async for chunk in response.aiter_bytes():
                 chunks += chunk
                 if len(chunks) > max_bytes:
-                    raise GenerationError(error, f"larger than {max_bytes} bytes")
+                    raise too_large
             return bytes(chunks)
     except httpx.HTTPError as exc:
         raise GenerationError(error, type(exc).__name__) from exc

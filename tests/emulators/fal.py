@@ -28,7 +28,7 @@ class FalJob:
     arguments: dict[str, Any]
     webhook: str | None
     polls: int = 0
-    behaviour: str = "normal"  # normal | never | fail | nsfw
+    behaviour: str = "normal"  # normal | never | fail | nsfw | huge | not-an-image
     cancelled: bool = False
 
 
@@ -153,6 +153,10 @@ def build_fal_emulator(state: FalState) -> Litestar:
         job = state.jobs.get(name.removesuffix(".png"))
         if job is None:
             raise HTTPException(status_code=404, detail="no such file")
+        if job.behaviour == "huge":
+            return b"\x89PNG" + bytes(50 * 1024 * 1024)
+        if job.behaviour == "not-an-image":
+            return b"<html><body>Gateway error</body></html>"
         size = job.arguments.get("image_size") or {"width": 64, "height": 64}
         return _png(int(size["width"]), int(size["height"]))
 

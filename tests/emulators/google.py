@@ -182,7 +182,12 @@ def build_google_emulator(state: GoogleState) -> Litestar:
         await asyncio.sleep(state.delay_s)
         scripted = state.recorder.next_scripted()
         if scripted is not None:
-            return _json(scripted.status, scripted.body, scripted.headers)
+            return Response(
+                scripted.body,
+                status_code=scripted.status,
+                headers=scripted.headers,
+                media_type=scripted.content_type,
+            )
         if vertex is not None and vertex[4] == "predict":
             return _json(200, _imagen_answer(body))
         return _json(200, _image_answer(body))

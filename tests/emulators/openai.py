@@ -316,7 +316,12 @@ def build_openai_emulator(state: OpenAIState) -> Litestar:
             return _json(401, openai_error(message, code="invalid_api_key"))
         await asyncio.sleep(state.delay_s)
         if (scripted := state.recorder.next_scripted()) is not None:
-            return _json(scripted.status, scripted.body, scripted.headers)
+            return Response(
+                scripted.body,
+                status_code=scripted.status,
+                headers=scripted.headers,
+                media_type=scripted.content_type,
+            )
         if path.endswith("edits"):
             return _edit(state, recorded.form)
         body = recorded.json if isinstance(recorded.json, dict) else {}

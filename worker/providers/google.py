@@ -267,3 +267,9 @@ class GoogleProvider:
             raise GenerationError(
                 ErrorCode.PROVIDER_ERROR, f"cannot reach Google: {type(exc).__name__}"
             ) from exc
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # An answer the SDK could not read (truncated JSON, an HTML page): most likely a
+            # proxy or an outage in front of the API, so it is worth another attempt.
+            raise GenerationError(
+                ErrorCode.PROVIDER_ERROR, f"unreadable answer from Google: {type(exc).__name__}"
+            ) from exc

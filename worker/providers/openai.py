@@ -216,6 +216,11 @@ class OpenAIProvider:
         return model, args, metadata
 
     async def _result(self, response: ImagesResponse, metadata: dict[str, Any]) -> ImageResult:
+        if not isinstance(response, ImagesResponse):
+            # The SDK hands back the raw body when it is not JSON (an HTML page from a proxy).
+            raise GenerationError(
+                ErrorCode.PROVIDER_ERROR, "unexpected answer from OpenAI: not JSON"
+            )
         item = response.data[0] if response.data else None
         if item is None or not (item.b64_json or item.url):
             raise GenerationError(ErrorCode.NO_RESULT, "OpenAI returned no image")
@@ -248,7 +253,7 @@ class OpenAIProvider:
             raise GenerationError(
                 ErrorCode.PROVIDER_ERROR, f"cannot reach OpenAI: {cause}"
             ) from exc
-        except openai.APIError as exc:  # an answer the SDK could not read
+        except (openai.APIError, ValueError) as exc:  # an answer the SDK could not read
             raise GenerationError(
                 ErrorCode.PROVIDER_ERROR, f"unexpected answer from OpenAI: {type(exc).__name__}"
             ) from exc
