@@ -24,6 +24,7 @@ from worker.images import check_result
 from worker.providers.base import build_request
 from worker.providers.google import GoogleProvider
 from worker.providers.openai import OpenAIProvider
+from worker.runtime import Runtime
 
 HTML = (
     "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
@@ -113,10 +114,7 @@ async def test_openai_answering_a_non_image_fails_the_generation_with_no_result(
     assert (row["status"], row["error_code"]) == ("failed", "no_result")
 
 
-def runtime_with(
-    pool: AsyncConnectionPool, tmp_path: Path, provider: OpenAIProvider
-) -> pipeline.Runtime:
-
+def runtime_with(pool: AsyncConnectionPool, tmp_path: Path, provider: OpenAIProvider) -> Runtime:
     return make_runtime(pool, tmp_path, {"openai": provider})
 
 
