@@ -50,10 +50,16 @@ OUTGOING_SECRET = "whsec_" + "ZTJlLW91dGdvaW5nLXNlY3JldA=="
 
 
 @pytest.fixture(scope="module")
+def stack_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings a test module adds: its STACK_ENV, or override this fixture."""
+    return dict(getattr(request.module, "STACK_ENV", {}))
+
+
+@pytest.fixture(scope="module")
 def stack(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, stack_env: dict[str, str]
 ) -> Iterator[Stack]:
-    """The API and a worker; a test module can override settings with a STACK_ENV dict."""
+    """The API and a worker on the test database."""
     port = free_port()
     root = tmp_path_factory.mktemp("stack")
     stack = Stack(f"http://127.0.0.1:{port}", root / "storage", root)
@@ -67,7 +73,7 @@ def stack(
         "SSE_KEEPALIVE_S": "1",
         "WORKER_CONCURRENCY": "4",
         "OUTGOING_WEBHOOK_SECRET": OUTGOING_SECRET,
-        **getattr(request.module, "STACK_ENV", {}),
+        **stack_env,
     }
     start(stack, "api", env)
     start(stack, "worker", env)

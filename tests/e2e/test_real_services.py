@@ -1,0 +1,121 @@
+"""The worker driving every provider and Supabase Storage, configured only through the
+environment, exactly as on Render: emulators of OpenAI, Google, fal and Supabase Storage stand
+in for the real services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import httpx
+import pytest
+
+from tests.e2e.test_lifecycle import create_generation, create_project, wait_for
+from tests.emulators.fal import FalState, build_fal_emulator
+from tests.emulators.google import GoogleState, build_google_emulator
+from tests.emulators.openai import OpenAIState, build_openai_emulator
+from tests.emulators.recorder import Scripted
+from tests.emulators.server import serve
+from tests.emulators.supabase_storage import StorageState, build_supabase_storage_emulator
+
+pytestmark = pytest.mark.e2e
+
+
+class Services:
+    def __init__(self) -> None:
+        self.openai = OpenAIState()
+        self.google = GoogleState()
+        self.fal = FalState()
+        self.storage = StorageState()
+
+
+@pytest.fixture(scope="module")
+def services() -> Iterator[Services]:
+    state = Services()
+    with ExitStack() as stack:
+        state.openai.base_url = stack.enter_context(serve(build_openai_emulator(state.openai)))
+        state.google.base_url = stack.enter_context(serve(build_google_emulator(state.google)))
+        state.fal.base_url = stack.enter_context(serve(build_fal_emulator(state.fal)))
+        state.storage.url = stack.enter_context(
+            serve(build_supabase_storage_emulator(state.storage))
+        )
+        yield state
+
+
+@pytest.fixture(scope="module")
+def stack_env(services: Services) -> dict[str, str]:
+    return {
+        "STORAGE_BACKEND": "supabase",
+        "SUPABASE_URL": services.storage.url,
+        "SUPABASE_SERVICE_ROLE_KEY": services.storage.key,
+        "SUPABASE_BUCKET": "generated",
+        "OPENAI_API_KEY": services.openai.key,
+        "OPENAI_BASE_URL": services.openai.url,
+        "GOOGLE_API_KEY": services.google.key,
+        "GOOGLE_BASE_URL": services.google.base_url,
+        "FAL_KEY": services.fal.key,
+        "FAL_BASE_URL": services.fal.base_url,
+        "POLL_INTERVAL_S": "0.2",
+    }
+
+
+@pytest.mark.parametrize(
+    ("provider", "model"),
+    [
+        ("openai", "gpt-image-1.5"),
+        ("google", "gemini-2.5-flash-image"),
+        ("fal", "fal-ai/flux/dev"),
+        ("local", "pillow-v1"),
+    ],
+)
+async def test_each_provider_lands_its_result_in_supabase_storage(
+    http: httpx.AsyncClient, services: Services, provider: str, model: str
+) -> None:
+    project_id = await create_project(http)
+    generation = await create_generation(
+        http,
+        project_id,
+        f"a lighthouse by {provider}",
+        provider=provider,
+        prompt_spec={"size": "1024x1024"},
+    )
+    assert generation["model"] == model
+    done = await wait_for(http, generation["id"], "completed", timeout=30)
+    key = f"{done['workspace_id']}/{project_id}/{generation['id']}.png"
+    assert (
+        done["result_image_url"]
+        == f"{services.storage.url}/storage/v1/object/public/generated/{key}"
+    )
+    data, content_type = services.storage.objects[f"generated/{key}"]
+    assert content_type == "image/png"
+    assert data.startswith(b"\x89PNG")
+    served = await http.get(done["result_image_url"])
+    assert served.status_code == 200 and served.content == data
+    uploads = [
+        r for r in services.storage.recorder.requests if r.method == "POST" and key in r.path
+    ]
+    assert uploads and uploads[-1].headers.get("x-upsert") == "true"
+
+
+async def test_a_flaky_storage_is_retried_and_the_generation_still_completes(
+    http: httpx.AsyncClient, services: Services
+) -> None:
+    services.storage.recorder.script(
+        Scripted(500, {"statusCode": "500", "error": "Internal", "message": "try again"}),
+        Scripted(503, {"statusCode": "503", "error": "Unavailable", "message": "try again"}),
+    )
+    project_id = await create_project(http)
+    generation = await create_generation(http, project_id, "despite storage hiccups")
+    done = await wait_for(http, generation["id"], "completed", timeout=30)
+    assert done["result_image_url"].startswith(services.storage.url)
+
+
+async def test_a_storage_that_stays_down_fails_with_storage_error(
+    http: httpx.AsyncClient, services: Services
+) -> None:
+    down = Scripted(503, {"statusCode": "503", "error": "Unavailable", "message": "down"})
+    services.storage.recorder.script(down, down, down)
+    project_id = await create_project(http)
+    generation = await create_generation(http, project_id, "storage is down")
+    failed = await wait_for(http, generation["id"], "failed", timeout=30)
+    assert failed["error_code"] == "storage_error"
