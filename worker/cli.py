@@ -59,6 +59,7 @@ def _dev(settings: Settings, _: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # `imagejobs bench ...` hands its own arguments to worker.bench.run (see main()).
     parser = argparse.ArgumentParser(prog="imagejobs", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        logging.basicConfig(level="WARNING")
+        from worker.bench.run import main as bench
+
+        bench(argv[1:])
+        return
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
