@@ -49,6 +49,7 @@ async def run(quick: bool, database_url: str | None, only: list[str] | None) -> 
         "webhook": lambda b: [scenarios.webhook_handler(b, size["hooks"], 10)],
         "counters": lambda b: [scenarios.counter_cost(b, size["large"], 200)],
         "memory": lambda b: [scenarios.worker_memory(b, 100, size["memory"])],
+        "scaling": lambda b: [scenarios.scale_out(b, size["jobs"], n, 10) for n in (1, 2, 4)],
     }
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="imagejobs-bench-") as workdir:
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         help="a server to use (default: embedded)",
     )
     parser.add_argument(
-        "--only", nargs="*", help="scenarios: throughput pickup sse create webhook counters memory"
+        "--only", nargs="*", help="scenarios: throughput pickup sse create webhook counters memory scaling"
     )
     parser.add_argument("--output", default="bench/results.json")
     args = parser.parse_args(argv)

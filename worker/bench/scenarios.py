@@ -417,3 +417,31 @@ async def worker_memory(bench: Bench, small: int, large: int) -> Result:
         ratio=round(after_large / after_small, 2),
         target="no growth (~1.0x)",
     )
+
+
+async def scale_out(bench: Bench, jobs: int, workers: int, concurrency: int) -> Result:
+    """The same drain with `workers` worker processes on one Postgres."""
+    _, _, project_id = await bench.tenant()
+    processes = []
+    for _ in range(workers):
+        processes.append(
+            await _start_and_wait(
+                bench,
+                [sys.executable, "-m", "worker.cli", "worker"],
+                WORKER_CONCURRENCY=str(concurrency),
+            )
+        )
+    await asyncio.sleep(0.5)
+    elapsed = await _drain_generations(bench, project_id, jobs)
+    backends = await _count(
+        bench, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    )
+    for process in processes:
+        bench.stop(process)
+    return Result(
+        scenario=f"scale-out, {workers} worker process(es) x concurrency {concurrency}",
+        figure=round(jobs / elapsed, 1),
+        unit="generations/s",
+        target="grows with workers until Postgres or the cores saturate",
+        details={"jobs": jobs, "database_connections": backends},
+    )
