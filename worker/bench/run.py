@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         help="a server to use (default: embedded)",
     )
     parser.add_argument(
-        "--only", nargs="*", help="scenarios: throughput pickup sse create webhook counters memory scaling"
+        "--only",
+        nargs="*",
+        help="scenarios: throughput pickup sse create webhook counters memory scaling",
     )
     parser.add_argument("--output", default="bench/results.json")
     args = parser.parse_args(argv)
