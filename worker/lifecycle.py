@@ -10,6 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from worker.models import Generation
@@ -50,7 +51,7 @@ class Lifecycle:
         """Hands the generation to a new job of `task_name` starting in `delay_s` seconds."""
         return await self._write(
             "reschedule_generation",
-            {"id": generation_id, "task_name": task_name, "delay_s": delay_s, "args": _json(args)},
+            {"id": generation_id, "task_name": task_name, "delay_s": delay_s, "args": Jsonb(args)},
         )
 
     async def webhook_delivery(self, delivery_id: str) -> tuple[str, Any] | None:
@@ -87,7 +88,7 @@ class Lifecycle:
             {
                 "id": generation_id,
                 "result_image_url": result_image_url,
-                "metadata": _json(metadata),
+                "metadata": Jsonb(metadata),
             },
         )
 
@@ -102,16 +103,10 @@ class Lifecycle:
     ) -> bool:
         return await self._write(
             "log_event",
-            {"id": generation_id, "kind": kind, "message": message, "data": _json(data or {})},
+            {"id": generation_id, "kind": kind, "message": message, "data": Jsonb(data or {})},
         )
 
     async def _write(self, name: str, params: dict[str, Any]) -> bool:
         async with self.pool.connection() as conn:
             cur = await conn.execute(query(name), params)
             return await cur.fetchone() is not None
-
-
-def _json(value: dict[str, Any]) -> Any:
-    from psycopg.types.json import Jsonb
-
-    return Jsonb(value)
