@@ -43,11 +43,14 @@ async def _project(pool: AsyncConnectionPool, project_id: UUID) -> Project | Non
 
 
 Cursor = tuple[str, int]  # (txid, id): the position of the last event sent, in commit order
+BEGINNING: Cursor = ("0", 0)  # before every event; `Last-Event-ID: 0` asks for this
 
 
 async def _start_cursor(
     pool: AsyncConnectionPool, project_id: UUID, last_event_id: int | None
 ) -> Cursor:
+    if last_event_id == 0:
+        return BEGINNING
     async with pool.connection() as conn:
         if last_event_id is not None:
             cur = await conn.execute(
@@ -56,10 +59,9 @@ async def _start_cursor(
             row = await cur.fetchone()
             if row is not None:
                 return str(row[0]), last_event_id
-        cur = await conn.execute(query("project_cursor_now"))
-        now = await cur.fetchone()
-    assert now is not None
-    return str(now[0]), 0
+        cur = await conn.execute(query("project_cursor_now"), {"project_id": project_id})
+        latest = await cur.fetchone()
+    return (str(latest[0]), int(latest[1])) if latest is not None else BEGINNING
 
 
 async def _project_events_after(

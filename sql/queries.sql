@@ -197,7 +197,13 @@ LIMIT %(limit)s;
 SELECT txid::text FROM image_events WHERE id = %(id)s AND project_id = %(project_id)s;
 
 -- name: project_cursor_now
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text;
+-- Where a new stream starts: after the project's latest event that can no longer be preceded
+-- (its transaction is below the horizon), so the position is a real event id a client can resume
+-- from; a project without such an event starts from the beginning (0).
+SELECT txid::text, id FROM image_events
+WHERE project_id = %(project_id)s AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid DESC, id DESC
+LIMIT 1;
 
 -- name: set_mask_url
 UPDATE image_generations SET metadata = metadata || jsonb_build_object('maskUrl', %(mask_url)s::text)
