@@ -78,6 +78,14 @@ SET status = 'processing', step = 'fetching', progress = 10, attempts = attempts
 WHERE id = %(id)s AND status IN ('pending', 'processing')
 RETURNING *;
 
+-- name: advance_to_processing
+-- Pipelined right after start_generation: nothing to fetch, so on to the provider.
+UPDATE image_generations
+SET step = 'processing', progress = %(progress)s
+WHERE id = %(id)s AND status = 'processing' AND step = 'fetching'
+  AND original_image_url IS NULL AND provider = ANY(%(providers)s)
+RETURNING id;
+
 -- name: set_step
 UPDATE image_generations
 SET step = %(step)s, progress = %(progress)s

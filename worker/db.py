@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from typing import Any
 
 import msgspec
@@ -10,6 +12,15 @@ from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 _encoder = msgspec.json.Encoder()
+
+# A connection handed back to the pool in a good state this recently is taken as alive without a
+# round trip; older ones are pinged. Checking every checkout doubled the round trips of every
+# one-statement write. A connection that died inside the window fails its statement and the
+# pool discards it; callers already treat OperationalError as transient (503, job retry).
+RECENTLY_RETURNED_S = 2.0
+_returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _dumps(value: Any) -> str:
@@ -21,19 +32,37 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     set_json_loads(msgspec.json.decode, conn)
 
 
+async def _configure_autocommit(conn: psycopg.AsyncConnection[Any]) -> None:
+    await _configure(conn)
+    await conn.set_autocommit(True)
+
+
+async def _stamp_return(conn: psycopg.AsyncConnection[Any]) -> None:
+    _returned_at[conn] = time.monotonic()
+
+
+async def _check_unless_recent(conn: psycopg.AsyncConnection[Any]) -> None:
+    returned = _returned_at.get(conn)
+    if returned is not None and time.monotonic() - returned < RECENTLY_RETURNED_S:
+        return
+    await AsyncConnectionPool.check_connection(conn)
+
+
 def create_pool(
     database_url: str,
     *,
     min_size: int = 1,
     max_size: int = 10,
     name: str = "imagejobs",
-    autocommit: bool = False,
+    autocommit: bool = True,
     timeout: float = 30.0,
 ) -> AsyncConnectionPool:
     """An unopened pool: `await pool.open()` (or `async with`) before use.
 
-    Connections are transactional by default (what procrastinate expects of a shared pool):
-    `async with pool.connection()` commits when the block ends.
+    Connections are in autocommit mode: a statement commits on its own, in one round trip
+    (psycopg would otherwise send BEGIN and COMMIT around it). Work that must be atomic across
+    statements says so with `async with conn.transaction()`. procrastinate's queries are single
+    statements, so the worker shares this pool with it.
     """
     return AsyncConnectionPool(
         database_url,
@@ -41,8 +70,10 @@ def create_pool(
         max_size=max_size,
         name=name,
         open=False,
-        kwargs={"autocommit": True} if autocommit else {},
-        configure=_configure,
-        check=AsyncConnectionPool.check_connection,
+        # Set in `configure`, not `kwargs`: procrastinate opens its LISTEN connection with the
+        # pool's kwargs plus its own autocommit=True.
+        configure=_configure_autocommit if autocommit else _configure,
+        reset=_stamp_return,
+        check=_check_unless_recent,
         timeout=timeout,
     )

@@ -6,6 +6,7 @@ finisher can never overwrite a cancel; the triggers add the image_events rows an
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 from uuid import UUID
 
@@ -31,11 +32,37 @@ class Lifecycle:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
 
-    async def start(self, generation_id: UUID, *, count_attempt: bool = True) -> Generation | None:
-        """pending/processing -> processing at `fetching`; None when there is nothing to run."""
-        return await self._generation(
-            "start_generation", {"id": generation_id, "count_attempt": int(count_attempt)}
-        )
+    async def start(
+        self,
+        generation_id: UUID,
+        *,
+        count_attempt: bool = True,
+        straight_to_processing: Collection[str] = (),
+    ) -> Generation | None:
+        """pending/processing -> processing at `fetching`; None when there is nothing to run.
+
+        A generation of one of the `straight_to_processing` providers with no source image has
+        nothing to fetch: its `processing` step is written in the same round trip (one pipeline,
+        one transaction), so both events still happen, in order.
+        """
+        params = {"id": generation_id, "count_attempt": int(count_attempt)}
+        async with self.pool.connection() as conn, conn.pipeline():
+            cur = conn.cursor(row_factory=class_row(Generation))
+            await cur.execute(query("start_generation"), params)
+            advanced = None
+            if straight_to_processing:
+                advanced = await conn.execute(
+                    query("advance_to_processing"),
+                    {
+                        "id": generation_id,
+                        "providers": list(straight_to_processing),
+                        "progress": STEP_PROGRESS["processing"],
+                    },
+                )
+            generation = await cur.fetchone()
+            if generation is not None and advanced is not None and await advanced.fetchone():
+                generation.step, generation.progress = "processing", STEP_PROGRESS["processing"]
+        return generation
 
     async def get(self, generation_id: UUID) -> Generation | None:
         return await self._generation("get_generation_for_worker", {"id": generation_id})

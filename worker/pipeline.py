@@ -7,6 +7,7 @@ expected, runs as a slower safety net); webhook and poll share `finish_from_urls
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -33,7 +34,11 @@ async def run_generation(
     runtime: Runtime, generation_id: UUID, attempt: int, *, resume: bool = False
 ) -> None:
     lifecycle = runtime.lifecycle
-    generation = await lifecycle.start(generation_id, count_attempt=not resume)
+    generation = await lifecycle.start(
+        generation_id,
+        count_attempt=not resume,
+        straight_to_processing=runtime.provider_names,
+    )
     if generation is None:
         if await lifecycle.get(generation_id) is None:
             raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
@@ -182,7 +187,8 @@ async def _produce(runtime: Runtime, generation: Generation) -> bool:
         source_url=generation.original_image_url,
     )
 
-    await lifecycle.step(generation.id, "processing")
+    if generation.step != "processing":
+        await lifecycle.step(generation.id, "processing")
     wait_s = await runtime.limiter.acquire(generation.provider)
     if wait_s > 0:
         await lifecycle.log(
@@ -311,8 +317,6 @@ async def finish_from_urls(runtime: Runtime, generation: Generation, urls: list[
 async def store_result(
     runtime: Runtime, generation: Generation, result: ImageResult, *, saving: bool = True
 ) -> None:
-    if saving:
-        await runtime.lifecycle.step(generation.id, "saving")
     checked = check_result(result.data)
     key = result_key(
         generation.workspace_id,
@@ -320,8 +324,13 @@ async def store_result(
         generation.id,
         EXTENSIONS[checked.content_type],
     )
+    upload = runtime.storage.put(key, checked.data, checked.content_type)
     try:
-        url = await runtime.storage.put(key, checked.data, checked.content_type)
+        if saving:
+            # The `saving` event is committed while the upload runs; `completed` waits for both.
+            _, url = await asyncio.gather(runtime.lifecycle.step(generation.id, "saving"), upload)
+        else:
+            url = await upload
     except OSError as exc:
         raise GenerationError(ErrorCode.STORAGE_ERROR, type(exc).__name__) from exc
     metadata: dict[str, Any] = {

@@ -35,6 +35,11 @@ class Runtime:
         self.storage = storage
         self.limiter = limiter or RateLimiter(pool, settings.provider_rpm)
 
+    @property
+    def provider_names(self) -> tuple[str, ...]:
+        """Every provider this worker can run, synchronous or queue-based."""
+        return (*self.providers, *self.queue_providers)
+
     def provider(self, name: str) -> Provider | None:
         return self.providers.get(name)
 

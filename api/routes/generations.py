@@ -128,10 +128,10 @@ class GenerationController(Controller):
                 if existing is not None:
                     return Response(existing, status_code=HTTP_200_OK)
             try:
-                async with conn.transaction():
-                    cur = conn.cursor(row_factory=class_row(Generation))
-                    await cur.execute(query("insert_generation"), params)
-                    created = await cur.fetchone()
+                # One statement, committed on its own: the row, its job and its counters.
+                cur = conn.cursor(row_factory=class_row(Generation))
+                await cur.execute(query("insert_generation"), params)
+                created = await cur.fetchone()
             except errors.UniqueViolation:
                 # A concurrent request with the same key won the race; its row is the answer.
                 assert idempotency_key is not None
