@@ -218,7 +218,11 @@ async def workflow_stream(
                     return
                 if item is RESYNC or changed is None:
                     changed = None
-                elif item.payload.get("node_id"):
+                elif item.payload.get("node_id") and item.payload.get("workspace_id") == str(
+                    workspace_id
+                ):
+                    # Clients choose workflow ids, so another workspace may use the same one:
+                    # its changes are none of this stream's business (not even their timing).
                     changed.add(str(item.payload["node_id"]))
                     last_id = max(last_id, int(item.payload.get("event_id", 0)))
                 remaining = deadline - asyncio.get_running_loop().time()

@@ -271,3 +271,57 @@ async def test_a_stream_cannot_be_opened_or_resumed_across_workspaces(
         for raw in replay.raw:
             assert not [value for value in b.identifiers() if value in raw], raw
     assert [d["status"] for d in replays[0].data("generation")] == ["pending", "cancelled"]
+
+
+async def test_a_workflow_stream_ignores_another_workspace_using_the_same_workflow_id(
+    api_url: str, pool: AsyncConnectionPool, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    """Workflow ids are chosen by clients, so two workspaces may pick the same one."""
+    workflow_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        a, b = await create_side(http, tenant), await create_side(http, other_tenant)
+        nodes = {}
+        for side, node in ((a, "node-a"), (b, "node-b")):
+            response = await http.post(
+                "/v1/generations",
+                json={
+                    "project_id": side.project_id,
+                    "prompt": f"a fox, {side.marker}",
+                    "workflow_id": workflow_id,
+                    "node_id": node,
+                },
+                headers=side.tenant.headers,
+            )
+            assert response.status_code == 201, response.text
+            side.generations.append(str(response.json()["id"]))
+            nodes[node] = side
+        stream = await open_stream(http, f"/v1/workflows/{workflow_id}/events", a.tenant)
+        await wait_until(lambda: bool(stream.events), "the first node event")
+
+        for columns in LIFECYCLE:
+            await advance(pool, b.generations[-1], **columns)
+        await asyncio.sleep(0.5)  # longer than a batch: B's changes are not merged into A's
+        await advance(pool, a.generations[-1], status="cancelled")
+        await wait_until(
+            lambda: any(
+                n["node_data"].get("status") == "cancelled"
+                for batch in stream.data("node")
+                for n in batch["nodes"]
+            ),
+            "A's node change",
+        )
+        await asyncio.sleep(0.3)
+        await close(stream)
+
+    batches = stream.data("node")
+    assert {n["id"] for batch in batches for n in batch["nodes"]} == {"node-a"}
+    # B's activity gave A's stream nothing: no empty batch, no id of B's events.
+    assert all(batch["nodes"] for batch in batches)
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id FROM image_events WHERE generation_id = %s", (b.generations[-1],)
+        )
+        b_event_ids = {str(row[0]) for row in await cur.fetchall()}
+    assert not {e.id for e in stream.events} & b_event_ids
+    for raw in stream.raw:
+        assert not [value for value in b.identifiers() if value in raw], raw
