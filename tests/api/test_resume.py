@@ -167,3 +167,28 @@ async def test_interleaved_writers_and_a_reconnecting_reader_see_every_event_onc
         written = [int(r[0]) for r in await cur.fetchall()]
     assert len(received) == len(set(received)), "an event was sent twice"
     assert sorted(received) == written, "an event was skipped"
+
+
+async def test_a_stream_started_while_another_transaction_is_open_catches_up_when_it_ends(
+    pool: AsyncConnectionPool, hub: Hub, project_id: uuid.UUID, database_url: str
+) -> None:
+    """Events are sent once their transaction is below the horizon (the oldest one running, in
+    the whole cluster). A stream that starts while an unrelated transaction holds the horizon
+    back must still send them when it ends, without waiting for the project's next change."""
+    async with await psycopg.AsyncConnection.connect(database_url) as unrelated:
+        await unrelated.execute("SELECT pg_current_xact_id()")  # takes a transaction id
+        generation_id = await idle_generation(pool, project_id)
+        await asyncio.sleep(0.3)  # its notifications are dispatched before the stream subscribes
+        reader = Reader(
+            project_stream(pool, hub.subscribe(f"project:{project_id}"), project_id, 0, 5)
+        )
+        with pytest.raises(TimeoutError):
+            await reader.take(1, timeout=0.4)
+        await unrelated.rollback()
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id FROM image_events WHERE generation_id = %s ORDER BY id", (generation_id,)
+        )
+        expected = [int(row[0]) for row in await cur.fetchall()]
+    assert await reader.take(len(expected), timeout=3) == expected
+    await reader.close()
