@@ -66,7 +66,9 @@ async def _start_cursor(
 
 async def _project_events_after(
     pool: AsyncConnectionPool, project_id: UUID, cursor: Cursor
-) -> list[tuple[GenerationEventData, Cursor]]:
+) -> tuple[list[tuple[GenerationEventData, Cursor]], bool]:
+    """The events past the cursor that can be sent in commit order, and whether committed ones
+    wait behind the horizon (an older transaction, anywhere in the cluster, is still open)."""
     async with pool.connection() as conn:
         cur = await conn.execute(
             query("project_events_after"),
@@ -80,12 +82,13 @@ async def _project_events_after(
         assert cur.description is not None
         names = [column.name for column in cur.description]
         rows = [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
-    events = []
+    events: list[tuple[GenerationEventData, Cursor]] = []
     for row in rows:
-        row.pop("horizon", None)
+        if not row.pop("ready"):
+            return events, True  # ordered by txid: every later one waits too
         event = ImageEvent(**row)
         events.append((from_row(event), (str(event.txid), event.id)))
-    return events
+    return events, False
 
 
 async def project_stream(
@@ -100,16 +103,18 @@ async def project_stream(
     without skipping one that committed late (see sql/005_commit_ordered_events.sql)."""
     cursor: Cursor | None = None
     waiting: set[int] = set()  # notified, but their transaction is not below the horizon yet
+    behind = False  # committed events wait behind the horizon: poll, no notification will come
 
     async def catch_up() -> AsyncIterator[ServerSentEventMessage]:
-        nonlocal cursor
+        nonlocal cursor, behind
         assert cursor is not None
-        while batch := await _project_events_after(pool, project_id, cursor):
+        while True:
+            batch, behind = await _project_events_after(pool, project_id, cursor)
             for event, position in batch:
                 cursor = position
                 waiting.discard(event.event_id)
                 yield _generation_message(event)
-            if len(batch) < REPLAY_PAGE:
+            if behind or len(batch) < REPLAY_PAGE:
                 break
 
     try:
@@ -128,11 +133,11 @@ async def project_stream(
         if project is not None:
             yield _project_message(project, cursor[1])
         while True:
-            item = await subscription.get(0.1 if waiting else keepalive_s)
+            item = await subscription.get(0.1 if waiting or behind else keepalive_s)
             if item is SHUTDOWN:
                 yield RECONNECT
                 return
-            if item is None and not waiting:
+            if item is None and not (waiting or behind):
                 yield ServerSentEventMessage(comment="keepalive", data=None)
                 continue
             if item is not None and item.channel == PROJECT_CHANNEL:
@@ -218,7 +223,11 @@ async def workflow_stream(
                     return
                 if item is RESYNC or changed is None:
                     changed = None
-                elif item.payload.get("node_id"):
+                elif item.payload.get("node_id") and item.payload.get("workspace_id") == str(
+                    workspace_id
+                ):
+                    # Clients choose workflow ids, so another workspace may use the same one:
+                    # its changes are none of this stream's business (not even their timing).
                     changed.add(str(item.payload["node_id"]))
                     last_id = max(last_id, int(item.payload.get("event_id", 0)))
                 remaining = deadline - asyncio.get_running_loop().time()

@@ -193,11 +193,12 @@ VALUES (%(generation_id)s, %(event_id)s, %(message_id)s, %(type)s, %(attempt)s, 
 SELECT * FROM projects WHERE id = %(id)s;
 
 -- name: project_events_after
--- Commit-ordered: events past the cursor whose transaction is older than every running one.
-SELECT e.*, pg_snapshot_xmin(pg_current_snapshot()) AS horizon FROM image_events e
+-- Commit-ordered: events past the cursor, `ready` once their transaction is older than every
+-- running one (the horizon). Readers send the ready ones; a committed one that is not ready yet
+-- tells them to look again soon (it has no other notification to wait for).
+SELECT e.*, e.txid < pg_snapshot_xmin(pg_current_snapshot()) AS ready FROM image_events e
 WHERE e.project_id = %(project_id)s
   AND (e.txid, e.id) > (%(txid)s::text::xid8, %(after_id)s)
-  AND e.txid < pg_snapshot_xmin(pg_current_snapshot())
 ORDER BY e.txid, e.id
 LIMIT %(limit)s;
 

@@ -108,6 +108,20 @@ async def _record_procrastinate(
     )
 
 
+async def _refresh_row_level_security(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> None:
+    """On Supabase (an `auth` schema), re-applies sql/008's RLS setup after every run: it covers
+    tables added since (procrastinate upgrades too) and trigger functions a later migration
+    replaced (CREATE OR REPLACE drops SECURITY DEFINER). A no-op when all is in place."""
+    cursor = await conn.execute(
+        "SELECT to_regnamespace('auth') IS NOT NULL"
+        " AND to_regprocedure('imagejobs_enable_rls()') IS NOT NULL"
+    )
+    row = await cursor.fetchone()
+    if row is not None and row[0]:
+        async with conn.transaction():
+            await conn.execute("SELECT imagejobs_enable_rls()")
+
+
 async def migrate(database_url: str) -> list[str]:
     """Applies what is missing and returns the names of what it applied."""
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
@@ -127,6 +141,7 @@ async def migrate(database_url: str) -> list[str]:
                     continue
                 await _execute_file(conn, path.name, sql)
                 applied.append(path.name)
+            await _refresh_row_level_security(conn)
             return applied
         finally:
             await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
