@@ -50,6 +50,7 @@ _PROBLEM_SCHEMA = Schema(
 _DESCRIPTIONS = {
     400: "Malformed request (the body is not JSON)",
     401: "Missing, invalid or revoked credentials",
+    403: "Not a member of the workspace named by X-Workspace-Id",
     404: "No such resource in your workspace",
     405: "Method not allowed",
     409: "The resource is in a state that does not allow this",
@@ -80,7 +81,7 @@ def document_problems(schema: OpenAPI) -> None:
             responses = dict(operation.responses or {})
             statuses = {400, 404, 405, 413, 422, 503}
             if path.startswith("/v1/"):
-                statuses |= {401, 409}
+                statuses |= {401, 403, 409}
             for status in statuses | {
                 int(code) for code in responses if code.isdigit() and int(code) >= 400
             }:
