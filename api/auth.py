@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -101,12 +102,16 @@ class MembershipCache:
         return workspaces
 
 
+_UNSAFE_IN_DESCRIPTION = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
 def _unauthorized(detail: str) -> NotAuthorizedException:
-    # The detail is one of our own fixed sentences: safe inside the quoted header value.
+    # error_description allows printable ASCII but `"` and `\` (RFC 6750 section 3).
+    description = _UNSAFE_IN_DESCRIPTION.sub("?", detail)
     return NotAuthorizedException(
         detail,
         headers={
-            "WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{detail}"'
+            "WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{description}"'
         },
     )
 

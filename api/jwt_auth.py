@@ -154,7 +154,9 @@ class JwtVerifier:
                 raise TokenError("HS256 tokens are not accepted (no SUPABASE_JWT_SECRET)")
             return self.secret
         if algorithm not in ASYMMETRIC_ALGORITHMS:
-            raise TokenError(f"algorithm {algorithm!r} is not accepted")
+            plain = isinstance(algorithm, str) and algorithm.isascii() and algorithm.isalnum()
+            named = f" {algorithm!r}" if plain and len(str(algorithm)) <= 10 else ""
+            raise TokenError(f"algorithm{named} is not accepted")
         if self.jwks is None:
             raise TokenError(f"{algorithm} tokens are not accepted (no SUPABASE_URL)")
         kid = header.get("kid")

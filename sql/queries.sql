@@ -70,13 +70,13 @@ VALUES (%(workspace_id)s, %(name)s, %(prefix)s, %(key_hash)s)
 RETURNING id;
 
 -- name: list_api_keys
-SELECT id, prefix, name, created_at, last_used_at, revoked_at FROM api_keys
+SELECT id, workspace_id, prefix, name, created_at, last_used_at, revoked_at FROM api_keys
 WHERE workspace_id = %(workspace_id)s
 ORDER BY created_at, id;
 
 -- name: find_api_keys_to_revoke
 -- The keys a `revoke` argument names: its id, its printed prefix, or the whole key (by hash).
-SELECT id, workspace_id, prefix, name, revoked_at FROM api_keys
+SELECT id, workspace_id, prefix, name, created_at, last_used_at, revoked_at FROM api_keys
 WHERE id = %(id)s OR prefix = %(prefix)s OR key_hash = %(key_hash)s
 ORDER BY created_at, id;
 
