@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from api.auth import ApiKeyAuthentication, KeyCache, MembershipCache
 from api.hub import Hub
 from api.jwt_auth import JwtVerifier
-from api.openapi import document_problems
+from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.actions import GenerationActions
 from api.routes.events import generation_events, project_events, workflow_events
@@ -122,4 +122,5 @@ def create_app(settings: Settings | None = None) -> Litestar:
         request_max_body_size=MAX_BODY_BYTES,
     )
     document_problems(app.openapi_schema)
+    document_auth(app.openapi_schema)
     return app

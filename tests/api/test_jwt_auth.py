@@ -464,3 +464,15 @@ async def test_unreachable_jwks_with_nothing_cached_is_unavailable() -> None:
     )
     with pytest.raises(JwksUnavailable):
         await verifier.user_id(token)
+
+
+async def test_the_openapi_document_describes_the_bearer_credential(client: Client) -> None:
+    schema = (await client.get("/schema/openapi.json")).json()
+    bearer_scheme = schema["components"]["securitySchemes"]["bearer"]
+    assert (bearer_scheme["type"], bearer_scheme["scheme"]) == ("http", "bearer")
+    assert "X-Workspace-Id" in bearer_scheme["description"]
+    created = schema["paths"]["/v1/generations"]["post"]
+    assert created["security"] == [{"bearer": []}]
+    assert "403" in created["responses"]
+    webhook = next(p for p in schema["paths"] if p.startswith("/v1/webhooks/"))
+    assert "security" not in schema["paths"][webhook]["post"]
