@@ -15,6 +15,8 @@ from psycopg.rows import class_row, scalar_row
 from worker.sqlfiles import query
 
 KEY_PREFIX = "ij_"
+# How much of a key is stored in clear (`api_keys.prefix`), for people to recognise it.
+PREFIX_LENGTH = 10
 
 
 def new_key() -> str:
@@ -31,7 +33,12 @@ async def create_api_key(
     key = new_key()
     await conn.execute(
         query("insert_api_key"),
-        {"workspace_id": workspace_id, "name": name, "prefix": key[:10], "key_hash": hash_key(key)},
+        {
+            "workspace_id": workspace_id,
+            "name": name,
+            "prefix": key[:PREFIX_LENGTH],
+            "key_hash": hash_key(key),
+        },
     )
     return key
 
@@ -75,11 +82,14 @@ async def revoke_api_key(
         query("find_api_keys_to_revoke"), {"id": key_id, "prefix": ref, "key_hash": hash_key(ref)}
     )
     matches = await cur.fetchall()
+    # Never echo a whole key back (terminals and CI logs keep what they print).
+    whole_key = ref.startswith(KEY_PREFIX) and len(ref) > PREFIX_LENGTH
+    shown = ref[:PREFIX_LENGTH] + "..." if whole_key else ref
     if not matches:
-        raise RevokeError(f"no API key has the id, prefix or value {ref!r}")
+        raise RevokeError(f"no API key has the id, prefix or value {shown!r}")
     if len(matches) > 1:
         ids = ", ".join(str(m.id) for m in matches)
-        raise RevokeError(f"{ref!r} is the prefix of {len(matches)} keys; give the id: {ids}")
+        raise RevokeError(f"{shown!r} is the prefix of {len(matches)} keys; give the id: {ids}")
     key = matches[0]
     if key.revoked_at is not None:
         return key, False

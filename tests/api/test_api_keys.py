@@ -135,6 +135,9 @@ async def test_revoke_refuses_an_ambiguous_or_unknown_reference(
     assert ambiguous.code == 1 and "give the id" in ambiguous.stderr
     unknown = await imagejobs(database_url, "api-key", "revoke", str(uuid.uuid4()))
     assert unknown.code == 1 and "no API key" in unknown.stderr
+    never_issued = "ij_" + "x" * 43
+    unknown = await imagejobs(database_url, "api-key", "revoke", never_issued)
+    assert unknown.code == 1 and never_issued not in unknown.stderr + unknown.stdout
     # A prefix of the prefix names nothing (no pattern matching: "ij_" must not revoke all).
     partial = await imagejobs(database_url, "api-key", "revoke", "ij_")
     assert partial.code == 1
