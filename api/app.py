@@ -13,9 +13,10 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.static_files import create_static_files_router
 
-from api.auth import ApiKeyAuthentication, KeyCache
+from api.auth import ApiKeyAuthentication, KeyCache, MembershipCache
 from api.hub import Hub
-from api.openapi import document_problems
+from api.jwt_auth import JwtVerifier
+from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.actions import GenerationActions
 from api.routes.events import generation_events, project_events, workflow_events
@@ -90,9 +91,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=State(
             {
                 "settings": settings,
-                "key_cache": KeyCache(),
+                "key_cache": KeyCache(settings.auth_cache_ttl_s),
                 "storage": build_storage(settings),
                 "fal_verifier": FalVerifier(settings.fal_jwks_url),
+                # auth: Supabase user JWTs and their workspace memberships
+                "jwt_verifier": JwtVerifier.configured(
+                    settings.supabase_jwt_secret, settings.supabase_url
+                ),
+                "membership_cache": MembershipCache(settings.auth_cache_ttl_s),
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -105,9 +111,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         cors_config=CORSConfig(
             allow_origins=["*"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "Last-Event-ID",
+                "X-Workspace-Id",
+            ],
         ),
         request_max_body_size=MAX_BODY_BYTES,
     )
     document_problems(app.openapi_schema)
+    document_auth(app.openapi_schema)
     return app

@@ -1,22 +1,38 @@
-"""Bearer API keys. A key resolves to the one workspace it belongs to; lookups are cached for a
-short TTL so a request costs no query (revocation therefore takes effect within that TTL)."""
+"""Bearer authentication: API keys and Supabase user JWTs, each resolved to one workspace.
+
+- An API key belongs to exactly one workspace. Lookups are by SHA-256 hash and cached for
+  AUTH_CACHE_TTL_S, so a request costs no query and a revoked key stops working within that TTL.
+- A user JWT (three base64url segments) is verified by api/jwt_auth.py; `sub` is the user, and
+  `workspace_members` says which workspaces they may use. The request picks one with the
+  `X-Workspace-Id` header, which may be left out when the user belongs to exactly one.
+"""
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import (
+    ClientException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+)
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from psycopg_pool import AsyncConnectionPool
 
+from api.jwt_auth import JwksUnavailable, JwtVerifier, TokenError, looks_like_jwt
 from worker.apikeys import hash_key
 from worker.sqlfiles import query
 
 CACHE_TTL_S = 30.0
+CACHE_MAX_ENTRIES = 10_000
+WORKSPACE_HEADER = "X-Workspace-Id"
+REALM = 'Bearer realm="imagejobs"'
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -25,17 +41,39 @@ class Principal(msgspec.Struct, frozen=True):
     user_id: UUID | None = None
 
 
-class KeyCache:
-    def __init__(self, ttl: float = CACHE_TTL_S) -> None:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _TtlCache(Generic[K, V]):
+    def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: dict[bytes, tuple[float, Principal | None]] = {}
+        self._entries: dict[K, tuple[float, V]] = {}
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        hit = self._entries.get(key)
+        if hit and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
+    def put(self, key: K, value: V) -> None:
+        if len(self._entries) > CACHE_MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.ttl, value)
+
+
+class KeyCache:
+    """API key → principal. The dictionary is keyed by the key's SHA-256 digest, never by the key:
+    a timing difference in that lookup could only tell an attacker about digests, not keys."""
+
+    def __init__(self, ttl: float = CACHE_TTL_S) -> None:
+        self._cache: _TtlCache[bytes, Principal | None] = _TtlCache(ttl)
 
     async def resolve(self, pool: AsyncConnectionPool, key: str) -> Principal | None:
         digest = hash_key(key)
-        now = time.monotonic()
-        hit = self._entries.get(digest)
-        if hit and hit[0] > now:
-            return hit[1]
+        hit, cached = self._cache.get(digest)
+        if hit:
+            return cached
         async with pool.connection() as conn:
             cur = await conn.execute(query("find_api_key"), {"key_hash": digest})
             row = await cur.fetchone()
@@ -43,27 +81,114 @@ class KeyCache:
             if row is not None:
                 principal = Principal(workspace_id=row[1], key_id=row[0])
                 await conn.execute(query("touch_api_key"), {"id": row[0]})
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[digest] = (now + self.ttl, principal)
+        self._cache.put(digest, principal)
         return principal
 
 
+class MembershipCache:
+    """User id → the workspaces they are a member of (removal takes effect within the TTL)."""
+
+    def __init__(self, ttl: float = CACHE_TTL_S) -> None:
+        self._cache: _TtlCache[UUID, frozenset[UUID]] = _TtlCache(ttl)
+
+    async def workspaces(self, pool: AsyncConnectionPool, user_id: UUID) -> frozenset[UUID]:
+        hit, cached = self._cache.get(user_id)
+        if hit and cached is not None:
+            return cached
+        async with pool.connection() as conn:
+            cur = await conn.execute(query("user_workspaces"), {"user_id": user_id})
+            workspaces = frozenset(row[0] for row in await cur.fetchall())
+        self._cache.put(user_id, workspaces)
+        return workspaces
+
+
+_UNSAFE_IN_DESCRIPTION = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+def _unauthorized(detail: str) -> NotAuthorizedException:
+    # error_description allows printable ASCII but `"` and `\` (RFC 6750 section 3).
+    description = _UNSAFE_IN_DESCRIPTION.sub("?", detail)
+    return NotAuthorizedException(
+        detail,
+        headers={
+            "WWW-Authenticate": f'{REALM}, error="invalid_token", error_description="{description}"'
+        },
+    )
+
+
+def _requested_workspace(connection: ASGIConnection[Any, Any, Any, Any]) -> UUID | None:
+    raw = connection.headers.get(WORKSPACE_HEADER)
+    if raw is None:
+        return None
+    try:
+        return UUID(raw.strip())
+    except ValueError:
+        raise ClientException(
+            f"{WORKSPACE_HEADER}: must be a workspace UUID",
+            extra=[{"key": WORKSPACE_HEADER, "message": "must be a workspace UUID"}],
+        ) from None
+
+
+def choose_workspace(member_of: frozenset[UUID], requested: UUID | None) -> UUID:
+    """The workspace a user's request acts in: the one named by X-Workspace-Id, which must be one
+    of theirs, or their only one."""
+    if requested is not None:
+        if requested not in member_of:
+            raise PermissionDeniedException(f"not a member of workspace {requested}")
+        return requested
+    if not member_of:
+        raise PermissionDeniedException("not a member of any workspace")
+    if len(member_of) > 1:
+        message = f"required: you are a member of {len(member_of)} workspaces"
+        raise ClientException(
+            f"{WORKSPACE_HEADER}: {message}",
+            extra=[{"key": WORKSPACE_HEADER, "message": message}],
+        )
+    return next(iter(member_of))
+
+
+async def _user_principal(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
+    state = connection.app.state
+    verifier: JwtVerifier | None = state.jwt_verifier
+    if verifier is None:
+        raise _unauthorized("user tokens are not accepted (Supabase auth is not configured)")
+    try:
+        user_id = await verifier.user_id(token)
+    except TokenError as exc:
+        raise _unauthorized(str(exc)) from None
+    except JwksUnavailable as exc:
+        raise ServiceUnavailableException(str(exc), headers={"Retry-After": "5"}) from None
+    requested = _requested_workspace(connection)
+    member_of = await state.membership_cache.workspaces(state.pool, user_id)
+    return Principal(workspace_id=choose_workspace(member_of, requested), user_id=user_id)
+
+
+async def _key_principal(connection: ASGIConnection[Any, Any, Any, Any], token: str) -> Principal:
+    state = connection.app.state
+    principal: Principal | None = await state.key_cache.resolve(state.pool, token)
+    if principal is None:
+        raise _unauthorized("invalid or revoked API key")
+    requested = _requested_workspace(connection)
+    if requested is not None and requested != principal.workspace_id:
+        raise PermissionDeniedException(f"this API key is not for workspace {requested}")
+    return principal
+
+
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
+    """`Authorization: Bearer <API key or Supabase user JWT>` on every /v1 route."""
+
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
         header = connection.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise NotAuthorizedException(
-                "missing bearer token", headers={"WWW-Authenticate": 'Bearer realm="imagejobs"'}
+                "missing bearer token", headers={"WWW-Authenticate": REALM}
             )
-        state = connection.app.state
-        principal = await state.key_cache.resolve(state.pool, token.strip())
-        if principal is None:
-            raise NotAuthorizedException(
-                "invalid or revoked API key",
-                headers={"WWW-Authenticate": 'Bearer realm="imagejobs", error="invalid_token"'},
-            )
+        if looks_like_jwt(token):
+            principal = await _user_principal(connection, token)
+        else:
+            principal = await _key_principal(connection, token)
         return AuthenticationResult(user=principal, auth=token)

@@ -16,6 +16,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     Reference,
     Schema,
+    SecurityScheme,
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
@@ -50,6 +51,7 @@ _PROBLEM_SCHEMA = Schema(
 _DESCRIPTIONS = {
     400: "Malformed request (the body is not JSON)",
     401: "Missing, invalid or revoked credentials",
+    403: "Not a member of the workspace named by X-Workspace-Id",
     404: "No such resource in your workspace",
     405: "Method not allowed",
     409: "The resource is in a state that does not allow this",
@@ -80,9 +82,32 @@ def document_problems(schema: OpenAPI) -> None:
             responses = dict(operation.responses or {})
             statuses = {400, 404, 405, 413, 422, 503}
             if path.startswith("/v1/"):
-                statuses |= {401, 409}
+                statuses |= {401, 403, 409}
             for status in statuses | {
                 int(code) for code in responses if code.isdigit() and int(code) >= 400
             }:
                 responses[str(status)] = _problem(status)
             operation.responses = responses
+
+
+_BEARER = SecurityScheme(
+    type="http",
+    scheme="bearer",
+    description="An API key (`ij_...`, one workspace) or a Supabase user access token (JWT). "
+    "With a user token, `X-Workspace-Id: <uuid>` names the workspace to act in; it may be "
+    "left out when the user belongs to exactly one. Not a member: 403.",
+)
+
+
+def document_auth(schema: OpenAPI) -> None:
+    """Every /v1 route but the provider webhooks (signed instead) takes the bearer credential."""
+    components = schema.components if isinstance(schema.components, Components) else Components()
+    components.security_schemes = {**(components.security_schemes or {}), "bearer": _BEARER}
+    schema.components = components
+    for path, item in (schema.paths or {}).items():
+        if not path.startswith("/v1/") or path.startswith("/v1/webhooks/"):
+            continue
+        for method in ("get", "post", "put", "patch", "delete"):
+            operation: Any = getattr(item, method, None)
+            if operation is not None:
+                operation.security = [{"bearer": []}]

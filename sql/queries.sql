@@ -69,6 +69,25 @@ INSERT INTO api_keys (workspace_id, name, prefix, key_hash)
 VALUES (%(workspace_id)s, %(name)s, %(prefix)s, %(key_hash)s)
 RETURNING id;
 
+-- name: list_api_keys
+SELECT id, workspace_id, prefix, name, created_at, last_used_at, revoked_at FROM api_keys
+WHERE workspace_id = %(workspace_id)s
+ORDER BY created_at, id;
+
+-- name: find_api_keys_to_revoke
+-- The keys a `revoke` argument names: its id, its printed prefix, or the whole key (by hash).
+SELECT id, workspace_id, prefix, name, created_at, last_used_at, revoked_at FROM api_keys
+WHERE id = %(id)s OR prefix = %(prefix)s OR key_hash = %(key_hash)s
+ORDER BY created_at, id;
+
+-- name: revoke_api_key
+UPDATE api_keys SET revoked_at = now()
+WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING revoked_at;
+
+-- name: user_workspaces
+SELECT workspace_id FROM workspace_members WHERE user_id = %(user_id)s;
+
 -- name: start_generation
 -- pending -> processing at the fetching step; a re-run of a processing one (crash, retry,
 -- rate-limit resume) starts over. Anything else (cancelled, terminal, gone) returns no row.

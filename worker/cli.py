@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from datetime import UTC, datetime
 from uuid import UUID
 
 from worker.config import ConfigError, Settings, load_settings
@@ -52,6 +53,66 @@ def _api_key_create(settings: Settings, args: argparse.Namespace) -> None:
     print(key)
 
 
+def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.apikeys import ApiKeyInfo, list_api_keys
+
+    async def fetch() -> list[ApiKeyInfo]:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            return await list_api_keys(conn, args.workspace)
+
+    def when(moment: datetime | None) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+    keys = asyncio.run(fetch())
+    if not keys:
+        print(f"workspace {args.workspace} has no API keys")
+        return
+    rows = [("ID", "PREFIX", "NAME", "CREATED", "LAST USED", "REVOKED")] + [
+        (
+            str(k.id),
+            k.prefix,
+            k.name or "-",
+            when(k.created_at),
+            when(k.last_used_at),
+            when(k.revoked_at),
+        )
+        for k in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def _api_key_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.apikeys import ApiKeyInfo, RevokeError, revoke_api_key
+
+    async def revoke() -> tuple[ApiKeyInfo, bool]:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            return await revoke_api_key(conn, args.key)
+
+    try:
+        key, revoked_now = asyncio.run(revoke())
+    except RevokeError as exc:
+        raise SystemExit(f"api-key revoke: {exc}") from None
+    if not revoked_now:
+        print(f"API key {key.id} ({key.prefix}...) was already revoked at {key.revoked_at}")
+        return
+    print(
+        f"revoked API key {key.id} ({key.prefix}...) of workspace {key.workspace_id}; running "
+        f"APIs refuse it within AUTH_CACHE_TTL_S ({settings.auth_cache_ttl_s:g} s)"
+    )
+
+
 def _dev(settings: Settings, _: argparse.Namespace) -> None:
     from worker.dev import run_dev
 
@@ -79,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--workspace", type=UUID, required=True)
     create.add_argument("--name", default="")
     create.set_defaults(run=_api_key_create)
+    listing = api_key_commands.add_parser(
+        "list", help="list a workspace's keys (prefixes, never the keys)"
+    )
+    listing.add_argument("--workspace", type=UUID, required=True)
+    listing.set_defaults(run=_api_key_list)
+    revoke = api_key_commands.add_parser(
+        "revoke", help="revoke a key, named by its id, its prefix or the key itself"
+    )
+    revoke.add_argument("key", metavar="KEY_ID_OR_PREFIX")
+    revoke.set_defaults(run=_api_key_revoke)
     return parser
 
 

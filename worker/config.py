@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_base_url: str | None = None
     webhook_secret: str | None = None
     outgoing_webhook_secret: str | None = None
+    # auth: Supabase user JWTs (HS256 with the secret; ES256/RS256 from SUPABASE_URL's JWKS) and
+    # how long an API key lookup or a user's memberships are cached (revocation delay).
+    supabase_jwt_secret: str | None = None
+    auth_cache_ttl_s: float = 30.0
 
     @property
     def is_production(self) -> bool:
@@ -156,4 +160,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_base_url=_webhook_base(env.get("PUBLIC_BASE_URL")),
         webhook_secret=env.get("WEBHOOK_SECRET") or None,
         outgoing_webhook_secret=env.get("OUTGOING_WEBHOOK_SECRET") or None,
+        # auth: Supabase user JWTs and the auth cache
+        supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET") or None,
+        auth_cache_ttl_s=_float(env, "AUTH_CACHE_TTL_S", 30.0),
     )
