@@ -9,6 +9,7 @@ import sys
 from uuid import UUID
 
 from worker.config import ConfigError, Settings, load_settings
+from worker.safety import refuse_unsafe_production
 
 
 def _require_database(settings: Settings) -> str:
@@ -27,12 +28,14 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> None:
 def _api(settings: Settings, _: argparse.Namespace) -> None:
     from api.server import serve
 
+    refuse_unsafe_production(settings, "api")
     serve(settings)
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> None:
     from worker.daemon import run_worker
 
+    refuse_unsafe_production(settings, "worker")
     asyncio.run(run_worker(settings))
 
 
