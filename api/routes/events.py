@@ -35,6 +35,7 @@ async def generation_events(
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     await fetch_generation(state, generation_id, request.user.workspace_id)
+    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"generation:{generation_id}")
     stream = generation_stream(
         state.pool,
@@ -43,7 +44,7 @@ async def generation_events(
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
     )
-    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
 
 
 @get(
@@ -62,6 +63,7 @@ async def project_events(
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     await fetch_project(state, project_id, request.user.workspace_id)
+    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"project:{project_id}")
     stream = project_stream(
         state.pool,
@@ -70,7 +72,7 @@ async def project_events(
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
     )
-    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
 
 
 @get(
@@ -92,8 +94,9 @@ async def workflow_events(
         row = await cur.fetchone()
     if not (row and row[0]):
         raise NotFoundException(f"workflow {workflow_id} not found")
+    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"workflow:{workflow_id}")
     stream = workflow_stream(
         state.pool, subscription, workflow_id, workspace_id, state.settings.sse_keepalive_s
     )
-    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
