@@ -9,6 +9,7 @@ import sys
 from uuid import UUID
 
 from worker.config import ConfigError, Settings, load_settings
+from worker.redact import install_log_redaction, secret_values
 from worker.safety import refuse_unsafe_production
 
 
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from exc
+    install_log_redaction(secret_values(settings))
     args.run(settings, args)
 
 
