@@ -22,7 +22,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from api.auth import Principal
-from api.limits import CreationRateLimit
+from api.limits import CreationRateLimit, TooManyRequests
 from api.masks import decode_mask
 from api.routes.generations import fetch_generation
 from api.schemas import NO_NUL, GenerationList
@@ -73,6 +73,7 @@ class GenerationActions(Controller):
         summary="Run a failed generation again",
         status_code=200,
         middleware=[CreationRateLimit],
+        raises=[TooManyRequests],
     )
     async def retry(
         self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
@@ -100,6 +101,7 @@ class GenerationActions(Controller):
         status_code=HTTP_201_CREATED,
         request_max_body_size=MAX_EDIT_BODY,
         middleware=[CreationRateLimit],
+        raises=[TooManyRequests],
     )
     async def edit(
         self,

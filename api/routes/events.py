@@ -12,6 +12,7 @@ from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent
 
 from api.auth import Principal
+from api.limits import TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
 from api.sse import generation_stream, parse_last_event_id
@@ -22,6 +23,7 @@ from worker.sqlfiles import query
 @get(
     "/v1/generations/{generation_id:uuid}/events",
     media_type="text/event-stream",
+    raises=[TooManyRequests],
     summary="Live progress of a generation (Server-Sent Events)",
     description="The first event is the current state; each event has `event: generation` and "
     "`id:` = image_events.id. `Last-Event-ID` resumes after that id. A comment keeps the "
@@ -50,6 +52,7 @@ async def generation_events(
 @get(
     "/v1/projects/{project_id:uuid}/events",
     media_type="text/event-stream",
+    raises=[TooManyRequests],
     summary="Live counters of a project and changes of its generations (Server-Sent Events)",
     description="A `project` event (counters and status) first and on every change, and a "
     "`generation` event for each change of any of its generations. `Last-Event-ID` replays "
@@ -78,6 +81,7 @@ async def project_events(
 @get(
     "/v1/workflows/{workflow_id:uuid}/events",
     media_type="text/event-stream",
+    raises=[TooManyRequests],
     summary="Canvas node updates of a workflow (Server-Sent Events, batched)",
     description="`node` events carrying `{workflow_id, nodes: [{id, node_type, node_data}]}`: "
     "every node first, then the nodes that changed; changes within ~100 ms go out together.",
