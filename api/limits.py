@@ -31,9 +31,8 @@ def limit_subject(principal: Principal) -> str:
     """Whom a limit counts: the API key, else the user (JWT), else the workspace."""
     if principal.key_id is not None:
         return f"key:{principal.key_id}"
-    user_id = getattr(principal, "user_id", None)
-    if user_id is not None:
-        return f"user:{user_id}"
+    if principal.user_id is not None:
+        return f"user:{principal.user_id}"
     return f"workspace:{principal.workspace_id}"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
+from api.auth import Principal
+from api.limits import limit_subject
 from tests.api.conftest import WEBHOOK_SECRET, Jwks
 from tests.conftest import Tenant
 from tests.emulators.server import _free_port
@@ -43,6 +46,13 @@ async def limited(database_url: str, tmp_path: Path, jwks: Jwks) -> AsyncIterato
     app = make_app(database_url, tmp_path, jwks, RATE_LIMIT_CREATE_PER_MIN="3")
     async with AsyncTestClient(app=app) as client:
         yield client
+
+
+def test_limits_count_the_key_else_the_user_else_the_workspace() -> None:
+    workspace, key, user = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    assert limit_subject(Principal(workspace, key_id=key, user_id=user)) == f"key:{key}"
+    assert limit_subject(Principal(workspace, user_id=user)) == f"user:{user}"
+    assert limit_subject(Principal(workspace)) == f"workspace:{workspace}"
 
 
 async def away_from_a_window_edge() -> None:
