@@ -16,6 +16,7 @@ from litestar.static_files import create_static_files_router
 from api.auth import ApiKeyAuthentication, KeyCache, MembershipCache
 from api.hub import Hub
 from api.jwt_auth import JwtVerifier
+from api.limits import StreamSlots
 from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.actions import GenerationActions
@@ -30,6 +31,33 @@ from worker.db import create_pool
 from worker.runtime import build_storage
 
 MAX_BODY_BYTES = 1024 * 1024
+
+
+def cors_config(settings: Settings) -> CORSConfig | None:
+    """CORS_ORIGINS, else every origin in development and none (no CORS headers) in production."""
+    origins = settings.cors_origins
+    if origins is None:
+        origins = () if settings.is_production else ("*",)
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=list(origins),
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "Last-Event-ID",
+            "X-Workspace-Id",
+        ],
+        expose_headers=[
+            "Location",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "RateLimit-Policy",
+        ],
+    )
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -99,6 +127,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     settings.supabase_jwt_secret, settings.supabase_url
                 ),
                 "membership_cache": MembershipCache(settings.auth_cache_ttl_s),
+                # limits: concurrent SSE streams per key in this process.
+                "stream_slots": StreamSlots(),
             }
         ),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -109,16 +139,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
         ),
-        cors_config=CORSConfig(
-            allow_origins=["*"],
-            allow_headers=[
-                "Authorization",
-                "Content-Type",
-                "Idempotency-Key",
-                "Last-Event-ID",
-                "X-Workspace-Id",
-            ],
-        ),
+        cors_config=cors_config(settings),
         request_max_body_size=MAX_BODY_BYTES,
     )
     document_problems(app.openapi_schema)

@@ -57,6 +57,7 @@ _DESCRIPTIONS = {
     409: "The resource is in a state that does not allow this",
     413: "Request body too large",
     422: "Invalid input; `errors` names each field at fault",
+    429: "Too many requests for this key: see `Retry-After` and the `RateLimit-*` headers",
     503: "The database is unavailable; retry shortly",
 }
 

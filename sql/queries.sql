@@ -278,3 +278,7 @@ UPDATE image_generations g
 SET job_id = imagejobs_defer_generation(g.id, imagejobs_task_for(g.metadata))
 FROM orphans WHERE g.id = orphans.id
 RETURNING g.id;
+
+-- name: hit_api_rate
+SELECT allowed, remaining, reset_s
+FROM imagejobs_hit_api_rate(%(rate_key)s, %(max_requests)s, %(window_s)s);

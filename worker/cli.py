@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from worker.config import ConfigError, Settings, load_settings
+from worker.redact import install_log_redaction, secret_values
+from worker.safety import refuse_unsafe_production
 
 
 def _require_database(settings: Settings) -> str:
@@ -28,12 +30,14 @@ def _migrate(settings: Settings, _: argparse.Namespace) -> None:
 def _api(settings: Settings, _: argparse.Namespace) -> None:
     from api.server import serve
 
+    refuse_unsafe_production(settings, "api")
     serve(settings)
 
 
 def _worker(settings: Settings, _: argparse.Namespace) -> None:
     from worker.daemon import run_worker
 
+    refuse_unsafe_production(settings, "worker")
     asyncio.run(run_worker(settings))
 
 
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from exc
+    install_log_redaction(secret_values(settings))
     args.run(settings, args)
 
 

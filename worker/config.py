@@ -63,6 +63,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # how long an API key lookup or a user's memberships are cached (revocation delay).
     supabase_jwt_secret: str | None = None
     auth_cache_ttl_s: float = 30.0
+    # limits: request limits and production safety (docs/security-limits.md).
+    rate_limit_create_per_min: int = 120
+    sse_max_streams_per_key: int = 20
+    auth_api_keys_only: bool = False
+    # None: the environment's default (every origin in development, none in production).
+    cors_origins: tuple[str, ...] | None = None
 
     @property
     def is_production(self) -> bool:
@@ -116,6 +122,12 @@ def _webhook_base(public_base_url: str | None) -> str | None:
     return None
 
 
+def _origins(raw: str | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     port = _int(env, "PORT", 8000, minimum=1)
@@ -163,4 +175,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # auth: Supabase user JWTs and the auth cache
         supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET") or None,
         auth_cache_ttl_s=_float(env, "AUTH_CACHE_TTL_S", 30.0),
+        # limits: request limits and production safety.
+        rate_limit_create_per_min=_int(env, "RATE_LIMIT_CREATE_PER_MIN", 120),
+        sse_max_streams_per_key=_int(env, "SSE_MAX_STREAMS_PER_KEY", 20),
+        auth_api_keys_only=_bool(env, "AUTH_API_KEYS_ONLY", False),
+        cors_origins=_origins(env.get("CORS_ORIGINS")),
     )

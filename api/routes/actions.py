@@ -22,6 +22,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from api.auth import Principal
+from api.limits import CreationRateLimit, TooManyRequests
 from api.masks import decode_mask
 from api.routes.generations import fetch_generation
 from api.schemas import NO_NUL, GenerationList
@@ -67,7 +68,13 @@ class GenerationActions(Controller):
     ) -> Generation:
         return await _update(state, "cancel_generation", generation_id, request.user)
 
-    @post("/retry", summary="Run a failed generation again", status_code=200)
+    @post(
+        "/retry",
+        summary="Run a failed generation again",
+        status_code=200,
+        middleware=[CreationRateLimit],
+        raises=[TooManyRequests],
+    )
     async def retry(
         self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
     ) -> Generation:
@@ -93,6 +100,8 @@ class GenerationActions(Controller):
         summary="Edit (inpaint) a completed generation into a new version",
         status_code=HTTP_201_CREATED,
         request_max_body_size=MAX_EDIT_BODY,
+        middleware=[CreationRateLimit],
+        raises=[TooManyRequests],
     )
     async def edit(
         self,

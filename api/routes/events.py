@@ -12,6 +12,7 @@ from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent
 
 from api.auth import Principal
+from api.limits import TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
 from api.sse import generation_stream, parse_last_event_id
@@ -22,6 +23,7 @@ from worker.sqlfiles import query
 @get(
     "/v1/generations/{generation_id:uuid}/events",
     media_type="text/event-stream",
+    raises=[TooManyRequests],
     summary="Live progress of a generation (Server-Sent Events)",
     description="The first event is the current state; each event has `event: generation` and "
     "`id:` = image_events.id. `Last-Event-ID` resumes after that id. A comment keeps the "
@@ -35,6 +37,7 @@ async def generation_events(
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     await fetch_generation(state, generation_id, request.user.workspace_id)
+    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"generation:{generation_id}")
     stream = generation_stream(
         state.pool,
@@ -43,12 +46,13 @@ async def generation_events(
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
     )
-    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
 
 
 @get(
     "/v1/projects/{project_id:uuid}/events",
     media_type="text/event-stream",
+    raises=[TooManyRequests],
     summary="Live counters of a project and changes of its generations (Server-Sent Events)",
     description="A `project` event (counters and status) first and on every change, and a "
     "`generation` event for each change of any of its generations. `Last-Event-ID` replays "
@@ -62,6 +66,7 @@ async def project_events(
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     await fetch_project(state, project_id, request.user.workspace_id)
+    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"project:{project_id}")
     stream = project_stream(
         state.pool,
@@ -70,12 +75,13 @@ async def project_events(
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
     )
-    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
 
 
 @get(
     "/v1/workflows/{workflow_id:uuid}/events",
     media_type="text/event-stream",
+    raises=[TooManyRequests],
     summary="Canvas node updates of a workflow (Server-Sent Events, batched)",
     description="`node` events carrying `{workflow_id, nodes: [{id, node_type, node_data}]}`: "
     "every node first, then the nodes that changed; changes within ~100 ms go out together.",
@@ -92,8 +98,9 @@ async def workflow_events(
         row = await cur.fetchone()
     if not (row and row[0]):
         raise NotFoundException(f"workflow {workflow_id} not found")
+    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"workflow:{workflow_id}")
     stream = workflow_stream(
         state.pool, subscription, workflow_id, workspace_id, state.settings.sse_keepalive_s
     )
-    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})

@@ -22,6 +22,7 @@ from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from api.auth import Principal
+from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList
@@ -104,6 +105,8 @@ class GenerationController(Controller):
         description="Queues an image generation. With an `Idempotency-Key` header, repeating the "
         "request returns the generation it first created (200) instead of creating another.",
         status_code=HTTP_201_CREATED,
+        middleware=[CreationRateLimit],
+        raises=[TooManyRequests],
         responses={
             HTTP_200_OK: ResponseSpec(
                 data_container=Generation,
