@@ -82,9 +82,9 @@ def address_kind(ip: IPAddress) -> str | None:
     """The kind of internal address `ip` is ("private", "loopback", ...), None when public."""
     embedded = _embedded(ip)
     if embedded is not None:
-        kind = address_kind(embedded)
-        if kind is not None:
-            return kind
+        # Judged by the IPv4 address it stands for: NAT64 on an IPv6-only host maps every
+        # public IPv4 site to 64:ff9b::/96, and those must stay reachable.
+        return address_kind(embedded)
     if ip in METADATA_ADDRESSES:
         return "cloud metadata"
     if ip.is_unspecified or ip in THIS_NETWORK:

@@ -163,6 +163,8 @@ async def refusal(url: str, policy: OutboundPolicy, **kwargs: object) -> Generat
         ("::ffff:127.0.0.1", "loopback"),
         ("64:ff9b::a00:1", "private"),
         ("8.8.8.8", None),
+        ("::ffff:8.8.8.8", None),
+        ("64:ff9b::808:808", None),
         ("2606:4700::1111", None),
     ],
 )
