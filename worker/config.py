@@ -69,6 +69,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     auth_api_keys_only: bool = False
     # None: the environment's default (every origin in development, none in production).
     cors_origins: tuple[str, ...] | None = None
+    # ssrf: which internal addresses outbound fetches may reach (see worker/netguard.py):
+    # "false" (public only), "loopback" or "true" (every private range; never metadata).
+    outbound_allow_private: str = "loopback"
 
     @property
     def is_production(self) -> bool:
@@ -180,4 +183,30 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sse_max_streams_per_key=_int(env, "SSE_MAX_STREAMS_PER_KEY", 20),
         auth_api_keys_only=_bool(env, "AUTH_API_KEYS_ONLY", False),
         cors_origins=_origins(env.get("CORS_ORIGINS")),
+        # ssrf: loopback only in development, public addresses only in production.
+        outbound_allow_private=_private_access(env),
     )
+
+
+# ssrf: OUTBOUND_ALLOW_PRIVATE, with the spellings _bool accepts as well.
+_PRIVATE_ACCESS = {
+    "false": "false",
+    "0": "false",
+    "no": "false",
+    "off": "false",
+    "loopback": "loopback",
+    "true": "true",
+    "1": "true",
+    "yes": "true",
+    "on": "true",
+}
+
+
+def _private_access(env: Mapping[str, str]) -> str:
+    raw = (env.get("OUTBOUND_ALLOW_PRIVATE") or "").strip().lower()
+    if raw == "":
+        production = env.get("APP_ENV") == "production"
+        return "false" if production else "loopback"
+    if raw not in _PRIVATE_ACCESS:
+        raise ConfigError(f"OUTBOUND_ALLOW_PRIVATE must be false, loopback or true, got {raw!r}")
+    return _PRIVATE_ACCESS[raw]

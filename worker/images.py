@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from typing import NamedTuple
 
@@ -9,28 +10,38 @@ import httpx
 from PIL import Image, ImageChops, UnidentifiedImageError
 
 from worker.errors import ErrorCode, GenerationError
+from worker.netguard import OutboundPolicy, OutboundRefused, stream_get
 
 MAX_SOURCE_BYTES = 25 * 1024 * 1024
 SOURCE_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+# The whole download, redirects included: a server dripping bytes cannot hold a job forever.
+SOURCE_DEADLINE_S = 60.0
 
 
 async def download(
     url: str,
     *,
     error: ErrorCode,
+    policy: OutboundPolicy | None = None,
+    refused: ErrorCode | None = None,
     max_bytes: int = MAX_SOURCE_BYTES,
     timeout: httpx.Timeout = SOURCE_TIMEOUT,
+    deadline_s: float = SOURCE_DEADLINE_S,
 ) -> bytes:
-    """GET `url` into memory, refusing bodies over `max_bytes`; failures raise `error`."""
+    """GET `url` into memory through the outbound guard, refusing bodies over `max_bytes`;
+    failures raise `error`, a URL the policy forbids raises `refused` (default `error`) at once,
+    without retries."""
+    policy = policy or OutboundPolicy.from_env()
+    too_large = GenerationError(error, f"larger than {max_bytes} bytes", permanent=True)
     try:
         async with (
-            httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=3) as client,
-            client.stream("GET", url) as response,
+            asyncio.timeout(deadline_s),
+            policy.client(timeout) as client,
+            stream_get(client, url, policy) as response,
         ):
             if response.status_code != 200:
                 raise GenerationError(error, f"HTTP {response.status_code}")
             declared = response.headers.get("content-length")
-            too_large = GenerationError(error, f"larger than {max_bytes} bytes", permanent=True)
             if declared and declared.isdigit() and int(declared) > max_bytes:
                 raise too_large
             chunks = bytearray()
@@ -39,6 +50,10 @@ async def download(
                 if len(chunks) > max_bytes:
                     raise too_large
             return bytes(chunks)
+    except OutboundRefused as exc:
+        raise GenerationError(refused or error, str(exc), permanent=True) from exc
+    except TimeoutError as exc:
+        raise GenerationError(error, f"took longer than {deadline_s:g} s") from exc
     except httpx.HTTPError as exc:
         raise GenerationError(error, type(exc).__name__) from exc
 

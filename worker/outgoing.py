@@ -24,6 +24,7 @@ from standardwebhooks import Webhook
 
 from worker.lifecycle import Lifecycle
 from worker.models import Generation
+from worker.netguard import OutboundPolicy, OutboundRefused
 from worker.sqlfiles import query
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,10 @@ _encoder = msgspec.json.Encoder()
 
 class DeliveryFailed(Exception):
     pass
+
+
+class DeliveryRefused(Exception):
+    """The webhook URL is one the outbound policy forbids: recorded once, never retried."""
 
 
 class WebhookBackoff(BaseRetryStrategy):
@@ -68,6 +73,7 @@ async def deliver(
     event_type: str,
     attempt: int,
     client: httpx.AsyncClient | None = None,
+    policy: OutboundPolicy | None = None,
 ) -> None:
     generation = await Lifecycle(pool).get(generation_id)
     if generation is None or generation.webhook_url is None:
@@ -77,10 +83,11 @@ async def deliver(
     started = time.monotonic()
     status_code: int | None = None
     error: str | None = None
+    refused = False
+    policy = policy or OutboundPolicy.from_env()
     try:
-        async with (
-            httpx.AsyncClient(timeout=TIMEOUT) if client is None else _borrowed(client) as http
-        ):
+        policy.check_url(generation.webhook_url)
+        async with policy.client(TIMEOUT) if client is None else _borrowed(client) as http:
             response = await http.post(
                 generation.webhook_url,
                 content=body,
@@ -89,11 +96,16 @@ async def deliver(
         status_code = response.status_code
         if not response.is_success:
             error = f"HTTP {status_code}"
+    except OutboundRefused as exc:
+        error, refused = str(exc), True
     except httpx.HTTPError as exc:
         error = type(exc).__name__
     await _record(
         pool, generation_id, event_id, message_id, event_type, attempt, status_code, error, started
     )
+    if refused:
+        logger.warning("webhook %s to generation %s not sent: %s", event_type, generation_id, error)
+        raise DeliveryRefused(error)
     if error is not None:
         logger.info(
             "webhook %s to generation %s failed (%s), attempt %d",

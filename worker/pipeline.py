@@ -102,12 +102,22 @@ async def run_edit(runtime: Runtime, generation_id: UUID, attempt: int) -> None:
         await lifecycle.step(generation.id, "preparing")
         if not generation.original_image_url:
             raise GenerationError(ErrorCode.SOURCE_UNREACHABLE, "the edited version has no image")
-        source = await download(generation.original_image_url, error=ErrorCode.SOURCE_UNREACHABLE)
+        source = await download(
+            generation.original_image_url,
+            error=ErrorCode.SOURCE_UNREACHABLE,
+            policy=runtime.outbound,
+        )
         size = image_size(source)
         mask_url = generation.metadata.get("maskUrl")
         if not isinstance(mask_url, str):
             raise GenerationError(ErrorCode.MASK_MISSING)
-        mask = prepare_mask(await download(mask_url, error=ErrorCode.MASK_INVALID), size)
+        mask_bytes = await download(
+            mask_url,
+            error=ErrorCode.MASK_INVALID,
+            refused=ErrorCode.SOURCE_UNREACHABLE,
+            policy=runtime.outbound,
+        )
+        mask = prepare_mask(mask_bytes, size)
         mode = str(generation.metadata.get("editMode", "add"))
         prompt = EDIT_PROMPTS.get(mode, EDIT_PROMPTS["add"]).format(prompt=generation.prompt)
         request = build_request(
@@ -176,7 +186,11 @@ async def _produce(runtime: Runtime, generation: Generation) -> bool:
     source: bytes | None = None
     if generation.original_image_url and sync_provider is not None:
         await lifecycle.step(generation.id, "uploading")
-        source = await download(generation.original_image_url, error=ErrorCode.SOURCE_UNREACHABLE)
+        source = await download(
+            generation.original_image_url,
+            error=ErrorCode.SOURCE_UNREACHABLE,
+            policy=runtime.outbound,
+        )
         image_size(source)
     request = build_request(
         generation.prompt,
@@ -308,7 +322,7 @@ async def finish_from_urls(runtime: Runtime, generation: Generation, urls: list[
     if not urls:
         raise GenerationError(ErrorCode.NO_RESULT, "the provider returned no image")
     await runtime.lifecycle.step(generation.id, "saving")
-    data = await download(urls[0], error=ErrorCode.RESULT_UNREACHABLE)
+    data = await download(urls[0], error=ErrorCode.RESULT_UNREACHABLE, policy=runtime.outbound)
     await store_result(
         runtime, generation, ImageResult(data=data, content_type="", metadata={}), saving=False
     )

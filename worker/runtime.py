@@ -8,6 +8,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from worker.config import ConfigError, Settings
 from worker.lifecycle import Lifecycle
+from worker.netguard import OutboundPolicy
 from worker.providers.base import AsyncProvider, Provider
 from worker.providers.local import LocalProvider
 from worker.ratelimit import RateLimiter
@@ -34,6 +35,8 @@ class Runtime:
         self.queue_providers = queue_providers or {}
         self.storage = storage
         self.limiter = limiter or RateLimiter(pool, settings.provider_rpm)
+        # ssrf: what source, mask, result and webhook URLs may reach.
+        self.outbound = OutboundPolicy.from_settings(settings)
 
     @property
     def provider_names(self) -> tuple[str, ...]:
@@ -85,7 +88,10 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
         from worker.providers.openai import OpenAIProvider
 
         providers["openai"] = OpenAIProvider(
-            settings.openai_api_key, settings.openai_base_url, timeout_s=settings.provider_timeout_s
+            settings.openai_api_key,
+            settings.openai_base_url,
+            timeout_s=settings.provider_timeout_s,
+            outbound=OutboundPolicy.from_settings(settings),
         )
     if settings.google_api_key or settings.google_vertex_project:
         from worker.providers.google import GoogleProvider

@@ -96,6 +96,7 @@ async def deliver_webhook(
         event_id,
         type,
         _attempt(context),
+        policy=runtime.outbound,
     )
 
 

@@ -27,6 +27,7 @@ from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList
 from worker.models import Generation
+from worker.netguard import OutboundPolicy, OutboundRefused
 from worker.sqlfiles import query
 
 StatusFilter = Literal["pending", "processing", "completed", "failed", "cancelled"]
@@ -81,6 +82,21 @@ async def _by_idempotency_key(
     return await cur.fetchone()
 
 
+def refuse_unsafe_urls(data: GenerationCreate, policy: OutboundPolicy) -> None:
+    """The SSRF checks that need no DNS (scheme, literal IP), answered at once as a 422; the
+    worker checks the resolved addresses again before it connects."""
+    for field, url in (
+        ("original_image_url", data.original_image_url),
+        ("webhook_url", data.webhook_url),
+    ):
+        if url is None:
+            continue
+        try:
+            policy.check_url(url)
+        except OutboundRefused as exc:
+            raise InvalidField(field, str(exc)) from exc
+
+
 def _constraint_error(exc: psycopg.Error) -> InvalidField:
     diag = exc.diag
     if isinstance(exc, errors.ForeignKeyViolation) or diag.column_name in (
@@ -124,6 +140,7 @@ class GenerationController(Controller):
         ] = None,
     ) -> Response[Generation]:
         principal = request.user
+        refuse_unsafe_urls(data, OutboundPolicy.from_settings(state.settings))
         params = _insert_params(data, principal, idempotency_key)
         async with state.pool.connection() as conn:
             if idempotency_key is not None:

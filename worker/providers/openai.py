@@ -25,6 +25,7 @@ from openai.types import ImagesResponse
 
 from worker.errors import ErrorCode, GenerationError
 from worker.images import download
+from worker.netguard import OutboundPolicy
 from worker.providers.base import ImageRequest, ImageResult
 
 DEFAULT_MODEL = "gpt-image-1.5"
@@ -143,8 +144,11 @@ class OpenAIProvider:
         base_url: str | None,
         timeout_s: float = 120.0,
         client: AsyncOpenAI | None = None,
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.timeout_s = timeout_s
+        # `url` answers are fetched through the SSRF guard like any other result URL.
+        self.outbound = outbound
         if client is None:
             # A keyless OpenAI-compatible server (OPENAI_BASE_URL alone) still gets a client; the
             # real API then answers 401, which becomes a permanent provider_error.
@@ -231,7 +235,9 @@ class OpenAIProvider:
                 raise GenerationError(ErrorCode.NO_RESULT, "OpenAI sent invalid base64") from exc
         else:
             assert item.url is not None
-            data = await download(item.url, error=ErrorCode.RESULT_UNREACHABLE)
+            data = await download(
+                item.url, error=ErrorCode.RESULT_UNREACHABLE, policy=self.outbound
+            )
         if item.revised_prompt:
             metadata["revised_prompt"] = item.revised_prompt
         if response.usage is not None:
