@@ -18,6 +18,7 @@ from api.hub import Hub
 from api.openapi import document_problems
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.actions import GenerationActions
+from api.routes.dashboard import dashboard, dashboard_assets
 from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 include_in_schema=False,
             )
         )
+    # dashboard: the page at / and its static assets
+    handlers += [dashboard, dashboard_assets]
     app = Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
