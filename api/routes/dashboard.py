@@ -35,10 +35,14 @@ SECURITY_HEADERS = {
 }
 
 
+# Read once: the page is static and ships inside the package.
+INDEX_HTML = (DASHBOARD_DIR / "index.html").read_bytes()
+
+
 @get("/", include_in_schema=False, media_type="text/html; charset=utf-8")
 async def dashboard() -> Response[bytes]:
     return Response(
-        (DASHBOARD_DIR / "index.html").read_bytes(),
+        INDEX_HTML,
         media_type="text/html; charset=utf-8",
         headers=SECURITY_HEADERS,
     )
