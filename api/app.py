@@ -24,6 +24,7 @@ from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
 from api.routes.projects import ProjectController
 from api.routes.webhooks import receive_webhook
+from api.routes.workspace_events import workspace_project_events
 from api.webhook_auth import FalVerifier
 from worker.config import Settings, load_settings
 from worker.db import create_pool
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             generation_events,
             project_events,
             workflow_events,
+            # dashboard: every project's counters, live
+            workspace_project_events,
         ],
         middleware=[DefineMiddleware(ApiKeyAuthentication)],
     )

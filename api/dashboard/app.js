@@ -41,9 +41,12 @@ const state = {
   projects: new Map(), // id -> project
   projectId: null,
   generations: new Map(), // id -> {data, node}
-  stream: null,
+  stream: null, // the selected project's generations and counters
+  workspaceStream: null, // every project's counters
   buffered: null, // events that arrived while the list was loading (null: not loading)
-  fetching: new Set(), // generation ids being fetched because an event named them first
+  // Ids (projects, generations) an event named before we knew them: read once; the events that
+  // arrive meanwhile are kept, and the newest is applied on top.
+  fetching: new Map(), // id -> [events]
   reconnectTimer: null,
 };
 
@@ -110,6 +113,7 @@ async function signIn(key) {
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
+  openWorkspaceStream();
   const first = state.projects.keys().next();
   if (!first.done) await selectProject(first.value);
 }
@@ -118,6 +122,7 @@ function signOut(message) {
   sessionStorage.removeItem(KEY_STORAGE);
   state.key = null;
   closeStream();
+  closeWorkspaceStream();
   state.projects.clear();
   state.generations.clear();
   state.projectId = null;
@@ -195,7 +200,12 @@ function renderProjectHeader() {
 function applyProjectEvent(payload) {
   const id = payload.id || payload.project_id;
   const known = state.projects.get(id);
-  if (!known) return;
+  if (!known) {
+    // A project made elsewhere: a full row is shown at once, a bare counter change is read first.
+    if (payload.name !== undefined) addProject(payload);
+    else fetchProject(id, payload);
+    return;
+  }
   const updated = { ...known };
   for (const field of [
     "status",
@@ -210,6 +220,39 @@ function applyProjectEvent(payload) {
   }
   state.projects.set(id, updated);
   renderProjects();
+}
+
+function addProject(project) {
+  state.projects = new Map([[project.id, project], ...state.projects]);
+  renderProjects();
+}
+
+function fetchProject(id, event) {
+  readOnce(id, event, `/v1/projects/${encodeURIComponent(id)}`, (project) => {
+    if (!state.projects.has(project.id)) addProject(project);
+    return true;
+  }, applyProjectEvent);
+}
+
+async function readOnce(id, event, path, show, replay) {
+  const waiting = state.fetching.get(id);
+  if (waiting) {
+    waiting.push(event);
+    return;
+  }
+  const events = [event];
+  state.fetching.set(id, events);
+  let shown = false;
+  try {
+    shown = show(await api("GET", path));
+  } catch {
+    // Gone, or not ours to see: nothing to show.
+  } finally {
+    state.fetching.delete(id);
+  }
+  // Events carry the whole state: the newest one is enough, and replaying older ones would
+  // move a bar backwards for a moment.
+  if (shown) replay(events[events.length - 1]);
 }
 
 async function selectProject(projectId) {
@@ -230,21 +273,31 @@ async function selectProject(projectId) {
     if (state.projectId !== projectId) return;
     for (const generation of page.data.slice().reverse()) upsertGeneration(generation);
   } finally {
-    const pending = state.buffered || [];
+    const pending = latestPerId(state.buffered || []);
     state.buffered = null;
-    for (const [type, payload] of pending) dispatch(type, payload);
+    for (const [type, payload] of pending) {
+      if (type === "generation") catchUpGeneration(payload);
+      else dispatch(type, payload);
+    }
     updateEmpty();
   }
+}
+
+function latestPerId(events) {
+  // The newest event of each project and generation, in arrival order.
+  const latest = new Map();
+  for (const [type, payload] of events) {
+    const key = `${type}:${payload.id || payload.project_id}`;
+    latest.delete(key);
+    latest.set(key, [type, payload]);
+  }
+  return [...latest.values()];
 }
 
 // ---- live stream (Server-Sent Events) ------------------------------------------------------
 
 function openStream(projectId) {
-  // EventSource cannot send headers: the SSE routes accept the key as ?access_token=.
-  const url =
-    `/v1/projects/${encodeURIComponent(projectId)}/events` +
-    `?access_token=${encodeURIComponent(state.key)}`;
-  const source = new EventSource(url);
+  const source = new EventSource(sseUrl(`/v1/projects/${encodeURIComponent(projectId)}/events`));
   state.stream = source;
   setLive("connecting", "Connecting…");
   source.addEventListener("open", () => setLive("on", "Live"));
@@ -262,6 +315,36 @@ function openStream(projectId) {
       setLive("connecting", "Reconnecting…");
     }
   });
+}
+
+function sseUrl(path) {
+  // EventSource cannot send headers: the SSE routes accept the key as ?access_token=.
+  return `${path}?access_token=${encodeURIComponent(state.key)}`;
+}
+
+function openWorkspaceStream() {
+  closeWorkspaceStream();
+  const source = new EventSource(sseUrl("/v1/projects/events"));
+  state.workspaceStream = source;
+  source.addEventListener("project", (event) => {
+    try {
+      applyProjectEvent(JSON.parse(event.data));
+    } catch {
+      // A malformed event is skipped; the next one carries the whole state again.
+    }
+  });
+  source.addEventListener("error", () => {
+    if (state.workspaceStream === source && source.readyState === EventSource.CLOSED) {
+      setTimeout(() => {
+        if (state.workspaceStream === source && state.key) openWorkspaceStream();
+      }, RECONNECT_MS);
+    }
+  });
+}
+
+function closeWorkspaceStream() {
+  if (state.workspaceStream) state.workspaceStream.close();
+  state.workspaceStream = null;
 }
 
 function closeStream() {
@@ -286,12 +369,30 @@ function dispatch(type, payload) {
   else if (type === "generation") applyGenerationEvent(payload);
 }
 
+const STATUS_ORDER = { pending: 0, processing: 1, completed: 2, failed: 2, cancelled: 2 };
+
+function isBehind(data, event) {
+  // For an event that may predate what a read just returned (no event id to compare).
+  const shown = STATUS_ORDER[data.status] ?? 0;
+  const incoming = STATUS_ORDER[event.status] ?? 0;
+  return incoming < shown || (incoming === shown && event.progress < data.progress);
+}
+
+function catchUpGeneration(event) {
+  const entry = state.generations.get(event.id);
+  if (entry && entry.eventId === undefined && isBehind(entry.data, event)) return;
+  applyGenerationEvent(event);
+}
+
 function applyGenerationEvent(event) {
   const entry = state.generations.get(event.id);
   if (!entry) {
-    fetchUnknown(event.id);
+    fetchUnknown(event.id, event);
     return;
   }
+  // Ids only grow: an event older than one already shown is stale (a replay that crossed).
+  if (entry.eventId !== undefined && event.event_id <= entry.eventId) return;
+  entry.eventId = event.event_id;
   const data = { ...entry.data, status: event.status, step: event.step, progress: event.progress };
   if (STEP_KINDS.has(event.kind) && event.label) data.label = event.label;
   if (event.result_image_url) data.result_image_url = event.result_image_url;
@@ -306,22 +407,15 @@ function applyGenerationEvent(event) {
   renderGeneration(entry);
 }
 
-async function fetchUnknown(id) {
+function fetchUnknown(id, event) {
   // A generation created elsewhere (another tab, the CLI, psql): read it once, then follow it.
-  if (state.fetching.has(id)) return;
-  state.fetching.add(id);
   const projectId = state.projectId;
-  try {
-    const generation = await api("GET", `/v1/generations/${encodeURIComponent(id)}`);
-    if (state.projectId === projectId && generation.project_id === projectId) {
-      upsertGeneration(generation);
-      updateEmpty();
-    }
-  } catch {
-    // It may belong to no one we can see; nothing to show.
-  } finally {
-    state.fetching.delete(id);
-  }
+  readOnce(id, event, `/v1/generations/${encodeURIComponent(id)}`, (generation) => {
+    if (state.projectId !== projectId || generation.project_id !== projectId) return false;
+    upsertGeneration(generation);
+    updateEmpty();
+    return true;
+  }, catchUpGeneration);
 }
 
 // ---- generations ---------------------------------------------------------------------------
@@ -495,7 +589,7 @@ function wireForms() {
     try {
       const project = await api("POST", "/v1/projects", { name: $("project-name").value });
       $("project-name").value = "";
-      state.projects = new Map([[project.id, project], ...state.projects]);
+      if (!state.projects.has(project.id)) addProject(project);
       await selectProject(project.id);
     } catch (error) {
       $("project-error").textContent = error.message;

@@ -75,6 +75,8 @@ async def test_a_wrong_access_token_on_an_sse_route_is_401(
     assert response.headers["content-type"].startswith("application/problem+json")
     empty = await client.get(f"/v1/projects/{project}/events", params={"access_token": ""})
     assert empty.status_code == 401
+    workspace = await client.get("/v1/projects/events", params={"access_token": "ij_nope"})
+    assert workspace.status_code == 401
 
 
 async def test_a_valid_access_token_reaches_the_sse_route(

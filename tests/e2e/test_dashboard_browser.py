@@ -169,7 +169,7 @@ async def test_a_generation_from_the_form_moves_live_to_ready(
     progresses = [s["progress"] for s in seen]
     # The bar moved through intermediate values, never backwards, and ended full.
     assert any(0 < p < 100 for p in progresses), progresses
-    assert progresses == sorted(progresses), progresses
+    assert progresses == sorted(progresses), seen
     assert progresses[-1] == 100
     badges = {s["badge"] for s in seen}
     assert {"Processing…", "Ready"} <= badges, badges
@@ -299,6 +299,23 @@ async def test_versions_arrive_live_and_the_screenshot(
         # The project's counters followed the stream.
         await page.wait_for_function(
             "() => document.getElementById('project-counters').textContent.startsWith('2/3 ready')",
+            timeout=TIMEOUT_MS,
+        )
+
+        # A project made elsewhere joins the list, and its counters follow, live.
+        other = (await http.post("/v1/projects", json={"name": "Mountain series"})).json()
+        created = await http.post(
+            "/v1/generations",
+            json={"project_id": other["id"], "prompt": "snowy peaks at dawn"},
+        )
+        assert created.status_code == 201
+        await page.wait_for_function(
+            """(id) => {
+              const item = document.querySelector(`.project[data-project-id="${id}"]`);
+              return item && item.querySelector('.counters').textContent.startsWith('1/1 ready')
+                && item.querySelector('.badge').textContent === 'Ready';
+            }""",
+            arg=other["id"],
             timeout=TIMEOUT_MS,
         )
 
