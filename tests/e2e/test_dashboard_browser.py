@@ -226,6 +226,20 @@ async def test_a_failure_and_a_hostile_prompt_are_shown_as_text(
     assert await page.evaluate("window.__xss") is None
     assert await page.locator("#project-title").inner_text() == "<b>not bold</b>"
 
+    # Retry runs it again: the card leaves Failed, and (still no key) comes back to it.
+    await page.evaluate(RECORD_STATES)
+    await card.get_by_role("button", name="Retry").click()
+    await page.wait_for_function(
+        """(id) => {
+          const statuses = window.__seen.filter((s) => s.id === id).map((s) => s.status);
+          const left = statuses.findIndex((status) => status !== 'failed');
+          return left >= 0 && statuses.slice(left).includes('failed');
+        }""",
+        arg=generation_id,
+        timeout=TIMEOUT_MS,
+    )
+    await page.wait_for_selector(f'[data-generation-id="{generation_id}"][data-status="failed"]')
+
     # Bad input comes back as the problem's text next to the form.
     await page.get_by_label("Prompt", exact=True).fill("\u0000")
     await page.get_by_role("button", name="Generate").click()
