@@ -260,10 +260,12 @@ async function selectProject(projectId) {
   state.projectId = projectId;
   state.generations.clear();
   $("generation-list").replaceChildren();
+  $("generation-error").textContent = "";
   renderProjects();
-  // Subscribe first, then read: whatever changes in between arrives as an event and is
-  // applied after the list, in order, so the page ends on the latest state.
-  state.buffered = [];
+  // Subscribe first, then read: whatever changes in between arrives as an event, and the newest
+  // of each is applied on top of the list, so the page ends on the latest state.
+  const buffer = [];
+  state.buffered = buffer;
   openStream(projectId);
   try {
     const page = await api(
@@ -272,14 +274,18 @@ async function selectProject(projectId) {
     );
     if (state.projectId !== projectId) return;
     for (const generation of page.data.slice().reverse()) upsertGeneration(generation);
+  } catch (error) {
+    if (state.projectId === projectId) $("generation-error").textContent = error.message;
   } finally {
-    const pending = latestPerId(state.buffered || []);
-    state.buffered = null;
-    for (const [type, payload] of pending) {
-      if (type === "generation") catchUpGeneration(payload);
-      else dispatch(type, payload);
+    // Unless another project was chosen meanwhile: its own call owns the buffer now.
+    if (state.buffered === buffer) {
+      state.buffered = null;
+      for (const [type, payload] of latestPerId(buffer)) {
+        if (type === "generation") catchUpGeneration(payload);
+        else dispatch(type, payload);
+      }
+      updateEmpty();
     }
-    updateEmpty();
   }
 }
 

@@ -209,6 +209,15 @@ async def test_a_generation_from_the_form_moves_live_to_ready(
 async def test_a_failure_and_a_hostile_prompt_are_shown_as_text(
     page: Page, stack: Stack, tenant: Tenant, page_errors: list[str]
 ) -> None:
+    # A wrong key is refused on the spot, and not kept.
+    await page.goto(f"{stack.url}/")
+    await page.get_by_label("API key", exact=True).fill("ij_wrong")
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("alert").filter(has_text="not accepted").wait_for()
+    assert await page.evaluate("sessionStorage.length") == 0
+    assert {"401" in error for error in page_errors} == {True}, page_errors
+    page_errors.clear()
+
     await sign_in(page, stack, tenant)
     await add_project(page, "<b>not bold</b>")
     hostile = '<img src=x onerror="window.__xss = 1"> <script>window.__xss = 2</script>'
