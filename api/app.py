@@ -20,11 +20,13 @@ from api.limits import StreamSlots
 from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS
 from api.routes.actions import GenerationActions
+from api.routes.dashboard import dashboard, dashboard_assets
 from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
 from api.routes.projects import ProjectController
 from api.routes.webhooks import receive_webhook
+from api.routes.workspace_events import workspace_project_events
 from api.webhook_auth import FalVerifier
 from worker.config import Settings, load_settings
 from worker.db import create_pool
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             generation_events,
             project_events,
             workflow_events,
+            # dashboard: every project's counters, live
+            workspace_project_events,
         ],
         middleware=[DefineMiddleware(ApiKeyAuthentication)],
     )
@@ -113,6 +117,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 include_in_schema=False,
             )
         )
+    # dashboard: the page at / and its static assets
+    handlers += [dashboard, dashboard_assets]
     app = Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],

@@ -174,16 +174,36 @@ async def _key_principal(connection: ASGIConnection[Any, Any, Any, Any], token: 
     return principal
 
 
+# Route handlers with this `opt` flag also take the token from `?access_token=`: browsers'
+# EventSource cannot send an Authorization header. Only the SSE GET routes set it.
+QUERY_TOKEN_OPT = "query_token"
+
+
+def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The token of `Authorization: Bearer <token>`, or, on routes that opt in (SSE GETs only),
+    of the `access_token` query parameter (RFC 6750 section 2.3)."""
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    handler = connection.scope.get("route_handler")
+    if (
+        handler is not None
+        and handler.opt.get(QUERY_TOKEN_OPT)
+        and connection.scope.get("method") == "GET"
+    ):
+        query_token = connection.query_params.get("access_token", "").strip()
+        return query_token or None
+    return None
+
+
 class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
     """`Authorization: Bearer <API key or Supabase user JWT>` on every /v1 route."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        header = connection.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(connection)
+        if token is None:
             raise NotAuthorizedException(
                 "missing bearer token", headers={"WWW-Authenticate": REALM}
             )

@@ -11,13 +11,18 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent
 
-from api.auth import Principal
+from api.auth import QUERY_TOKEN_OPT, Principal
 from api.limits import TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
 from api.sse import generation_stream, parse_last_event_id
 from api.streams import project_stream, workflow_stream
 from worker.sqlfiles import query
+
+QUERY_TOKEN_NOTE = (
+    " Browsers' EventSource cannot send headers: this route also accepts the key as "
+    "`?access_token=` (only the SSE routes do)."
+)
 
 
 @get(
@@ -27,8 +32,9 @@ from worker.sqlfiles import query
     summary="Live progress of a generation (Server-Sent Events)",
     description="The first event is the current state; each event has `event: generation` and "
     "`id:` = image_events.id. `Last-Event-ID` resumes after that id. A comment keeps the "
-    "connection alive every 15 s. The stream ends after the terminal event.",
+    "connection alive every 15 s. The stream ends after the terminal event." + QUERY_TOKEN_NOTE,
     tags=["events"],
+    opt={QUERY_TOKEN_OPT: True},
 )
 async def generation_events(
     generation_id: FromPath[UUID],
@@ -56,8 +62,9 @@ async def generation_events(
     summary="Live counters of a project and changes of its generations (Server-Sent Events)",
     description="A `project` event (counters and status) first and on every change, and a "
     "`generation` event for each change of any of its generations. `Last-Event-ID` replays "
-    "the generation events after that id.",
+    "the generation events after that id." + QUERY_TOKEN_NOTE,
     tags=["events"],
+    opt={QUERY_TOKEN_OPT: True},
 )
 async def project_events(
     project_id: FromPath[UUID],
@@ -84,8 +91,10 @@ async def project_events(
     raises=[TooManyRequests],
     summary="Canvas node updates of a workflow (Server-Sent Events, batched)",
     description="`node` events carrying `{workflow_id, nodes: [{id, node_type, node_data}]}`: "
-    "every node first, then the nodes that changed; changes within ~100 ms go out together.",
+    "every node first, then the nodes that changed; changes within ~100 ms go out together."
+    + QUERY_TOKEN_NOTE,
     tags=["events"],
+    opt={QUERY_TOKEN_OPT: True},
 )
 async def workflow_events(
     workflow_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State

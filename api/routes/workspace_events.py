@@ -1,0 +1,35 @@
+"""`GET /v1/projects/events`: every project's counters of the workspace, live (the dashboard's
+project list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, get
+from litestar.datastructures import State
+from litestar.response import ServerSentEvent
+
+from api.auth import QUERY_TOKEN_OPT, Principal
+from api.routes.events import QUERY_TOKEN_NOTE
+from api.workspace_stream import workspace_project_stream
+
+
+@get(
+    "/v1/projects/events",
+    media_type="text/event-stream",
+    summary="Live counters of every project of the workspace (Server-Sent Events)",
+    description="A `project` event (counters and status) for each project first, oldest first, "
+    "then one for every counter change. Counters are state: a reconnect starts over."
+    + QUERY_TOKEN_NOTE,
+    tags=["events"],
+    opt={QUERY_TOKEN_OPT: True},
+)
+async def workspace_project_events(
+    request: Request[Principal, Any, Any], state: State
+) -> ServerSentEvent:
+    workspace_id = request.user.workspace_id
+    subscription = state.hub.subscribe(f"workspace:{workspace_id}")
+    stream = workspace_project_stream(
+        state.pool, subscription, workspace_id, state.settings.sse_keepalive_s
+    )
+    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
