@@ -1,8 +1,9 @@
 -- Per-principal request counters for the API, shared by every API instance: a fixed window
 -- (`window_s` seconds aligned on the epoch) counted by one upsert per request. UNLOGGED: the
--- counters are worth nothing after a crash, so they cost no WAL.
+-- counters are worth nothing after a crash, so they cost no WAL. The imagejobs_ prefix puts it
+-- under imagejobs_enable_rls() (sql/008), which closes it to Supabase users.
 
-CREATE UNLOGGED TABLE api_rate_limits (
+CREATE UNLOGGED TABLE imagejobs_api_rate_limits (
     subject text PRIMARY KEY,
     window_start timestamptz NOT NULL,
     hits integer NOT NULL
@@ -20,7 +21,7 @@ AS $$
         SELECT to_timestamp(floor(extract(epoch FROM ts) / window_s) * window_s) AS start, ts
           FROM now_
     ), hit AS (
-        INSERT INTO api_rate_limits AS r (subject, window_start, hits)
+        INSERT INTO imagejobs_api_rate_limits AS r (subject, window_start, hits)
         SELECT rate_key, win.start, 1 FROM win
         ON CONFLICT ON CONSTRAINT api_rate_limits_pkey DO UPDATE
            SET hits = CASE WHEN r.window_start >= excluded.window_start THEN r.hits + 1 ELSE 1 END,
