@@ -63,7 +63,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # how long an API key lookup or a user's memberships are cached (revocation delay).
     supabase_jwt_secret: str | None = None
     auth_cache_ttl_s: float = 30.0
-    # limits: request limits and production safety (docs/security-limits.md).
+    # limits: request limits and production safety (docs/security.md).
     rate_limit_create_per_min: int = 120
     sse_max_streams_per_key: int = 20
     auth_api_keys_only: bool = False
