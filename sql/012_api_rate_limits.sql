@@ -23,7 +23,7 @@ AS $$
     ), hit AS (
         INSERT INTO imagejobs_api_rate_limits AS r (subject, window_start, hits)
         SELECT rate_key, win.start, 1 FROM win
-        ON CONFLICT ON CONSTRAINT api_rate_limits_pkey DO UPDATE
+        ON CONFLICT ON CONSTRAINT imagejobs_api_rate_limits_pkey DO UPDATE
            SET hits = CASE WHEN r.window_start >= excluded.window_start THEN r.hits + 1 ELSE 1 END,
                window_start = greatest(r.window_start, excluded.window_start)
         RETURNING r.hits, r.window_start
