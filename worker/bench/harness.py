@@ -70,6 +70,11 @@ class Bench:
             "LOCAL_STORAGE_DIR": str(self.workdir / "storage"),
             "LOCAL_PROVIDER_DELAY_MS": "0",
             "RESCUE_CRON": "0 0 1 1 *",
+            # The scenarios are the load: the per-key creation rate and stream caps would
+            # measure the limiter instead of the path behind it.
+            "RATE_LIMIT_CREATE_PER_MIN": "0",
+            "SSE_MAX_STREAMS_PER_KEY": "0",
+            "LOG_LEVEL": "WARNING",
             **extra,
         }
 
