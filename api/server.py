@@ -45,9 +45,8 @@ def serve(settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips="*",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        log_level="info",
         # Logging is configured once for every command (worker/logs.py): uvicorn's loggers,
-        # access log included, propagate to that handler and its JSON formatter.
+        # access log included, propagate to that handler and its JSON formatter, at LOG_LEVEL.
         log_config=None,
         access_log=True,
     )

