@@ -21,6 +21,7 @@ _RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict_
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
 }
 
 _encoder = msgspec.json.Encoder(enc_hook=str)
@@ -42,6 +43,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RECORD_FIELDS and not key.startswith("_"):
                 line[key] = value
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, _, status = args
+            line |= {"client": client, "method": method, "path": path, "status": status}
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return _encoder.encode(line).decode()

@@ -18,6 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import psycopg
 import sentry_sdk
+from litestar.exceptions import SerializationException
 from procrastinate import JobContext
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.types import Event, Hint
@@ -77,6 +78,9 @@ def init_sentry(
 def drop_expected_failures(event: Event, hint: Hint) -> Event | None:
     exc_info = hint.get("exc_info")
     error = exc_info[1] if exc_info else None
+    if isinstance(error, SerializationException):
+        # A malformed request body: the client's mistake, answered with a 400 (api/problems.py).
+        return None
     if isinstance(error, GenerationError):
         if not error.retryable:
             return None

@@ -78,6 +78,7 @@ def test_uvicorn_access_log_goes_through_the_formatter(json_logs: io.StringIO) -
     (line,) = _lines(json_logs)
     assert line["logger"] == "uvicorn.access"
     assert line["msg"] == '10.0.0.1:5000 - "GET /readyz HTTP/1.1" 200'
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/readyz", 200)
 
 
 async def test_a_generation_logs_each_step_with_id_provider_and_duration(

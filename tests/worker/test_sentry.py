@@ -17,6 +17,7 @@ from procrastinate.jobs import Job
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
+from tests.conftest import Tenant
 from tests.emulators.sentry import SentryInbox
 from tests.emulators.server import serve
 from tests.worker.conftest import insert_generation, make_runtime
@@ -50,7 +51,8 @@ def inbox() -> Iterator[tuple[SentryInbox, str]]:
     with serve(inbox.app()) as url:
         yield inbox, f"http://public@{url.removeprefix('http://')}/1"
     sentry_sdk.get_client().close()
-    sentry_sdk.init()  # no DSN: the SDK is off again for the tests that follow
+    # Back to the SDK's no-op client for the tests that follow (as when SENTRY_DSN is unset).
+    sentry_sdk.get_global_scope().set_client(None)
     observability._State.enabled = False
 
 
@@ -133,7 +135,7 @@ async def test_a_permanent_refusal_is_not_reported(
 
 
 async def test_an_unexpected_api_error_is_reported(
-    database_url: str, tmp_path: Path, inbox: tuple[SentryInbox, str]
+    database_url: str, tmp_path: Path, inbox: tuple[SentryInbox, str], tenant: Tenant
 ) -> None:
     received, dsn = inbox
     observability.init_sentry(dsn, component="api", environment="test")
@@ -148,7 +150,15 @@ async def test_an_unexpected_api_error_is_reported(
     app = create_app(settings)
     app.register(boom)
     async with AsyncTestClient(app=app) as client:
+        # The integration parses request bodies itself: bad JSON must stay a 400, unreported.
+        malformed = await client.post(
+            "/v1/generations",
+            content=b'{"prompt": ',
+            headers={**tenant.headers, "content-type": "application/json"},
+        )
         response = await client.get("/v1/boom", headers={"authorization": "Bearer secret-key"})
+    assert malformed.status_code == 400, malformed.text
+    assert malformed.json()["errors"][0]["field"] == "body"
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("application/problem+json")
     sentry_sdk.flush(timeout=5)
