@@ -147,6 +147,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         cors_config=cors_config(settings),
         request_max_body_size=MAX_BODY_BYTES,
+        # ops: logging is configured once for every command (worker/logs.py); Litestar's
+        # default config would replace the root handler and its JSON formatter.
+        logging_config=None,
     )
     document_problems(app.openapi_schema)
     document_auth(app.openapi_schema)

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import psycopg
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_422_UNPROCESSABLE_ENTITY,
@@ -154,8 +154,18 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal error")
 
 
+def handle_malformed_body(
+    _: Request[Any, Any, Any], exc: SerializationException
+) -> Response[Problem]:
+    """Litestar turns a malformed body into a 400 inside the handler, but sentry-sdk's Litestar
+    integration parses the body before that, outside it: the same 400 either way."""
+    message = _humane(str(exc))
+    return problem_response(HTTP_400_BAD_REQUEST, f"body: {message}", [FieldError("body", message)])
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: handle_http_exception,
+    SerializationException: handle_malformed_body,
     psycopg.OperationalError: handle_database_unavailable,
     TimeoutError: handle_database_unavailable,
     Exception: handle_unexpected,

