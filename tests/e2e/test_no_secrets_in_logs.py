@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -60,10 +61,12 @@ def with_password(database_url: str, password: str) -> str:
     """The test database as a URL with a password (the server trusts local connections, so any
     password works), the form a DATABASE_URL usually has."""
     params = conninfo_to_dict(database_url)
-    host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
-    return (
-        f"postgresql://{params.get('user', 'postgres')}:{password}@{host}:{port}/{params['dbname']}"
-    )
+    host, port = str(params.get("host", "127.0.0.1")), params.get("port", "5432")
+    user, dbname = params.get("user", "postgres"), params["dbname"]
+    if host.startswith("/"):
+        # The embedded server listens on a socket directory, which a URL carries as a parameter.
+        return f"postgresql://{user}:{password}@/{dbname}?host={quote(host, safe='')}&port={port}"
+    return f"postgresql://{user}:{password}@{host}:{port}/{dbname}"
 
 
 def read_logs(directory: Path) -> str:
