@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from tests.conftest import Tenant
@@ -49,6 +50,18 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
 OUTGOING_SECRET = "whsec_" + "ZTJlLW91dGdvaW5nLXNlY3JldA=="
 
 
+def abandon_earlier_work(database_url: str) -> None:
+    """Cancels the generations earlier tests left queued with no worker to run them (tests/api
+    creates hundreds): this stack's worker would otherwise work through them first, at this
+    module's provider delay, before the jobs its own tests wait for. Cancelling goes through the
+    cancel trigger, so counters and jobs stay consistent."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE image_generations SET status = 'cancelled' "
+            "WHERE status IN ('pending', 'processing')"
+        )
+
+
 @pytest.fixture(scope="module")
 def stack_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """Settings a test module adds: its STACK_ENV, or override this fixture."""
@@ -75,6 +88,7 @@ def stack(
         "OUTGOING_WEBHOOK_SECRET": OUTGOING_SECRET,
         **stack_env,
     }
+    abandon_earlier_work(database_url)
     start(stack, "api", env)
     start(stack, "worker", env)
     deadline = time.monotonic() + 30
