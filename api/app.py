@@ -21,6 +21,7 @@ from api.routes.actions import GenerationActions
 from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
+from api.routes.metrics import metrics  # metrics
 from api.routes.projects import ProjectController
 from api.routes.webhooks import receive_webhook
 from api.webhook_auth import FalVerifier
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[DefineMiddleware(ApiKeyAuthentication)],
     )
     handlers: list[object] = [v1, receive_webhook, healthz, readyz]
+    # metrics: Prometheus exposition
+    handlers.append(metrics)
     if settings.storage_backend == "local":
         settings.local_storage_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(

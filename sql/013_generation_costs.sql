@@ -112,3 +112,4 @@ GROUP BY 1, 2, 3, 4;
 CREATE INDEX image_generations_finished_at_idx ON image_generations (finished_at)
     WHERE finished_at IS NOT NULL;
 CREATE INDEX outgoing_webhook_attempts_sent_at_idx ON outgoing_webhook_attempts (sent_at);
+CREATE INDEX image_events_ts_idx ON image_events (ts);

@@ -59,6 +59,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_base_url: str | None = None
     webhook_secret: str | None = None
     outgoing_webhook_secret: str | None = None
+    # metrics: GET /metrics bearer token (None: open like /healthz) and the look-back window of
+    # the DB-derived latency/failure series.
+    metrics_token: str | None = None
+    metrics_window_s: int = 3600
 
     @property
     def is_production(self) -> bool:
@@ -156,4 +160,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_base_url=_webhook_base(env.get("PUBLIC_BASE_URL")),
         webhook_secret=env.get("WEBHOOK_SECRET") or None,
         outgoing_webhook_secret=env.get("OUTGOING_WEBHOOK_SECRET") or None,
+        # metrics: optional bearer token and the window of DB-derived series
+        metrics_token=env.get("METRICS_TOKEN") or None,
+        metrics_window_s=_int(env, "METRICS_WINDOW_S", 3600, minimum=60),
     )
