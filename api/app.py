@@ -24,6 +24,7 @@ from api.routes.dashboard import dashboard, dashboard_assets
 from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
+from api.routes.metrics import metrics
 from api.routes.projects import ProjectController
 from api.routes.webhooks import receive_webhook
 from api.routes.workspace_events import workspace_project_events
@@ -107,6 +108,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[DefineMiddleware(ApiKeyAuthentication)],
     )
     handlers: list[object] = [v1, receive_webhook, healthz, readyz]
+    # metrics: Prometheus exposition
+    handlers.append(metrics)
     if settings.storage_backend == "local":
         settings.local_storage_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(

@@ -72,6 +72,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # ssrf: which internal addresses outbound fetches may reach (see worker/netguard.py):
     # "false" (public only), "loopback" or "true" (every private range; never metadata).
     outbound_allow_private: str = "loopback"
+    # metrics: GET /metrics bearer token (None: open like /healthz) and the look-back window of
+    # the DB-derived latency/failure series.
+    metrics_token: str | None = None
+    metrics_window_s: int = 3600
 
     @property
     def is_production(self) -> bool:
@@ -185,6 +189,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         cors_origins=_origins(env.get("CORS_ORIGINS")),
         # ssrf: loopback only in development, public addresses only in production.
         outbound_allow_private=_private_access(env),
+        # metrics: optional bearer token and the window of DB-derived series
+        metrics_token=env.get("METRICS_TOKEN") or None,
+        metrics_window_s=_int(env, "METRICS_WINDOW_S", 3600, minimum=60),
     )
 
 

@@ -142,6 +142,25 @@ async def test_members_read_only_their_own_workspace(conn: Conn, world: World, t
             assert await _workspaces_seen(conn, table) == {member.id}
 
 
+@pytest.mark.parametrize("view", ["generation_cost_lines", "generation_costs"])
+async def test_cost_views_apply_the_readers_policies(conn: Conn, world: World, view: str) -> None:
+    # Views run as their owner unless security_invoker is set, which would bypass RLS.
+    async with acting_as(conn, "service_role"):
+        assert await _workspaces_seen(conn, view) >= {world.a.id, world.b.id}
+    for member in (world.a, world.b):
+        async with acting_as(conn, "authenticated", member.user_id):
+            assert await _workspaces_seen(conn, view) == {member.id}
+    async with acting_as(conn, "anon"):
+        assert await _count(conn, view) == 0
+
+
+async def test_prices_are_readable_but_not_writable_by_members(conn: Conn, world: World) -> None:
+    async with acting_as(conn, "authenticated", world.a.user_id):
+        assert await _count(conn, "generation_prices") > 0
+        cur = await conn.execute("UPDATE generation_prices SET usd_per_unit = 0")
+        assert cur.rowcount == 0
+
+
 async def test_a_stranger_and_anon_read_nothing(conn: Conn, world: World) -> None:
     tables = (*MEMBER_TABLES, "workspace_members", *PRIVATE_TABLES)
     async with acting_as(conn, "authenticated", uuid.uuid4()):
