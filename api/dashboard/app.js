@@ -494,11 +494,15 @@ function renderGeneration(entry) {
 }
 
 async function act(entry, action) {
+  const seenBefore = entry.eventId;
   try {
     const updated = await api(
       "POST",
       `/v1/generations/${encodeURIComponent(entry.data.id)}/${action}`,
     );
+    // The stream may have delivered what followed the action before its response arrived (a
+    // retry that fails at once): the response is then the older state, and is not shown.
+    if (entry.eventId !== seenBefore) return;
     entry.data = { ...entry.data, ...updated, label: null };
     renderGeneration(entry);
   } catch (error) {
