@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime
 from uuid import UUID
 
+from worker.commands import add_commands, run_client_command
 from worker.config import ConfigError, Settings, load_settings
 from worker.logs import configure_logging
 from worker.redact import install_log_redaction, secret_values
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("dev", help="embedded Postgres, migrate, API and worker").set_defaults(
         run=_dev
     )
+    add_commands(commands)
     api_key = commands.add_parser("api-key", help="manage API keys")
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
     create = api_key_commands.add_parser("create", help="create a key and print it once")
@@ -168,6 +170,10 @@ def main(argv: list[str] | None = None) -> None:
         bench(argv[1:])
         return
     args = build_parser().parse_args(argv)
+    if getattr(args, "client_command", None) is not None:
+        # A client of a running API: no database, no server settings.
+        run_client_command(args.client_command, args)
+        return
     configure_logging(os.environ, level=args.log_level)
     try:
         settings = load_settings()

@@ -1,0 +1,136 @@
+"""The CLI's client commands, run as processes against a real API and worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import Tenant
+from tests.e2e.conftest import Stack, free_port
+
+pytestmark = pytest.mark.e2e
+
+# Slow enough that the bar is seen at several steps.
+STACK_ENV = {"LOCAL_PROVIDER_DELAY_MS": "600"}
+
+
+def imagejobs(
+    *args: str, url: str, api_key: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "IMAGEJOBS_URL": url,
+        "IMAGEJOBS_API_KEY": api_key,
+        "COLUMNS": "100",
+        "NO_COLOR": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def generation_id_of(output: str) -> str:
+    match = re.search(r"generation ([0-9a-f-]{36}) queued", output)
+    assert match, output
+    return match.group(1)
+
+
+def test_generate_watch_shows_the_bar_to_completed(stack: Stack, tenant: Tenant) -> None:
+    done = imagejobs(
+        "generate", "a lighthouse at dusk", "--watch", url=stack.url, api_key=tenant.api_key
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    percents = [int(p) for p in re.findall(r"(\d+)%", out)]
+    assert percents[-1] == 100
+    assert percents == sorted(percents), out
+    assert len(set(percents)) >= 3, out  # queued/fetching, processing, saving, completed
+    assert "AI model is generating the image" in out
+    result = re.search(r"completed: (\S+)", out)
+    assert result, out
+    image = httpx.get(result.group(1))
+    assert image.status_code == 200
+    assert image.headers["content-type"] == "image/png"
+    if capture := os.environ.get("CLI_CAPTURE"):
+        Path(capture).write_text(f'$ imagejobs generate "a lighthouse at dusk" --watch\n{out}')
+
+
+def test_status_projects_cancel_and_retry(stack: Stack, tenant: Tenant) -> None:
+    queued = imagejobs(
+        "generate", "a quiet harbour", "--size", "512x512", url=stack.url, api_key=tenant.api_key
+    )
+    assert queued.returncode == 0, queued.stderr
+    generation_id = generation_id_of(queued.stdout)
+
+    cancelled = imagejobs("cancel", generation_id, url=stack.url, api_key=tenant.api_key)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "cancelled" in cancelled.stdout
+
+    status = imagejobs("status", generation_id, "--json", url=stack.url, api_key=tenant.api_key)
+    assert status.returncode == 0, status.stderr
+    body = json.loads(status.stdout)
+    assert body["id"] == generation_id
+    assert body["status"] == "cancelled"
+    assert body["prompt_spec"]["size"] == "512x512"
+
+    # Retrying a cancelled one is refused with the API's reason, not a traceback.
+    refused = imagejobs("retry", generation_id, url=stack.url, api_key=tenant.api_key)
+    assert refused.returncode == 2
+    assert "409" in refused.stderr and "cannot be retried" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    listed = imagejobs("projects", "--json", url=stack.url, api_key=tenant.api_key)
+    assert listed.returncode == 0, listed.stderr
+    projects = json.loads(listed.stdout)
+    assert [p["name"] for p in projects] == ["cli"]  # made by the first generate
+    assert projects[0]["cancelled_count"] == 1
+
+
+def test_a_failed_generation_exits_1_and_retry_runs_it_again(stack: Stack, tenant: Tenant) -> None:
+    # No Google key on this worker: it fails at once with the catalogue's message.
+    failed = imagejobs(
+        "generate", "x", "--provider", "google", "--watch", url=stack.url, api_key=tenant.api_key
+    )
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "provider_error" in failed.stdout
+    generation_id = generation_id_of(failed.stdout)
+    retried = imagejobs("retry", generation_id, url=stack.url, api_key=tenant.api_key)
+    assert retried.returncode == 0, retried.stderr
+    assert generation_id in retried.stdout
+
+
+def test_clear_errors_without_tracebacks(stack: Stack, tenant: Tenant) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    unreachable = imagejobs("projects", url=closed, api_key=tenant.api_key)
+    assert unreachable.returncode == 2
+    assert "cannot reach the API" in unreachable.stderr
+
+    wrong_key = imagejobs("projects", url=stack.url, api_key="ij_not-a-key")
+    assert wrong_key.returncode == 2
+    assert "refused the key (401)" in wrong_key.stderr
+
+    unknown = imagejobs(
+        "status", "00000000-0000-0000-0000-000000000000", url=stack.url, api_key=tenant.api_key
+    )
+    assert unknown.returncode == 2
+    assert "404" in unknown.stderr
+
+    rejected = imagejobs("generate", "x", "--size", "huge", url=stack.url, api_key=tenant.api_key)
+    assert rejected.returncode == 2
+    assert "422" in rejected.stderr and "size" in rejected.stderr
+
+    for result in (unreachable, wrong_key, unknown, rejected):
+        assert "Traceback" not in result.stderr
