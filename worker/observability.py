@@ -21,9 +21,10 @@ import sentry_sdk
 from litestar.exceptions import SerializationException
 from procrastinate import JobContext
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
-from sentry_sdk.types import Event, Hint
+from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
 from worker.errors import GenerationError
+from worker.logs import hide_query_tokens
 
 # User content and credentials the default denylist does not know about.
 SCRUBBED_KEYS = [
@@ -69,13 +70,24 @@ def init_sentry(
         # Log records stay breadcrumbs: errors are captured where they happen, once.
         integrations=[*integrations, LoggingIntegration(event_level=None)],
         before_send=drop_expected_failures,
+        before_breadcrumb=hide_tokens_in_breadcrumb,
     )
     sentry_sdk.set_tag("component", component)
     _State.enabled = True
     return True
 
 
+def _hide_tokens_in_request(event: Event) -> None:
+    request = event.get("request")
+    if isinstance(request, dict):
+        for key in ("query_string", "url"):
+            value = request.get(key)
+            if isinstance(value, str):
+                request[key] = hide_query_tokens(value)
+
+
 def drop_expected_failures(event: Event, hint: Hint) -> Event | None:
+    _hide_tokens_in_request(event)
     exc_info = hint.get("exc_info")
     error = exc_info[1] if exc_info else None
     if isinstance(error, SerializationException):
@@ -87,6 +99,16 @@ def drop_expected_failures(event: Event, hint: Hint) -> Event | None:
         event["level"] = "warning"
         event.setdefault("tags", {})["error_code"] = error.code.value
     return event
+
+
+def hide_tokens_in_breadcrumb(crumb: Breadcrumb, hint: BreadcrumbHint) -> Breadcrumb | None:
+    """Breadcrumbs of a prompt logged with LOG_PROMPTS, or of a URL with a query credential."""
+    message = crumb.get("message")
+    if isinstance(message, str):
+        if " prompt: " in message and crumb.get("category") == "worker.lifecycle":
+            return None
+        crumb["message"] = hide_query_tokens(message)
+    return crumb
 
 
 def tag_generation(provider: str) -> None:

@@ -76,7 +76,13 @@ def install_log_redaction(secrets: list[str]) -> None:
             message = record.getMessage()
         except Exception:  # a malformed call: let the handler report it as usual
             return record
-        record.msg, record.args = redact(message, secrets), None
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
+            # Kept as arguments: the JSON formatter reads method, path and status from them.
+            record.args = tuple(
+                redact(a, secrets) if isinstance(a, str) else a for a in record.args
+            )
+        else:
+            record.msg, record.args = redact(message, secrets), None
         if record.exc_info and not record.exc_text:
             record.exc_text = redact(formatter.formatException(record.exc_info), secrets)
         if record.stack_info:

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.response import ServerSentEvent
 
 from api.auth import QUERY_TOKEN_OPT, Principal
+from api.limits import TooManyRequests
 from api.routes.events import QUERY_TOKEN_NOTE
 from api.workspace_stream import workspace_project_stream
 
@@ -23,13 +24,15 @@ from api.workspace_stream import workspace_project_stream
     + QUERY_TOKEN_NOTE,
     tags=["events"],
     opt={QUERY_TOKEN_OPT: True},
+    raises=[TooManyRequests],
 )
 async def workspace_project_events(
     request: Request[Principal, Any, Any], state: State
 ) -> ServerSentEvent:
     workspace_id = request.user.workspace_id
+    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"workspace:{workspace_id}")
     stream = workspace_project_stream(
         state.pool, subscription, workspace_id, state.settings.sse_keepalive_s
     )
-    return ServerSentEvent(stream, headers={"X-Accel-Buffering": "no"})
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})

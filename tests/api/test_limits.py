@@ -220,6 +220,8 @@ async def test_concurrent_streams_are_limited_per_key_and_released_on_disconnect
         assert refused.headers["content-type"].startswith("application/problem+json")
         assert refused.json()["code"] == "too_many_streams"
         assert "retry-after" in refused.headers
+        # Every stream route counts, the workspace's project list included.
+        assert (await http.get("/v1/projects/events")).status_code == 429
 
         async with httpx.AsyncClient(base_url=served, headers=other_tenant.headers) as other:
             other_project = (await other.post("/v1/projects", json={"name": "p"})).json()["id"]

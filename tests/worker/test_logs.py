@@ -17,6 +17,7 @@ from tests.worker.conftest import insert_generation, make_runtime
 from worker.logs import JsonFormatter, choose_format, configure_logging
 from worker.pipeline import run_generation
 from worker.providers.local import LocalProvider
+from worker.redact import install_log_redaction
 
 PROMPT = "a secret lighthouse only the customer knows about"
 
@@ -78,6 +79,32 @@ def test_uvicorn_access_log_goes_through_the_formatter(json_logs: io.StringIO) -
     (line,) = _lines(json_logs)
     assert line["logger"] == "uvicorn.access"
     assert line["msg"] == '10.0.0.1:5000 - "GET /readyz HTTP/1.1" 200'
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/readyz", 200)
+
+
+def test_a_credential_in_a_stream_url_never_reaches_the_access_log(
+    json_logs: io.StringIO,
+) -> None:
+    # The SSE routes take ?access_token= (EventSource cannot send headers); the dashboard uses it.
+    key = "ij_" + "k" * 43
+    path = f"/v1/projects/p/events?access_token={key}&x=1"
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", path, "1.1", 200
+    )
+    (line,) = _lines(json_logs)
+    assert key not in json_logs.getvalue()
+    assert line["path"] == "/v1/projects/p/events?access_token=[redacted]&x=1"
+
+
+def test_redaction_keeps_access_log_fields(json_logs: io.StringIO) -> None:
+    install_log_redaction(["a-configured-secret-value"])
+    try:
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/readyz", "1.1", 200
+        )
+    finally:
+        logging.setLogRecordFactory(logging.LogRecord)
+    (line,) = _lines(json_logs)
     assert (line["method"], line["path"], line["status"]) == ("GET", "/readyz", 200)
 
 
