@@ -29,21 +29,25 @@ def auth_configured(settings: Settings, env: Mapping[str, str]) -> bool:
     return bool(jwt_secret or settings.supabase_url or settings.auth_api_keys_only)
 
 
-def production_problems(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+def production_problems(
+    settings: Settings, env: Mapping[str, str] | None = None, *, command: str = "api"
+) -> list[str]:
     """Each reason not to run this configuration in production; empty outside production.
-    Messages name variables, never their values."""
+    Messages name variables, never their values. User auth and the webhook secret are the
+    API's concerns: the worker neither authenticates callers nor verifies webhooks."""
     if not settings.is_production:
         return []
     env = os.environ if env is None else env
     problems = []
-    if not auth_configured(settings, env):
+    serves_http = command == "api"
+    if serves_http and not auth_configured(settings, env):
         problems.append(
             "no user authentication: set SUPABASE_JWT_SECRET or SUPABASE_URL, "
             "or AUTH_API_KEYS_ONLY=true to serve API keys only"
         )
     if settings.storage_backend == "local":
         problems.append("STORAGE_BACKEND=local keeps images on this machine's disk: use supabase")
-    if not settings.webhook_secret:
+    if serves_http and not settings.webhook_secret:
         problems.append("WEBHOOK_SECRET is not set: provider webhooks could not be verified")
     if not settings.database_url:
         problems.append("DATABASE_URL is not set")
@@ -56,7 +60,7 @@ def production_problems(settings: Settings, env: Mapping[str, str] | None = None
 
 
 def refuse_unsafe_production(settings: Settings, command: str) -> None:
-    problems = production_problems(settings)
+    problems = production_problems(settings, command=command)
     if problems:
         lines = "\n".join(f"  - {problem}" for problem in problems)
         raise SystemExit(

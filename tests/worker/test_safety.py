@@ -31,6 +31,16 @@ def test_a_complete_production_configuration_has_no_problems() -> None:
     assert problems() == []
 
 
+def test_the_worker_needs_neither_user_auth_nor_the_webhook_secret() -> None:
+    # What render.yaml gives the worker service: no SUPABASE_JWT_SECRET, no WEBHOOK_SECRET.
+    env = {k: v for k, v in SAFE.items() if k not in ("WEBHOOK_SECRET", "SUPABASE_URL")}
+    settings = load_settings(env)
+    assert production_problems(settings, env, command="worker") == []
+    assert len(production_problems(settings, env, command="api")) == 2
+    local = {**env, "STORAGE_BACKEND": "local"}
+    assert production_problems(load_settings(local), local, command="worker") != []
+
+
 def test_development_is_never_refused() -> None:
     env = {"APP_ENV": "development", "DATABASE_URL": "postgresql://x@h:6543/db"}
     assert production_problems(load_settings(env), env) == []
@@ -90,6 +100,6 @@ def test_the_processes_refuse_to_start(command: str) -> None:
     assert done.returncode != 0
     assert f"imagejobs {command}: refusing to start with APP_ENV=production" in done.stderr
     assert "STORAGE_BACKEND=local" in done.stderr
-    assert "WEBHOOK_SECRET" in done.stderr
+    assert ("WEBHOOK_SECRET" in done.stderr) == (command == "api")
     assert "port 6543" in done.stderr
     assert "marker-password" not in done.stderr + done.stdout
