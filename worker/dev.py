@@ -100,7 +100,8 @@ def run_dev(settings: Settings) -> int:
             f"  OpenAPI:           {url}/schema\n"
             f"  workspace:         {workspace_id}\n"
             f"  dev API key:       {key}\n\n"
-            f'  curl -H "Authorization: Bearer {key}" -d \'{{"name":"demo"}}\' {url}/v1/projects\n\n'
+            f'  curl -H "Authorization: Bearer {key}" -d \'{{"name":"demo"}}\' {url}/v1/projects\n'
+            f'  IMAGEJOBS_API_KEY={key} .venv/bin/imagejobs generate "a lighthouse at dusk" --watch\n\n'
             "Ctrl-C stops everything.\n",
             flush=True,
         )
