@@ -45,6 +45,19 @@ AS $$
 $$;
 RESET check_function_bodies;
 
+-- Creates `policy` on `tbl` unless it exists (imagejobs_enable_rls() runs on every migrate).
+CREATE FUNCTION imagejobs_ensure_policy(_schema name, tbl name, policy name, definition text)
+    RETURNS void
+    LANGUAGE plpgsql
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_policies
+                    WHERE schemaname = _schema AND tablename = tbl AND policyname = policy) THEN
+        EXECUTE format('CREATE POLICY %I ON %I.%I %s', policy, _schema, tbl, definition);
+    END IF;
+END;
+$$;
+
 -- Enables RLS and the policies. Idempotent, and changes nothing (takes no lock) when everything
 -- is already in place, so it is cheap to run on every deploy.
 CREATE FUNCTION imagejobs_enable_rls() RETURNS void
@@ -53,6 +66,7 @@ AS $$
 DECLARE
     _schema name;
     _table regclass;
+    _read text;
     _member constant text := 'workspace_id IN (SELECT imagejobs_member_workspaces())';
     _insertable constant text := 'id, workspace_id, user_id, project_id, prompt, prompt_spec, '
         'provider, model, original_image_url, metadata, node_id, workflow_id, webhook_url, '
@@ -99,43 +113,23 @@ BEGIN
     END IF;
 
     -- Members read their workspaces' rows (and so does Realtime, which applies these policies).
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = _schema AND tablename = 'projects'
-                   AND policyname = 'members read their projects') THEN
-        EXECUTE format('CREATE POLICY "members read their projects" ON projects FOR SELECT TO authenticated USING (%s)', _member);
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = _schema AND tablename = 'image_generations'
-                   AND policyname = 'members read their generations') THEN
-        EXECUTE format('CREATE POLICY "members read their generations" ON image_generations FOR SELECT TO authenticated USING (%s)', _member);
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = _schema AND tablename = 'image_events'
-                   AND policyname = 'members read their events') THEN
-        EXECUTE format('CREATE POLICY "members read their events" ON image_events FOR SELECT TO authenticated USING (%s)', _member);
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = _schema AND tablename = 'workflow_nodes'
-                   AND policyname = 'members read their workflow nodes') THEN
-        EXECUTE format('CREATE POLICY "members read their workflow nodes" ON workflow_nodes FOR SELECT TO authenticated USING (%s)', _member);
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = _schema AND tablename = 'workspace_members'
-                   AND policyname = 'members read their workspaces'' members') THEN
-        EXECUTE format('CREATE POLICY "members read their workspaces'' members" ON workspace_members FOR SELECT TO authenticated USING (%s)', _member);
-    END IF;
+    _read := format('FOR SELECT TO authenticated USING (%s)', _member);
+    PERFORM imagejobs_ensure_policy(_schema, 'projects', 'members read their projects', _read);
+    PERFORM imagejobs_ensure_policy(_schema, 'image_generations', 'members read their generations', _read);
+    PERFORM imagejobs_ensure_policy(_schema, 'image_events', 'members read their events', _read);
+    PERFORM imagejobs_ensure_policy(_schema, 'workflow_nodes', 'members read their workflow nodes', _read);
+    PERFORM imagejobs_ensure_policy(_schema, 'workspace_members', 'members read their workspaces'' members', _read);
 
     -- Members ask for generations in their workspaces' projects, as themselves. The insert
     -- trigger takes workspace_id from the project (or refuses a mismatch) before this check,
     -- and enqueues the job. Only request columns may be written: status, job_id,
     -- provider_job_id, parent_id, results and timestamps belong to the lifecycle.
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = _schema AND tablename = 'image_generations'
-                   AND policyname = 'members request generations') THEN
-        EXECUTE format('CREATE POLICY "members request generations" ON image_generations FOR INSERT TO authenticated '
-                       'WITH CHECK (%s AND user_id = auth.uid() AND status = ''pending'')', _member);
-    END IF;
+    PERFORM imagejobs_ensure_policy(_schema, 'image_generations', 'members request generations',
+        format('FOR INSERT TO authenticated WITH CHECK (%s AND user_id = auth.uid() AND status = ''pending'')', _member));
     -- ... and cancel them: status is the only column they may update, and only to cancelled
     -- (the update trigger refuses the transition from a finished status, and cancels the job).
-    IF NOT EXISTS (SELECT 1 FROM pg_policies WHERE schemaname = _schema AND tablename = 'image_generations'
-                   AND policyname = 'members cancel generations') THEN
-        EXECUTE format('CREATE POLICY "members cancel generations" ON image_generations FOR UPDATE TO authenticated '
-                       'USING (%1$s) WITH CHECK (%1$s AND status = ''cancelled'')', _member);
-    END IF;
+    PERFORM imagejobs_ensure_policy(_schema, 'image_generations', 'members cancel generations',
+        format('FOR UPDATE TO authenticated USING (%1$s) WITH CHECK (%1$s AND status = ''cancelled'')', _member));
     IF has_table_privilege('authenticated', 'image_generations', 'INSERT') THEN
         REVOKE INSERT ON image_generations FROM authenticated;
     END IF;
