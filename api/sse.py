@@ -26,6 +26,7 @@ REPLAY_PAGE = 500
 DATABASE_RETRY_S = 1.0
 # Sent while the database is away: the client stays connected and nothing is lost.
 WAITING = ServerSentEventMessage(comment="waiting for the database", data=None)
+KEEPALIVE = ServerSentEventMessage(comment="keepalive", data=None)
 RECONNECT_MS = 1000
 # The last message of a stream whose server is shutting down: reconnect (to the new instance).
 RECONNECT = ServerSentEventMessage(
@@ -155,7 +156,7 @@ async def generation_stream(
                 yield RECONNECT
                 return
             if item is None:
-                yield ServerSentEventMessage(comment="keepalive", data=None)
+                yield KEEPALIVE
             elif item is RESYNC or item.payload.get("truncated"):
                 try:
                     backlog = await _events_after(pool, generation_id, last_sent)

@@ -14,7 +14,15 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, SHUTDOWN, Subscription
-from api.sse import DATABASE_RETRY_S, RECONNECT, REPLAY_PAGE, WAITING, GenerationEventData, from_row
+from api.sse import (
+    DATABASE_RETRY_S,
+    KEEPALIVE,
+    RECONNECT,
+    REPLAY_PAGE,
+    WAITING,
+    GenerationEventData,
+    from_row,
+)
 from worker.models import ImageEvent, Project
 from worker.sqlfiles import query
 
@@ -138,7 +146,7 @@ async def project_stream(
                 yield RECONNECT
                 return
             if item is None and not (waiting or behind):
-                yield ServerSentEventMessage(comment="keepalive", data=None)
+                yield KEEPALIVE
                 continue
             if item is not None and item.channel == PROJECT_CHANNEL:
                 yield _project_message(item.payload, cursor[1])
@@ -213,7 +221,7 @@ async def workflow_stream(
                 yield RECONNECT
                 return
             if item is None:
-                yield ServerSentEventMessage(comment="keepalive", data=None)
+                yield KEEPALIVE
                 continue
             changed: set[str] | None = set()
             deadline = asyncio.get_running_loop().time() + NODE_BATCH_S

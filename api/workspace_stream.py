@@ -17,7 +17,7 @@ from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.hub import PROJECT_CHANNEL, RESYNC, SHUTDOWN, Subscription
-from api.sse import DATABASE_RETRY_S, RECONNECT, WAITING
+from api.sse import DATABASE_RETRY_S, KEEPALIVE, RECONNECT, WAITING
 from worker.models import Project
 from worker.sqlfiles import query
 
@@ -70,7 +70,7 @@ async def workspace_project_stream(
                 yield RECONNECT
                 return
             if item is None:
-                yield ServerSentEventMessage(comment="keepalive", data=None)
+                yield KEEPALIVE
             elif item is RESYNC:
                 resend = True
             elif item.channel == PROJECT_CHANNEL:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,12 +17,11 @@ from psycopg.conninfo import conninfo_to_dict
 from tests.conftest import Tenant
 from tests.e2e.conftest import Stack
 from tests.e2e.test_lifecycle import create_generation, create_project, wait_for
-from tests.emulators.fal import FalState, build_fal_emulator
-from tests.emulators.google import GoogleState, build_google_emulator
-from tests.emulators.openai import OpenAIState, build_openai_emulator, openai_error
+from tests.emulators.all import Services, serving
+from tests.emulators.fal import FalState
+from tests.emulators.openai import OpenAIState, openai_error
 from tests.emulators.recorder import Scripted
-from tests.emulators.server import serve
-from tests.emulators.supabase_storage import StorageState, build_supabase_storage_emulator
+from tests.emulators.supabase_storage import StorageState
 
 pytestmark = pytest.mark.e2e
 
@@ -73,25 +71,15 @@ def read_logs(directory: Path) -> str:
     return "\n".join(path.read_text(errors="replace") for path in directory.glob("*.log"))
 
 
-class Services:
-    def __init__(self) -> None:
-        self.openai = OpenAIState(key=SECRETS["OPENAI_API_KEY"])
-        # Google is given a key it does not know: every call fails with its auth error.
-        self.google = GoogleState()
-        self.fal = FalState(key=SECRETS["FAL_KEY"])
-        self.storage = StorageState(key=SECRETS["SUPABASE_SERVICE_ROLE_KEY"])
-
-
 @pytest.fixture(scope="module")
 def services() -> Iterator[Services]:
-    state = Services()
-    with ExitStack() as stack:
-        state.openai.base_url = stack.enter_context(serve(build_openai_emulator(state.openai)))
-        state.google.base_url = stack.enter_context(serve(build_google_emulator(state.google)))
-        state.fal.base_url = stack.enter_context(serve(build_fal_emulator(state.fal)))
-        state.storage.url = stack.enter_context(
-            serve(build_supabase_storage_emulator(state.storage))
-        )
+    # Google is given a key it does not know: every call fails with its auth error.
+    state = Services(
+        openai=OpenAIState(key=SECRETS["OPENAI_API_KEY"]),
+        fal=FalState(key=SECRETS["FAL_KEY"]),
+        storage=StorageState(key=SECRETS["SUPABASE_SERVICE_ROLE_KEY"]),
+    )
+    with serving(state):
         yield state
 
 

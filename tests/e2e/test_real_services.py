@@ -5,40 +5,20 @@ in for the real services."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import httpx
 import pytest
 
 from tests.e2e.test_lifecycle import create_generation, create_project, wait_for
-from tests.emulators.fal import FalState, build_fal_emulator
-from tests.emulators.google import GoogleState, build_google_emulator
-from tests.emulators.openai import OpenAIState, build_openai_emulator
+from tests.emulators.all import Services, serving
 from tests.emulators.recorder import Scripted
-from tests.emulators.server import serve
-from tests.emulators.supabase_storage import StorageState, build_supabase_storage_emulator
 
 pytestmark = pytest.mark.e2e
 
 
-class Services:
-    def __init__(self) -> None:
-        self.openai = OpenAIState()
-        self.google = GoogleState()
-        self.fal = FalState()
-        self.storage = StorageState()
-
-
 @pytest.fixture(scope="module")
 def services() -> Iterator[Services]:
-    state = Services()
-    with ExitStack() as stack:
-        state.openai.base_url = stack.enter_context(serve(build_openai_emulator(state.openai)))
-        state.google.base_url = stack.enter_context(serve(build_google_emulator(state.google)))
-        state.fal.base_url = stack.enter_context(serve(build_fal_emulator(state.fal)))
-        state.storage.url = stack.enter_context(
-            serve(build_supabase_storage_emulator(state.storage))
-        )
+    with serving(Services()) as state:
         yield state
 
 
