@@ -180,14 +180,15 @@ ORDER BY g.version, g.created_at;
 -- name: insert_edit
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
-    node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata
+    node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
+    edit_mode, edited_from
 )
 SELECT workspace_id, %(user_id)s, project_id, %(prompt)s, prompt_spec, provider, model,
        result_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        (SELECT max(version) + 1 FROM image_generations h
          WHERE h.id = coalesce(g.parent_id, g.id) OR h.parent_id = coalesce(g.parent_id, g.id)),
        coalesce(parent_id, id),
-       %(metadata)s
+       %(metadata)s, %(edit_mode)s, id
 FROM image_generations g
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'completed'
 RETURNING *;
@@ -234,7 +235,7 @@ ORDER BY txid DESC, id DESC
 LIMIT 1;
 
 -- name: set_mask_url
-UPDATE image_generations SET metadata = metadata || jsonb_build_object('maskUrl', %(mask_url)s::text)
+UPDATE image_generations SET mask_url = %(mask_url)s
 WHERE id = %(id)s
 RETURNING *;
 
@@ -275,7 +276,7 @@ WITH orphans AS (
     FOR UPDATE OF g SKIP LOCKED
 )
 UPDATE image_generations g
-SET job_id = imagejobs_defer_generation(g.id, imagejobs_task_for(g.metadata))
+SET job_id = imagejobs_defer_generation(g.id, imagejobs_task_for(g.edit_mode))
 FROM orphans WHERE g.id = orphans.id
 RETURNING g.id;
 

@@ -68,6 +68,10 @@ class Generation(msgspec.Struct, kw_only=True):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # What the worker acts on for an edit (never client metadata): set by the edit route only.
+    edit_mode: Literal["add", "remove"] | None = None
+    mask_url: str | None = None
+    edited_from: UUID | None = None
 
 
 class ImageEvent(msgspec.Struct, kw_only=True):

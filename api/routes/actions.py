@@ -133,6 +133,7 @@ class GenerationActions(Controller):
                     "user_id": principal.user_id,
                     "prompt": data.prompt,
                     "metadata": Jsonb(metadata),
+                    "edit_mode": data.mode,
                 },
             )
             created: Generation | None = await cur.fetchone()

@@ -215,7 +215,9 @@ async def test_edits_make_versions_of_one_history(
     assert v2["metadata"]["editMode"] == "remove"
     assert v2["metadata"]["editedAt"].endswith("Z")
     assert v2["metadata"]["model"] == "local:pillow-v1"
-    assert v2["metadata"]["maskUrl"].startswith("http://")
+    assert (v2["edit_mode"], v2["edited_from"]) == ("remove", root)
+    assert v2["mask_url"].startswith("http://")
+    assert "maskUrl" not in v2["metadata"]
     assert "data:" not in str(v2)
     async with pool.connection() as conn:
         cur = await conn.execute(

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import Tenant
 
@@ -39,6 +40,41 @@ async def test_create_generation_queues_a_job(client: Client, tenant: Tenant) ->
     project = (await client.get(f"/v1/projects/{project_id}", headers=tenant.headers)).json()
     assert project["image_count"] == 1
     assert project["pending_count"] == 1
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"metadata": {"editMode": "add", "maskUrl": "https://attacker.example.com/m.png"}},
+        {"edit_mode": "add"},
+        {"mask_url": "https://attacker.example.com/m.png"},
+    ],
+    ids=["metadata", "edit_mode", "mask_url"],
+)
+async def test_a_client_cannot_make_a_generation_an_edit(
+    client: Client, tenant: Tenant, pool: AsyncConnectionPool, extra: dict[str, Any]
+) -> None:
+    """What the worker acts on is not the client's: metadata is stored as given and read by no
+    one, and the worker's own columns are not part of the request body."""
+    project_id = await new_project(client, tenant)
+    response = await client.post(
+        "/v1/generations",
+        json={"project_id": project_id, "prompt": "a fox", **extra},
+        headers=tenant.headers,
+    )
+    if "metadata" not in extra:
+        assert response.status_code == 422, response.text  # an unknown field, named
+        assert next(iter(extra)) in response.text
+        return
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["edit_mode"], body["mask_url"]) == (None, None)
+    assert body["metadata"]["maskUrl"] == "https://attacker.example.com/m.png"
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT task_name FROM procrastinate_jobs WHERE id = %s", (body["job_id"],)
+        )
+        assert await cur.fetchone() == ("generate_image",)
 
 
 async def test_prompt_spec_composes_the_prompt(client: Client, tenant: Tenant) -> None:

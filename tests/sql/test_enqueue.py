@@ -178,9 +178,19 @@ async def test_explicit_model_and_metadata_are_kept(conn: Conn, project_id: uuid
 
 
 async def test_an_edit_is_deferred_as_edit_image(conn: Conn, project_id: uuid.UUID) -> None:
-    generation_id = await insert_generation(
-        conn, project_id, metadata=Jsonb({"editMode": "remove"})
-    )
+    generation_id = await insert_generation(conn, project_id, edit_mode="remove")
     queued = await job(conn, (await generation(conn, generation_id))["job_id"])
     assert queued["task_name"] == "edit_image"
     assert queued["args"] == {"generation_id": str(generation_id)}
+
+
+async def test_client_metadata_does_not_choose_the_task(conn: Conn, project_id: uuid.UUID) -> None:
+    """`metadata` is the client's: an editMode or maskUrl in it makes no edit."""
+    generation_id = await insert_generation(
+        conn,
+        project_id,
+        metadata=Jsonb({"editMode": "add", "maskUrl": "https://attacker.example/m.png"}),
+    )
+    row = await generation(conn, generation_id)
+    assert (row["edit_mode"], row["mask_url"]) == (None, None)
+    assert (await job(conn, row["job_id"]))["task_name"] == "generate_image"

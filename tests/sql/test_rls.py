@@ -289,6 +289,9 @@ async def test_a_member_cannot_insert_into_another_workspace(conn: Conn, world: 
         ("job_id", 1),
         ("provider_job_id", "someone-elses-job"),
         ("attempts", 3),
+        # What the worker acts on for an edit (issue 12): never a client's to set.
+        ("edit_mode", "add"),
+        ("mask_url", "https://attacker.example.com/mask.png"),
     ],
 )
 async def test_lifecycle_columns_are_not_a_members_to_write(
