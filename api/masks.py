@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
-
-from PIL import Image, UnidentifiedImageError
 
 from api.problems import InvalidField
-from worker.errors import MESSAGES, ErrorCode
+from worker.errors import MESSAGES, ErrorCode, GenerationError
+from worker.images import probe
 
 PREFIX = "data:image/png;base64,"
 MAX_MASK_BYTES = 8 * 1024 * 1024
@@ -35,19 +33,11 @@ def decode_mask(mask: str | None) -> bytes:
     if len(data) > MAX_MASK_BYTES:
         raise mask_error(ErrorCode.MASK_INVALID, "larger than 8 MiB")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            if image.format != "PNG":
-                raise mask_error(ErrorCode.MASK_INVALID, "not a PNG image")
-            if max(image.size) > MAX_SIDE:
-                raise mask_error(ErrorCode.MASK_INVALID, f"larger than {MAX_SIDE} pixels")
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
-        raise mask_error(ErrorCode.MASK_INVALID, "not a readable PNG image") from exc
+        info = probe(
+            data, error=ErrorCode.MASK_INVALID, max_pixels=MAX_SIDE * MAX_SIDE, formats=("PNG",)
+        )
+    except GenerationError as exc:
+        raise mask_error(ErrorCode.MASK_INVALID, exc.detail) from exc
+    if max(info.width, info.height) > MAX_SIDE:
+        raise mask_error(ErrorCode.MASK_INVALID, f"larger than {MAX_SIDE} pixels")
     return data

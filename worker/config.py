@@ -76,6 +76,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the DB-derived latency/failure series.
     metrics_token: str | None = None
     metrics_window_s: int = 3600
+    # images: the most pixels an image (source, mask, result) may have before it is decoded.
+    image_max_pixels: int = 40_000_000
 
     @property
     def is_production(self) -> bool:
@@ -192,6 +194,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         # metrics: optional bearer token and the window of DB-derived series
         metrics_token=env.get("METRICS_TOKEN") or None,
         metrics_window_s=_int(env, "METRICS_WINDOW_S", 3600, minimum=60),
+        image_max_pixels=_int(env, "IMAGE_MAX_PIXELS", 40_000_000, minimum=1),
     )
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
-from typing import NamedTuple
+import warnings
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import httpx
 from PIL import Image, ImageChops, UnidentifiedImageError
 
+from worker.config import Settings
 from worker.errors import ErrorCode, GenerationError
 from worker.netguard import OutboundPolicy, OutboundRefused, stream_get
 
@@ -16,6 +19,7 @@ MAX_SOURCE_BYTES = 25 * 1024 * 1024
 SOURCE_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 # The whole download, redirects included: a server dripping bytes cannot hold a job forever.
 SOURCE_DEADLINE_S = 60.0
+T = TypeVar("T")
 
 
 async def download(
@@ -58,19 +62,71 @@ async def download(
         raise GenerationError(error, type(exc).__name__) from exc
 
 
-def image_size(data: bytes) -> tuple[int, int]:
-    """The dimensions of an image Pillow can read; `source_unreadable` otherwise."""
+# The image gate: every image we decode (sources, masks, provider results) is opened here, its
+# dimensions read from the header and checked before a single pixel is decoded. Pillow's own
+# bomb limit (89 MP warns, 179 MP fails) is far above what a worker can afford several times over.
+DEFAULT_MAX_PIXELS = Settings().image_max_pixels
+# Formats a source or a mask may be in; providers' results may be anything Pillow reads.
+INPUT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+# Decodes of admitted images run off the event loop, this many at a time per process, so memory
+# stays bounded however many jobs hold an image at once (one 40 MP RGBA frame is 160 MB).
+DECODE_SLOTS = 2
+_decode_slots = asyncio.Semaphore(DECODE_SLOTS)
+
+
+class ImageInfo(NamedTuple):
+    width: int
+    height: int
+    format: str
+
+
+def probe(
+    data: bytes,
+    *,
+    error: ErrorCode,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: tuple[str, ...] | None = INPUT_FORMATS,
+) -> ImageInfo:
+    """Reads an image's header and verifies its structure without decoding it. Unreadable data,
+    another format, or more than `max_pixels` raise `error`, as a permanent failure."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise GenerationError(ErrorCode.SOURCE_UNREADABLE, type(exc).__name__) from exc
+        # Pillow's bomb warning is ours to decide on (the limit below), not a line in the log.
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=formats) as image:
+                width, height = image.size
+                image_format = image.format or ""
+                if width * height > max_pixels:
+                    raise GenerationError(
+                        error,
+                        f"{width}x{height} is over the limit of {max_pixels:,} pixels",
+                        permanent=True,
+                    )
+                image.verify()
+    except Image.DecompressionBombError as exc:
+        raise GenerationError(
+            error, f"over the limit of {max_pixels:,} pixels", permanent=True
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise GenerationError(error, "not a readable image", permanent=True) from exc
+    if width < 1 or height < 1:
+        raise GenerationError(error, "the image has no pixels", permanent=True)
+    return ImageInfo(width, height, image_format)
+
+
+async def decode_off_loop(function: Callable[[], T]) -> T:
+    """Runs a decode of an image `probe` admitted in a thread, within the process's decode slots."""
+    async with _decode_slots:
+        return await asyncio.to_thread(function)
+
+
+def image_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The dimensions of a source image; `source_unreadable` when it cannot or may not be read."""
+    info = probe(data, error=ErrorCode.SOURCE_UNREADABLE, max_pixels=max_pixels)
+    return info.width, info.height
 
 
 KEPT_FORMATS: dict[str, str] = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-MAX_RESULT_PIXELS = 64_000_000
 
 
 class CheckedImage(NamedTuple):
@@ -80,54 +136,58 @@ class CheckedImage(NamedTuple):
     height: int
 
 
-def check_result(data: bytes) -> CheckedImage:
-    """Verifies a provider's result with Pillow. PNG, JPEG and WebP are kept as they are, with
-    the right content type; anything else readable is re-encoded as PNG; unreadable is no_result."""
+async def check_result(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> CheckedImage:
+    """Verifies a provider's result behind the gate. PNG, JPEG and WebP are kept as they are,
+    with the right content type; anything else readable is re-encoded as PNG; unreadable or
+    too large is no_result."""
+    info = probe(data, error=ErrorCode.NO_RESULT, max_pixels=max_pixels, formats=None)
+    if info.format in KEPT_FORMATS:
+        return CheckedImage(data, KEPT_FORMATS[info.format], info.width, info.height)
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_RESULT_PIXELS:
-                raise GenerationError(
-                    ErrorCode.NO_RESULT, f"result of {width}x{height} is too large"
-                )
-            image_format = image.format or ""
-            if image_format in KEPT_FORMATS:
-                return CheckedImage(data, KEPT_FORMATS[image_format], width, height)
-            out = io.BytesIO()
-            image.convert("RGBA").save(out, format="PNG")
-            return CheckedImage(out.getvalue(), "image/png", width, height)
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+        png = await decode_off_loop(lambda: _to_png(data))
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise GenerationError(
-            ErrorCode.NO_RESULT, "the provider's result is not a readable image"
+            ErrorCode.NO_RESULT, "the provider's result is not a readable image", permanent=True
         ) from exc
+    return CheckedImage(png, "image/png", info.width, info.height)
+
+
+def _to_png(data: bytes) -> bytes:
+    with Image.open(io.BytesIO(data)) as image:
+        out = io.BytesIO()
+        image.convert("RGBA").save(out, format="PNG")
+        return out.getvalue()
 
 
 EXTENSIONS: dict[str, str] = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 
-def prepare_mask(mask: bytes, size: tuple[int, int]) -> bytes:
-    """The user's mask (painted = change here) resized to the source and turned into the
-    providers' convention: a PNG whose transparent pixels are the area to repaint."""
+async def prepare_mask(
+    mask: bytes, size: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS
+) -> bytes:
+    """The user's mask (painted = change here), behind the gate, resized to the source and turned
+    into the providers' convention: a PNG whose transparent pixels are the area to repaint."""
+    probe(mask, error=ErrorCode.MASK_INVALID, max_pixels=max_pixels, formats=("PNG",))
     try:
-        with Image.open(io.BytesIO(mask)) as image:
-            rgba = image.convert("RGBA").resize(size, Image.Resampling.NEAREST)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise GenerationError(ErrorCode.MASK_INVALID, "the mask cannot be read") from exc
-    alpha = rgba.getchannel("A")
-    light = rgba.convert("L")
-    # Painted: visible (alpha) and not black. Those pixels become transparent (edit here).
-    painted = ImageChops.multiply(light, alpha).point(lambda v: 255 if v > 16 else 0)
+        return await decode_off_loop(lambda: _mask_to_alpha(mask, size))
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise GenerationError(
+            ErrorCode.MASK_INVALID, "the mask cannot be read", permanent=True
+        ) from exc
+
+
+def _mask_to_alpha(mask: bytes, size: tuple[int, int]) -> bytes:
+    with Image.open(io.BytesIO(mask)) as image:
+        rgba = image.convert("RGBA")
+    # Painted: visible (alpha) and not black, thresholded at the mask's own size (one byte a
+    # pixel) before it is scaled to the source's.
+    painted = ImageChops.multiply(rgba.convert("L"), rgba.getchannel("A"))
+    del rgba
+    painted = painted.point(lambda v: 255 if v > 16 else 0).resize(size, Image.Resampling.NEAREST)
     keep = ImageChops.invert(painted)
-    out_image = Image.new("RGBA", size, (0, 0, 0, 255))
-    out_image.putalpha(keep)
+    del painted
+    black = Image.new("L", size, 0)
+    out_image = Image.merge("RGBA", (black, black, black, keep))
     out = io.BytesIO()
     out_image.save(out, format="PNG")
     return out.getvalue()

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Collection
+from typing import Any, TypeVar
 from uuid import UUID
+
+import psycopg
 
 from worker.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
 from worker.images import EXTENSIONS, check_result, download, image_size, prepare_mask
@@ -28,42 +31,83 @@ EDIT_TASK = "edit_image"
 POLL_TASK = "poll_generation"
 # With a webhook expected, polling is only a safety net for lost webhooks.
 SAFETY_NET_FACTOR = 4
+T = TypeVar("T")
 
 
 async def run_generation(
     runtime: Runtime, generation_id: UUID, attempt: int, *, resume: bool = False
 ) -> None:
-    lifecycle = runtime.lifecycle
-    generation = await lifecycle.start(
+    generation = await _begin(
+        runtime,
         generation_id,
         count_attempt=not resume,
         straight_to_processing=runtime.provider_names,
     )
     if generation is None:
-        if await lifecycle.get(generation_id) is None:
-            raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
-        logger.info("generation %s is no longer runnable; skipping", generation_id)
-        return
-    if generation.attempts > MAX_ATTEMPTS:
-        # Re-queued after crashes more often than a generation may run.
-        await lifecycle.fail(
-            generation_id, ErrorCode.TIMEOUT.value, f"Gave up after {MAX_ATTEMPTS} attempts"
-        )
         return
     started = time.monotonic()
-    try:
-        finished = await _produce(runtime, generation)
-    except GenerationError as error:
-        await _handle_failure(runtime, generation_id, error, attempt)
-        return
+    finished = await _guarded(runtime, generation_id, attempt, _produce(runtime, generation))
     if finished:
         logger.info(
             "generation %s completed in %.0f ms", generation_id, (time.monotonic() - started) * 1000
         )
 
 
+async def _begin(
+    runtime: Runtime,
+    generation_id: UUID,
+    *,
+    count_attempt: bool = True,
+    straight_to_processing: Collection[str] = (),
+) -> Generation | None:
+    """Starts a run (generate and edit alike); None when there is nothing to run, including a
+    generation re-queued after crashes more often than it may run, which is failed here."""
+    lifecycle = runtime.lifecycle
+    generation = await lifecycle.start(
+        generation_id, count_attempt=count_attempt, straight_to_processing=straight_to_processing
+    )
+    if generation is None:
+        if await lifecycle.get(generation_id) is None:
+            raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
+        logger.info("generation %s is no longer runnable; skipping", generation_id)
+        return None
+    if generation.attempts > MAX_ATTEMPTS:
+        await lifecycle.fail(
+            generation_id, ErrorCode.TIMEOUT.value, f"Gave up after {MAX_ATTEMPTS} attempts"
+        )
+        return None
+    return generation
+
+
+async def _guarded(
+    runtime: Runtime, generation_id: UUID, attempt: int, work: Awaitable[T]
+) -> T | None:
+    """Runs a job's work so that every failure ends in a catalogue state: catalogue errors as
+    they say, anything unexpected as a final `provider_error` (a bug of ours is not made better
+    by running it again). A shutdown or a lost database is not the generation's fault: it
+    propagates, and the job runs again."""
+    try:
+        return await work
+    except GenerationError as error:
+        await _handle_failure(runtime, generation_id, error, attempt)
+    except (asyncio.CancelledError, psycopg.OperationalError):
+        raise
+    except Exception as exc:
+        logger.exception("generation %s: unexpected %s", generation_id, type(exc).__name__)
+        internal = GenerationError(
+            ErrorCode.PROVIDER_ERROR, f"internal error ({type(exc).__name__})", permanent=True
+        )
+        await _handle_failure(runtime, generation_id, internal, attempt, cause=exc)
+    return None
+
+
 async def _handle_failure(
-    runtime: Runtime, generation_id: UUID, error: GenerationError, attempt: int
+    runtime: Runtime,
+    generation_id: UUID,
+    error: GenerationError,
+    attempt: int,
+    *,
+    cause: BaseException | None = None,
 ) -> None:
     if error.retryable and attempt < MAX_ATTEMPTS:
         await runtime.lifecycle.log(
@@ -75,6 +119,9 @@ async def _handle_failure(
         raise error
     await runtime.lifecycle.fail(generation_id, error.code.value, error.message)
     logger.info("generation %s failed: %s (%s)", generation_id, error.code.value, error.message)
+    if cause is not None:
+        # Failed in the catalogue, but still a bug of ours: the job fails so it is reported.
+        raise cause
 
 
 EDIT_PROMPTS = {
@@ -85,54 +132,46 @@ EDIT_PROMPTS = {
 
 async def run_edit(runtime: Runtime, generation_id: UUID, attempt: int) -> None:
     """fetching 10 → preparing 25 (mask resized to the source) → processing 50 → saving 80."""
+    generation = await _begin(runtime, generation_id)
+    if generation is not None:
+        await _guarded(runtime, generation_id, attempt, _edit(runtime, generation))
+
+
+async def _edit(runtime: Runtime, generation: Generation) -> None:
     lifecycle = runtime.lifecycle
-    generation = await lifecycle.start(generation_id)
-    if generation is None:
-        if await lifecycle.get(generation_id) is None:
-            raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
-        return
-    try:
-        provider = runtime.provider(generation.provider)
-        if provider is None:
-            raise GenerationError(
-                ErrorCode.PROVIDER_ERROR,
-                f"provider {generation.provider!r} cannot edit images on this worker",
-                permanent=True,
-            )
-        await lifecycle.step(generation.id, "preparing")
-        if not generation.original_image_url:
-            raise GenerationError(ErrorCode.SOURCE_UNREACHABLE, "the edited version has no image")
-        source = await download(
-            generation.original_image_url,
-            error=ErrorCode.SOURCE_UNREACHABLE,
-            policy=runtime.outbound,
+    max_pixels = runtime.settings.image_max_pixels
+    provider = runtime.provider(generation.provider)
+    if provider is None:
+        raise GenerationError(
+            ErrorCode.PROVIDER_ERROR,
+            f"provider {generation.provider!r} cannot edit images on this worker",
+            permanent=True,
         )
-        size = image_size(source)
-        mask_url = generation.metadata.get("maskUrl")
-        if not isinstance(mask_url, str):
-            raise GenerationError(ErrorCode.MASK_MISSING)
-        mask_bytes = await download(
-            mask_url,
-            error=ErrorCode.MASK_INVALID,
-            refused=ErrorCode.SOURCE_UNREACHABLE,
-            policy=runtime.outbound,
-        )
-        mask = prepare_mask(mask_bytes, size)
-        mode = str(generation.metadata.get("editMode", "add"))
-        prompt = EDIT_PROMPTS.get(mode, EDIT_PROMPTS["add"]).format(prompt=generation.prompt)
-        request = build_request(
-            prompt,
-            generation.model,
-            {**generation.prompt_spec, "size": f"{size[0]}x{size[1]}"},
-            default_side=provider.default_side,
-            source=source,
-            mask=mask,
-        )
-        await lifecycle.step(generation.id, "processing")
-        result = await provider.edit(request)
-        await store_result(runtime, generation, result)
-    except GenerationError as error:
-        await _handle_failure(runtime, generation_id, error, attempt)
+    await lifecycle.step(generation.id, "preparing")
+    if not generation.original_image_url:
+        raise GenerationError(ErrorCode.SOURCE_UNREACHABLE, "the edited version has no image")
+    source = await download(
+        generation.original_image_url, error=ErrorCode.SOURCE_UNREACHABLE, policy=runtime.outbound
+    )
+    size = image_size(source, max_pixels)
+    if generation.mask_url is None:
+        raise GenerationError(ErrorCode.MASK_MISSING)
+    mask_bytes = await download(
+        generation.mask_url, error=ErrorCode.MASK_INVALID, policy=runtime.outbound
+    )
+    mask = await prepare_mask(mask_bytes, size, max_pixels)
+    prompt = EDIT_PROMPTS[generation.edit_mode or "add"].format(prompt=generation.prompt)
+    request = build_request(
+        prompt,
+        generation.model,
+        {**generation.prompt_spec, "size": f"{size[0]}x{size[1]}"},
+        default_side=provider.default_side,
+        source=source,
+        mask=mask,
+    )
+    await lifecycle.step(generation.id, "processing")
+    result = await provider.edit(request)
+    await store_result(runtime, generation, result)
 
 
 async def finish_from_webhook(
@@ -152,10 +191,9 @@ async def finish_from_webhook(
         ).message
         await lifecycle.fail(generation_id, ErrorCode.PROVIDER_ERROR.value, message)
     elif outcome.state == "completed":
-        try:
-            await finish_from_urls(runtime, generation, outcome.urls)
-        except GenerationError as error:
-            await _handle_failure(runtime, generation_id, error, attempt)
+        await _guarded(
+            runtime, generation_id, attempt, finish_from_urls(runtime, generation, outcome.urls)
+        )
     else:
         await lifecycle.log(generation_id, "log", f"Provider reports the job is {outcome.state}")
 
@@ -191,7 +229,7 @@ async def _produce(runtime: Runtime, generation: Generation) -> bool:
             error=ErrorCode.SOURCE_UNREACHABLE,
             policy=runtime.outbound,
         )
-        image_size(source)
+        image_size(source, runtime.settings.image_max_pixels)
     request = build_request(
         generation.prompt,
         generation.model,
@@ -243,6 +281,13 @@ async def _submit(
 async def poll_generation(
     runtime: Runtime, generation_id: UUID, submitted_at: float, seen_logs: int
 ) -> None:
+    # A poll is not retried as a job (it re-schedules itself): what escapes it is final.
+    await _guarded(
+        runtime, generation_id, MAX_ATTEMPTS, _poll(runtime, generation_id, submitted_at, seen_logs)
+    )
+
+
+async def _poll(runtime: Runtime, generation_id: UUID, submitted_at: float, seen_logs: int) -> None:
     lifecycle = runtime.lifecycle
     generation = await lifecycle.get(generation_id)
     if (
@@ -331,7 +376,7 @@ async def finish_from_urls(runtime: Runtime, generation: Generation, urls: list[
 async def store_result(
     runtime: Runtime, generation: Generation, result: ImageResult, *, saving: bool = True
 ) -> None:
-    checked = check_result(result.data)
+    checked = await check_result(result.data, runtime.settings.image_max_pixels)
     key = result_key(
         generation.workspace_id,
         generation.project_id,

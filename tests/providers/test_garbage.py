@@ -95,9 +95,9 @@ async def test_google_garbage(
     [b"", b"<html>not an image</html>", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, bomb_png()],
     ids=["empty", "html", "truncated png", "decompression bomb"],
 )
-def test_results_that_are_not_usable_images_are_no_result(data: bytes) -> None:
+async def test_results_that_are_not_usable_images_are_no_result(data: bytes) -> None:
     with pytest.raises(GenerationError) as caught:
-        check_result(data)
+        await check_result(data)
     assert caught.value.code is ErrorCode.NO_RESULT
     assert not caught.value.retryable
 

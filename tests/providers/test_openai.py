@@ -200,7 +200,7 @@ async def test_edit_sends_image_and_mask_as_files(openai_emulator: OpenAIState) 
     painted.paste((255, 255, 255, 255), (10, 10, 40, 40))
     out = io.BytesIO()
     painted.save(out, format="PNG")
-    mask = prepare_mask(out.getvalue(), (96, 64))
+    mask = await prepare_mask(out.getvalue(), (96, 64))
 
     req = request(
         {"size": "96x64", "quality": "medium"}, prompt="add a hat", source=source, mask=mask

@@ -66,14 +66,14 @@ async def test_local_provider_honours_its_delay() -> None:
     assert result.content_type == "image/png"
 
 
-def test_prepare_mask_resizes_and_marks_painted_pixels_transparent() -> None:
+async def test_prepare_mask_resizes_and_marks_painted_pixels_transparent() -> None:
     from worker.images import prepare_mask
 
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     mask.paste((255, 255, 255, 255), (0, 0, 32, 64))  # the left half is painted: change it
     out = io.BytesIO()
     mask.save(out, format="PNG")
-    prepared = prepare_mask(out.getvalue(), (512, 256))
+    prepared = await prepare_mask(out.getvalue(), (512, 256))
     with Image.open(io.BytesIO(prepared)) as image:
         assert image.size == (512, 256)
         alpha = image.getchannel("A")
@@ -96,7 +96,7 @@ async def test_local_edit_changes_only_the_masked_area() -> None:
         {"seed": 1},
         default_side=128,
         source=source.getvalue(),
-        mask=prepare_mask(raw.getvalue(), (128, 128)),
+        mask=await prepare_mask(raw.getvalue(), (128, 128)),
     )
     result = await LocalProvider(delay_ms=0).edit(request)
     with Image.open(io.BytesIO(result.data)) as image:
