@@ -7,6 +7,7 @@ missed; ids (image_events.id) only grow, so anything seen twice is dropped.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -171,11 +172,20 @@ async def generation_stream(
         subscription.close()
 
 
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
+_MAX_EVENT_ID = 2**63 - 1  # image_events.id is a bigint
+
+
 def parse_last_event_id(raw: str | None) -> int | None:
-    if raw is None or raw.strip() == "":
+    """The id a client resumes after, or None (as if absent) for anything that cannot be one of
+    ours: not plain ASCII digits, or past bigint. Every SSE route parses it here."""
+    if raw is None:
         return None
     value = raw.strip()
-    return int(value) if value.isdigit() else None
+    if _EVENT_ID.fullmatch(value) is None:
+        return None
+    parsed = int(value)
+    return parsed if parsed <= _MAX_EVENT_ID else None
 
 
 __all__ = ["RECONNECT_MS", "generation_stream", "parse_last_event_id"]

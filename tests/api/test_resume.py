@@ -1,19 +1,26 @@
-"""Lossless resume: events that commit out of id order are neither skipped nor sent twice."""
+"""Lossless resume: events that commit out of id order are neither skipped nor sent twice; a
+garbage `Last-Event-ID` is ignored."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
+import httpx
 import psycopg
 import pytest
 from litestar.response import ServerSentEventMessage
 from psycopg_pool import AsyncConnectionPool
 
+from api.app import create_app
 from api.hub import Hub
 from api.streams import project_stream
+from tests.conftest import Tenant
+from tests.emulators.server import serve
+from tests.sse_client import SSEEvent, read_sse
+from worker.config import load_settings
 
 
 @pytest.fixture
@@ -202,3 +209,91 @@ async def test_a_stream_started_while_another_transaction_is_open_catches_up_whe
         expected = [int(row[0]) for row in await cur.fetchall()]
     assert await reader.take(len(expected), timeout=3) == expected
     await reader.close()
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API on a real port: SSE needs a streaming transport, and odd header bytes a real
+    HTTP parser."""
+    settings = load_settings(
+        {
+            "DATABASE_URL": database_url,
+            "LOCAL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
+            "PORT": "8000",
+            "SSE_KEEPALIVE_S": "1",
+        }
+    )
+    with serve(create_app(settings), lifespan="on") as url:
+        yield url
+
+
+GARBAGE_LAST_EVENT_IDS: list[bytes] = [
+    b"9" * 5000,
+    b"99999999999999999999",  # past bigint
+    b"\xb2",  # a digit to str.isdigit(), not to int()
+    b"1\xe9",
+    b"\xef\xbc\x91",  # a full-width 1, UTF-8
+    b"-1",
+    b"0x10",
+    b"1 2",
+]
+
+
+async def first_events(
+    http: httpx.AsyncClient, path: str, headers: dict[bytes, bytes], count: int
+) -> tuple[list[SSEEvent], bool]:
+    """The first `count` events (fewer if the stream ends first), and whether it ended."""
+    events: list[SSEEvent] = []
+    async with asyncio.timeout(10), http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200, (path, headers, await response.aread())
+        async for item in read_sse(response):
+            if isinstance(item, SSEEvent):
+                events.append(item)
+                if len(events) == count:
+                    return events, False
+    return events, True
+
+
+async def test_a_garbage_last_event_id_is_treated_as_absent_on_every_stream(
+    api_url: str, tenant: Tenant
+) -> None:
+    workflow_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        project = await http.post("/v1/projects", json={"name": "p"}, headers=tenant.headers)
+        assert project.status_code == 201, project.text
+        project_id = project.json()["id"]
+        created = await http.post(
+            "/v1/generations",
+            json={
+                "project_id": project_id,
+                "prompt": "x",
+                "workflow_id": workflow_id,
+                "node_id": "n1",
+            },
+            headers=tenant.headers,
+        )
+        assert created.status_code == 201, created.text
+        generation_id = created.json()["id"]
+        cancelled = await http.post(
+            f"/v1/generations/{generation_id}/cancel", headers=tenant.headers
+        )
+        assert cancelled.status_code == 200, cancelled.text
+
+        for raw in GARBAGE_LAST_EVENT_IDS:
+            headers = {
+                **{name.encode(): value.encode() for name, value in tenant.headers.items()},
+                b"Last-Event-ID": raw,
+            }
+            # As absent: the current (terminal) state, then the end.
+            events, ended = await first_events(
+                http, f"/v1/generations/{generation_id}/events", headers, 2
+            )
+            assert ended and len(events) == 1, raw
+            assert events[0].json()["status"] == "cancelled"
+            # As absent: the project first, no replay.
+            events, _ = await first_events(http, f"/v1/projects/{project_id}/events", headers, 1)
+            assert events[0].event == "project", raw
+            events, _ = await first_events(http, f"/v1/workflows/{workflow_id}/events", headers, 1)
+            assert events[0].event == "node", raw
+            events, _ = await first_events(http, "/v1/projects/events", headers, 1)
+            assert events[0].event == "project", raw
