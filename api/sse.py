@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -123,14 +123,40 @@ async def _current_state(
     return from_row(row) if row is not None else None
 
 
+async def _last_event_id(pool: AsyncConnectionPool, generation_id: UUID) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            query("generation_last_event_id"), {"generation_id": generation_id}
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+async def _resume(
+    pool: AsyncConnectionPool, generation_id: UUID, after_id: int
+) -> tuple[list[GenerationEventData], int, GenerationEventData | None]:
+    """What a stream resumed after `after_id` sends first: the events after it, where to count
+    from (an id past every event of this generation is no position in its stream, so counting
+    starts at its last event instead), and, when the generation is finished but no terminal
+    event is in the backlog, its terminal state: sent last, again, so the stream ends."""
+    backlog = await _events_after(pool, generation_id, after_id)
+    if not backlog:
+        after_id = min(after_id, await _last_event_id(pool, generation_id))
+    if any(_is_terminal(event) for event in backlog):
+        return backlog, after_id, None
+    current = await _current_state(pool, generation_id)
+    return backlog, after_id, current if current is not None and _is_terminal(current) else None
+
+
 async def generation_stream(
     pool: AsyncConnectionPool,
     subscription: Subscription,
     generation_id: UUID,
     last_event_id: int | None,
     keepalive_s: float,
-) -> AsyncIterator[ServerSentEventMessage]:
+) -> AsyncGenerator[ServerSentEventMessage, None]:
     last_sent = last_event_id or 0
+    ending: GenerationEventData | None = None
     try:
         while True:
             try:
@@ -138,7 +164,7 @@ async def generation_stream(
                     current = await _current_state(pool, generation_id)
                     backlog = [current] if current is not None else []
                 else:
-                    backlog = await _events_after(pool, generation_id, last_sent)
+                    backlog, last_sent, ending = await _resume(pool, generation_id, last_sent)
                 break
             except psycopg.OperationalError:
                 yield WAITING
@@ -151,6 +177,9 @@ async def generation_stream(
                 yield _message(event)
                 if _is_terminal(event):
                     return
+            if ending is not None:
+                yield _message(ending)
+                return
             backlog = []
             item = await subscription.get(keepalive_s)
             if item is SHUTDOWN:
