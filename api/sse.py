@@ -7,6 +7,7 @@ missed; ids (image_events.id) only grow, so anything seen twice is dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncGenerator
 from datetime import datetime
@@ -19,9 +20,12 @@ from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from api.auth import StreamCredential
 from api.hub import GENERATION_CHANNEL, RESYNC, SHUTDOWN, Subscription
 from worker.models import TERMINAL_STATUSES, ImageEvent
 from worker.sqlfiles import query
+
+logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
 DATABASE_RETRY_S = 1.0
@@ -217,4 +221,42 @@ def parse_last_event_id(raw: str | None) -> int | None:
     return parsed if parsed <= _MAX_EVENT_ID else None
 
 
-__all__ = ["RECONNECT_MS", "generation_stream", "parse_last_event_id"]
+async def end_when_unauthorized(
+    stream: AsyncGenerator[ServerSentEventMessage, None],
+    subscription: Subscription,
+    credential: StreamCredential,
+) -> AsyncGenerator[ServerSentEventMessage, None]:
+    """Any stream, ended with an `unauthorized` event once its credential no longer holds
+    (a revoked key, an expired token, a user who left the workspace)."""
+    ended: list[ServerSentEventMessage] = []
+
+    async def watch() -> None:
+        while not ended:
+            await asyncio.sleep(credential.next_check_s())
+            try:
+                reason = await credential.check()
+            except Exception:
+                logger.exception("could not check a stream's credential again")
+                continue
+            if reason is not None:
+                ended.append(
+                    ServerSentEventMessage(
+                        event="unauthorized", data=_encoder.encode(reason).decode()
+                    )
+                )
+        subscription.shut_down()  # wakes the stream if it waits for a notification
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async for message in stream:
+            if ended:
+                break
+            yield message
+        if ended:
+            yield ended[0]
+    finally:
+        watcher.cancel()
+        await stream.aclose()
+
+
+__all__ = ["RECONNECT_MS", "end_when_unauthorized", "generation_stream", "parse_last_event_id"]
