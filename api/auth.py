@@ -2,6 +2,7 @@
 
 - An API key belongs to exactly one workspace. Lookups are by SHA-256 hash and cached for
   AUTH_CACHE_TTL_S, so a request costs no query and a revoked key stops working within that TTL.
+  An open SSE stream checks its credential again on that clock (`StreamCredential`).
 - A user JWT (three base64url segments) is verified by api/jwt_auth.py; `sub` is the user, and
   `workspace_members` says which workspaces they may use. The request picks one with the
   `X-Workspace-Id` header, which may be left out when the user belongs to exactly one.
@@ -15,7 +16,9 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 import msgspec
+import psycopg
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.exceptions import (
     ClientException,
     NotAuthorizedException,
@@ -25,11 +28,22 @@ from litestar.exceptions import (
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from psycopg_pool import AsyncConnectionPool
 
-from api.jwt_auth import JwksUnavailable, JwtVerifier, TokenError, looks_like_jwt
+from api.jwt_auth import (
+    LEEWAY_S,
+    JwksUnavailable,
+    JwtVerifier,
+    TokenError,
+    TokenExpired,
+    expires_at,
+    looks_like_jwt,
+)
 from worker.apikeys import hash_key
 from worker.sqlfiles import query
 
 CACHE_TTL_S = 30.0
+# A stream re-checks its credential every AUTH_CACHE_TTL_S, but not more often than this (a TTL of
+# 0 turns the cache off; it should not turn every stream into a busy loop of queries).
+STREAM_RECHECK_MIN_S = 1.0
 CACHE_MAX_ENTRIES = 10_000
 WORKSPACE_HEADER = "X-Workspace-Id"
 REALM = 'Bearer realm="imagejobs"'
@@ -69,10 +83,13 @@ class KeyCache:
     def __init__(self, ttl: float = CACHE_TTL_S) -> None:
         self._cache: _TtlCache[bytes, Principal | None] = _TtlCache(ttl)
 
-    async def resolve(self, pool: AsyncConnectionPool, key: str) -> Principal | None:
+    async def resolve(
+        self, pool: AsyncConnectionPool, key: str, *, fresh: bool = False
+    ) -> Principal | None:
+        """`fresh`: from the database even when cached (and the cache updated)."""
         digest = hash_key(key)
         hit, cached = self._cache.get(digest)
-        if hit:
+        if hit and not fresh:
             return cached
         async with pool.connection() as conn:
             cur = await conn.execute(query("find_api_key"), {"key_hash": digest})
@@ -91,9 +108,11 @@ class MembershipCache:
     def __init__(self, ttl: float = CACHE_TTL_S) -> None:
         self._cache: _TtlCache[UUID, frozenset[UUID]] = _TtlCache(ttl)
 
-    async def workspaces(self, pool: AsyncConnectionPool, user_id: UUID) -> frozenset[UUID]:
+    async def workspaces(
+        self, pool: AsyncConnectionPool, user_id: UUID, *, fresh: bool = False
+    ) -> frozenset[UUID]:
         hit, cached = self._cache.get(user_id)
-        if hit and cached is not None:
+        if hit and cached is not None and not fresh:
             return cached
         async with pool.connection() as conn:
             cur = await conn.execute(query("user_workspaces"), {"user_id": user_id})
@@ -212,3 +231,60 @@ class ApiKeyAuthentication(AbstractAuthenticationMiddleware):
         else:
             principal = await _key_principal(connection, token)
         return AuthenticationResult(user=principal, auth=token)
+
+
+class CredentialEnded(msgspec.Struct, frozen=True):
+    """Why a stream's credential no longer holds: the `data` of its last event."""
+
+    code: str  # credential_revoked, credential_expired, credential_invalid
+    detail: str
+    status: int = 401
+
+
+class StreamCredential:
+    """The credential a stream was opened with, checked again while the stream runs: at least
+    every AUTH_CACHE_TTL_S, and at a user token's expiry. API keys and memberships are read from
+    the database, not the cache, so a revocation ends the stream within one interval."""
+
+    def __init__(self, state: State, token: str, principal: Principal) -> None:
+        self._state = state
+        self._token = token
+        self._principal = principal
+        self._interval_s = max(float(state.settings.auth_cache_ttl_s), STREAM_RECHECK_MIN_S)
+        self._expires_at = expires_at(token) if principal.user_id is not None else None
+
+    def next_check_s(self) -> float:
+        if self._expires_at is None:
+            return self._interval_s
+        # The verifier refuses a token once `exp` + leeway has passed: check just after that
+        # (and, if that check could not be made, at the usual interval: no busy loop).
+        until_expired = self._expires_at + LEEWAY_S - time.time() + 0.05
+        return min(self._interval_s, until_expired) if until_expired > 0 else self._interval_s
+
+    async def check(self) -> CredentialEnded | None:
+        """Why the stream must end, or None: still valid, or not checkable now (the database or
+        the JWKS is away; streams outlive outages, and the next check tries again)."""
+        state = self._state
+        try:
+            if self._principal.user_id is None:
+                principal = await state.key_cache.resolve(state.pool, self._token, fresh=True)
+                if principal is None:
+                    return CredentialEnded("credential_revoked", "the API key was revoked")
+                return None
+            verifier: JwtVerifier | None = state.jwt_verifier
+            if verifier is None:
+                return CredentialEnded("credential_invalid", "user tokens are not accepted")
+            user_id = await verifier.user_id(self._token)
+            member_of = await state.membership_cache.workspaces(state.pool, user_id, fresh=True)
+        except TokenExpired as exc:
+            return CredentialEnded("credential_expired", str(exc))
+        except TokenError as exc:
+            return CredentialEnded("credential_invalid", str(exc))
+        except (psycopg.OperationalError, JwksUnavailable):
+            return None
+        if self._principal.workspace_id not in member_of:
+            workspace = self._principal.workspace_id
+            return CredentialEnded(
+                "credential_revoked", f"no longer a member of workspace {workspace}"
+            )
+        return None

@@ -39,8 +39,22 @@ def looks_like_jwt(token: str) -> bool:
     return _JWT_SHAPE.match(token) is not None
 
 
+def expires_at(token: str) -> float | None:
+    """The `exp` of a token that was verified already (None when it has none to read)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) else None
+
+
 class TokenError(Exception):
     """The token is not acceptable: answer 401 with this message."""
+
+
+class TokenExpired(TokenError):
+    """The token's `exp` (plus the leeway) has passed."""
 
 
 class JwksUnavailable(Exception):
@@ -184,7 +198,7 @@ class JwtVerifier:
                 options={"require": ["exp", "aud", "sub"]},
             )
         except jwt.ExpiredSignatureError as exc:
-            raise TokenError("token has expired") from exc
+            raise TokenExpired("token has expired") from exc
         except jwt.InvalidAudienceError as exc:
             raise TokenError(f"token audience is not {AUDIENCE!r}") from exc
         except jwt.InvalidIssuerError as exc:

@@ -7,7 +7,9 @@ missed; ids (image_events.id) only grow, so anything seen twice is dropped.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+import re
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,9 +20,12 @@ from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
+from api.auth import StreamCredential
 from api.hub import GENERATION_CHANNEL, RESYNC, SHUTDOWN, Subscription
 from worker.models import TERMINAL_STATUSES, ImageEvent
 from worker.sqlfiles import query
+
+logger = logging.getLogger(__name__)
 
 REPLAY_PAGE = 500
 DATABASE_RETRY_S = 1.0
@@ -122,14 +127,40 @@ async def _current_state(
     return from_row(row) if row is not None else None
 
 
+async def _last_event_id(pool: AsyncConnectionPool, generation_id: UUID) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            query("generation_last_event_id"), {"generation_id": generation_id}
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+async def _resume(
+    pool: AsyncConnectionPool, generation_id: UUID, after_id: int
+) -> tuple[list[GenerationEventData], int, GenerationEventData | None]:
+    """What a stream resumed after `after_id` sends first: the events after it, where to count
+    from (an id past every event of this generation is no position in its stream, so counting
+    starts at its last event instead), and, when the generation is finished but no terminal
+    event is in the backlog, its terminal state: sent last, again, so the stream ends."""
+    backlog = await _events_after(pool, generation_id, after_id)
+    if not backlog:
+        after_id = min(after_id, await _last_event_id(pool, generation_id))
+    if any(_is_terminal(event) for event in backlog):
+        return backlog, after_id, None
+    current = await _current_state(pool, generation_id)
+    return backlog, after_id, current if current is not None and _is_terminal(current) else None
+
+
 async def generation_stream(
     pool: AsyncConnectionPool,
     subscription: Subscription,
     generation_id: UUID,
     last_event_id: int | None,
     keepalive_s: float,
-) -> AsyncIterator[ServerSentEventMessage]:
+) -> AsyncGenerator[ServerSentEventMessage, None]:
     last_sent = last_event_id or 0
+    ending: GenerationEventData | None = None
     try:
         while True:
             try:
@@ -137,7 +168,7 @@ async def generation_stream(
                     current = await _current_state(pool, generation_id)
                     backlog = [current] if current is not None else []
                 else:
-                    backlog = await _events_after(pool, generation_id, last_sent)
+                    backlog, last_sent, ending = await _resume(pool, generation_id, last_sent)
                 break
             except psycopg.OperationalError:
                 yield WAITING
@@ -150,6 +181,9 @@ async def generation_stream(
                 yield _message(event)
                 if _is_terminal(event):
                     return
+            if ending is not None:
+                yield _message(ending)
+                return
             backlog = []
             item = await subscription.get(keepalive_s)
             if item is SHUTDOWN:
@@ -171,11 +205,58 @@ async def generation_stream(
         subscription.close()
 
 
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
+_MAX_EVENT_ID = 2**63 - 1  # image_events.id is a bigint
+
+
 def parse_last_event_id(raw: str | None) -> int | None:
-    if raw is None or raw.strip() == "":
+    """The id a client resumes after, or None (as if absent) for anything that cannot be one of
+    ours: not plain ASCII digits, or past bigint. Every SSE route parses it here."""
+    if raw is None:
         return None
     value = raw.strip()
-    return int(value) if value.isdigit() else None
+    if _EVENT_ID.fullmatch(value) is None:
+        return None
+    parsed = int(value)
+    return parsed if parsed <= _MAX_EVENT_ID else None
 
 
-__all__ = ["RECONNECT_MS", "generation_stream", "parse_last_event_id"]
+async def end_when_unauthorized(
+    stream: AsyncGenerator[ServerSentEventMessage, None],
+    subscription: Subscription,
+    credential: StreamCredential,
+) -> AsyncGenerator[ServerSentEventMessage, None]:
+    """Any stream, ended with an `unauthorized` event once its credential no longer holds
+    (a revoked key, an expired token, a user who left the workspace)."""
+    ended: list[ServerSentEventMessage] = []
+
+    async def watch() -> None:
+        while not ended:
+            await asyncio.sleep(credential.next_check_s())
+            try:
+                reason = await credential.check()
+            except Exception:
+                logger.exception("could not check a stream's credential again")
+                continue
+            if reason is not None:
+                ended.append(
+                    ServerSentEventMessage(
+                        event="unauthorized", data=_encoder.encode(reason).decode()
+                    )
+                )
+        subscription.shut_down()  # wakes the stream if it waits for a notification
+
+    watcher = asyncio.create_task(watch())
+    try:
+        async for message in stream:
+            if ended:
+                break
+            yield message
+        if ended:
+            yield ended[0]
+    finally:
+        watcher.cancel()
+        await stream.aclose()
+
+
+__all__ = ["RECONNECT_MS", "end_when_unauthorized", "generation_stream", "parse_last_event_id"]

@@ -207,7 +207,7 @@ async def workflow_stream(
     workflow_id: UUID,
     workspace_id: UUID,
     keepalive_s: float,
-) -> AsyncIterator[ServerSentEventMessage]:
+) -> AsyncGenerator[ServerSentEventMessage, None]:
     """`node` events: every node first, then the nodes that changed, a burst (changes within
     ~100 ms) coalesced into one event. Node data is state, so a reconnect re-sends it all."""
     last_id = 0

@@ -7,7 +7,7 @@ lost notifications), then each counter change as it is notified. Reconnecting st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from uuid import UUID
 
 import msgspec
@@ -49,7 +49,7 @@ async def workspace_project_stream(
     subscription: Subscription,
     workspace_id: UUID,
     keepalive_s: float,
-) -> AsyncIterator[ServerSentEventMessage]:
+) -> AsyncGenerator[ServerSentEventMessage, None]:
     resend = True
     try:
         while True:

@@ -57,6 +57,9 @@ WHERE generation_id = %(generation_id)s AND id > %(after_id)s
 ORDER BY id
 LIMIT %(limit)s;
 
+-- name: generation_last_event_id
+SELECT max(id) FROM image_events WHERE generation_id = %(generation_id)s;
+
 -- name: find_api_key
 SELECT id, workspace_id FROM api_keys
 WHERE key_hash = %(key_hash)s AND revoked_at IS NULL;

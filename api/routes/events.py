@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -9,20 +10,36 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import ServerSentEvent
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.auth import QUERY_TOKEN_OPT, Principal
-from api.limits import TooManyRequests
+from api.auth import QUERY_TOKEN_OPT, Principal, StreamCredential
+from api.hub import Subscription
+from api.limits import StreamSlot, TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
-from api.sse import generation_stream, parse_last_event_id
+from api.sse import end_when_unauthorized, generation_stream, parse_last_event_id
 from api.streams import project_stream, workflow_stream
 from worker.sqlfiles import query
 
 QUERY_TOKEN_NOTE = (
     " Browsers' EventSource cannot send headers: this route also accepts the key as "
-    "`?access_token=` (only the SSE routes do)."
+    "`?access_token=` (only the SSE routes do). The credential is checked again at least every "
+    "`AUTH_CACHE_TTL_S`: once revoked or expired, the stream ends with an `unauthorized` event."
 )
+
+
+def stream_response(
+    request: Request[Principal, Any, Any],
+    state: State,
+    slot: StreamSlot,
+    subscription: Subscription,
+    stream: AsyncGenerator[ServerSentEventMessage, None],
+) -> ServerSentEvent:
+    """What every SSE route answers: the stream, ended when its credential no longer holds, in
+    the principal's stream slot."""
+    credential = StreamCredential(state, str(request.auth), request.user)
+    guarded = end_when_unauthorized(stream, subscription, credential)
+    return ServerSentEvent(slot.hold(guarded), headers={"X-Accel-Buffering": "no"})
 
 
 @get(
@@ -32,7 +49,8 @@ QUERY_TOKEN_NOTE = (
     summary="Live progress of a generation (Server-Sent Events)",
     description="The first event is the current state; each event has `event: generation` and "
     "`id:` = image_events.id. `Last-Event-ID` resumes after that id. A comment keeps the "
-    "connection alive every 15 s. The stream ends after the terminal event." + QUERY_TOKEN_NOTE,
+    "connection alive every 15 s. The stream ends after the terminal event, also when resumed "
+    "at or past it. A `Last-Event-ID` that is not an event id is ignored." + QUERY_TOKEN_NOTE,
     tags=["events"],
     opt={QUERY_TOKEN_OPT: True},
 )
@@ -52,7 +70,7 @@ async def generation_events(
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
     )
-    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
+    return stream_response(request, state, slot, subscription, stream)
 
 
 @get(
@@ -82,7 +100,7 @@ async def project_events(
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
     )
-    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
+    return stream_response(request, state, slot, subscription, stream)
 
 
 @get(
@@ -112,4 +130,4 @@ async def workflow_events(
     stream = workflow_stream(
         state.pool, subscription, workflow_id, workspace_id, state.settings.sse_keepalive_s
     )
-    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
+    return stream_response(request, state, slot, subscription, stream)

@@ -11,7 +11,7 @@ from litestar.response import ServerSentEvent
 
 from api.auth import QUERY_TOKEN_OPT, Principal
 from api.limits import TooManyRequests
-from api.routes.events import QUERY_TOKEN_NOTE
+from api.routes.events import QUERY_TOKEN_NOTE, stream_response
 from api.workspace_stream import workspace_project_stream
 
 
@@ -35,4 +35,4 @@ async def workspace_project_events(
     stream = workspace_project_stream(
         state.pool, subscription, workspace_id, state.settings.sse_keepalive_s
     )
-    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
+    return stream_response(request, state, slot, subscription, stream)

@@ -9,8 +9,10 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -19,7 +21,8 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from api.jwt_auth import JwksUnavailable, JwtVerifier, TokenError
+from api.jwt_auth import LEEWAY_S, JwksUnavailable, JwtVerifier, TokenError
+from tests.api.test_isolation import close, open_stream, wait_until
 from tests.conftest import Tenant
 from tests.emulators.server import serve
 from tests.emulators.supabase_auth import (
@@ -270,6 +273,88 @@ async def test_sse_and_actions_take_user_tokens(
     assert events.status_code == 200
     assert events.headers["content-type"].startswith("text/event-stream")
     assert "event: generation" in events.text and '"status":"cancelled"' in events.text
+
+
+@pytest.fixture
+def served_jwt_api(
+    database_url: str, tmp_path: Path, supabase_auth: SupabaseAuth
+) -> Callable[[float], AbstractContextManager[str]]:
+    """A factory for the API on a real port (SSE streams) with a given AUTH_CACHE_TTL_S."""
+
+    @contextmanager
+    def start(cache_ttl_s: float) -> Iterator[str]:
+        settings = load_settings(
+            {
+                "DATABASE_URL": database_url,
+                "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+                "SUPABASE_URL": supabase_auth.url,
+                "SUPABASE_JWT_SECRET": supabase_auth.secret,
+                "AUTH_CACHE_TTL_S": str(cache_ttl_s),
+                "SSE_KEEPALIVE_S": "60",
+            }
+        )
+        with serve(create_app(settings), lifespan="on") as url:
+            yield url
+
+    return start
+
+
+async def _stream_paths(http: httpx.AsyncClient, headers: dict[str, str]) -> list[str]:
+    project = await http.post("/v1/projects", json={"name": "p"}, headers=headers)
+    assert project.status_code == 201, project.text
+    created = await http.post(
+        "/v1/generations", json={"project_id": project.json()["id"], "prompt": "x"}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    return [f"/v1/generations/{created.json()['id']}/events", "/v1/projects/events"]
+
+
+async def test_a_stream_ends_when_its_user_token_expires(
+    served_jwt_api: Callable[[float], AbstractContextManager[str]],
+    supabase_auth: SupabaseAuth,
+    member: tuple[uuid.UUID, uuid.UUID],
+) -> None:
+    """At the token's `exp` (plus the clock-skew leeway), not at the next cache-TTL check."""
+    user_id, workspace_id = member
+    with served_jwt_api(60) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            paths = await _stream_paths(http, bearer(supabase_auth.token(user_id)))
+            # Expired already, but within the leeway: accepted for about 3 more seconds.
+            expires_at = time.time() - LEEWAY_S + 3
+            token = supabase_auth.token(user_id, exp=int(expires_at))
+            tenant = Tenant(workspace_id, token)
+            streams = [await open_stream(http, path, tenant) for path in paths]
+            await wait_until(lambda: all(s.events for s in streams), "the first events")
+            await wait_until(lambda: all(s.ended for s in streams), "the ends", timeout=10)
+            assert time.time() >= expires_at + LEEWAY_S - 1
+            for stream in streams:
+                final = stream.events[-1]
+                assert final.event == "unauthorized", stream.raw
+                assert final.json()["code"] == "credential_expired"
+            await close(*streams)
+
+
+async def test_a_stream_ends_when_its_user_leaves_the_workspace(
+    served_jwt_api: Callable[[float], AbstractContextManager[str]],
+    supabase_auth: SupabaseAuth,
+    member: tuple[uuid.UUID, uuid.UUID],
+    pool: AsyncConnectionPool,
+) -> None:
+    user_id, workspace_id = member
+    with served_jwt_api(1) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            token = supabase_auth.token(user_id)
+            paths = await _stream_paths(http, bearer(token))
+            streams = [await open_stream(http, path, Tenant(workspace_id, token)) for path in paths]
+            await wait_until(lambda: all(s.events for s in streams), "the first events")
+            async with pool.connection() as conn:
+                await conn.execute("DELETE FROM workspace_members WHERE user_id = %s", (user_id,))
+            await wait_until(lambda: all(s.ended for s in streams), "the ends", timeout=5)
+            for stream in streams:
+                final = stream.events[-1]
+                assert final.event == "unauthorized", stream.raw
+                assert final.json()["code"] == "credential_revoked"
+            await close(*streams)
 
 
 async def test_a_user_in_no_workspace_is_403(

@@ -1,19 +1,29 @@
-"""Lossless resume: events that commit out of id order are neither skipped nor sent twice."""
+"""Lossless resume: events that commit out of id order are neither skipped nor sent twice; a
+resume at or past the end of a finished generation ends; a garbage `Last-Event-ID` is ignored."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 
+import httpx
 import psycopg
 import pytest
 from litestar.response import ServerSentEventMessage
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from api.app import create_app
 from api.hub import Hub
+from api.sse import generation_stream
 from api.streams import project_stream
+from tests.conftest import Tenant
+from tests.emulators.server import serve
+from tests.sse_client import SSEEvent, read_sse
+from worker.config import load_settings
+from worker.sqlfiles import query
 
 
 @pytest.fixture
@@ -202,3 +212,170 @@ async def test_a_stream_started_while_another_transaction_is_open_catches_up_whe
         expected = [int(row[0]) for row in await cur.fetchall()]
     assert await reader.take(len(expected), timeout=3) == expected
     await reader.close()
+
+
+async def drain(
+    stream: AsyncGenerator[ServerSentEventMessage, None], timeout: float
+) -> list[ServerSentEventMessage]:
+    """Every message up to the end of the stream; TimeoutError if it does not end in time."""
+    messages: list[ServerSentEventMessage] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for message in stream:
+                messages.append(message)
+    finally:
+        await stream.aclose()
+    return messages
+
+
+async def max_event_id(pool: AsyncConnectionPool, generation_id: uuid.UUID) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT max(id) FROM image_events WHERE generation_id = %s", (generation_id,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_a_resume_at_or_past_the_terminal_event_sends_it_and_ends(
+    pool: AsyncConnectionPool, hub: Hub, project_id: uuid.UUID
+) -> None:
+    """EventSource reconnects with the id of the last event it got: after a finished
+    generation's terminal event, that stream must end again, not idle with keep-alives."""
+    generation_id = await idle_generation(pool, project_id)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE image_generations SET status = 'completed', progress = 100,"
+            " result_image_url = 'https://cdn.example.com/r.png' WHERE id = %s",
+            (generation_id,),
+        )
+    terminal = await max_event_id(pool, generation_id)
+    async with pool.connection() as conn:
+        # Events may follow the terminal one (a late provider callback is logged).
+        await conn.execute(
+            query("log_event"),
+            {"id": generation_id, "kind": "webhook", "message": "late", "data": Jsonb({})},
+        )
+    late = await max_event_id(pool, generation_id)
+    for last_event_id in (terminal, late, late + 1_000_000, 2**63 - 1):
+        stream = generation_stream(
+            pool, hub.subscribe(f"generation:{generation_id}"), generation_id, last_event_id, 5
+        )
+        messages = await drain(stream, timeout=3)
+        final = messages[-1]
+        assert final.event == "generation" and int(str(final.id)) == terminal, last_event_id
+        assert '"status":"completed"' in str(final.data)
+
+
+async def test_a_resume_past_a_running_generations_last_event_still_follows_it(
+    pool: AsyncConnectionPool, hub: Hub, project_id: uuid.UUID
+) -> None:
+    """An id past every event of this generation is no position in its stream: the events that
+    follow (all with lower ids) must not be dropped as already sent, the terminal one included."""
+    generation_id = await idle_generation(pool, project_id)
+    past = await max_event_id(pool, generation_id) + 1_000_000
+    reader = Reader(
+        generation_stream(
+            pool, hub.subscribe(f"generation:{generation_id}"), generation_id, past, 5
+        )
+    )
+    await asyncio.sleep(0.3)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE image_generations SET progress = 60 WHERE id = %s", (generation_id,)
+        )
+        await conn.execute(
+            "UPDATE image_generations SET status = 'cancelled' WHERE id = %s", (generation_id,)
+        )
+    assert len(await reader.take(2, timeout=5)) == 2
+    await asyncio.wait_for(reader.task, 3)  # ended after the terminal event
+    await reader.close()
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API on a real port: SSE needs a streaming transport, and odd header bytes a real
+    HTTP parser."""
+    settings = load_settings(
+        {
+            "DATABASE_URL": database_url,
+            "LOCAL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
+            "PORT": "8000",
+            "SSE_KEEPALIVE_S": "1",
+        }
+    )
+    with serve(create_app(settings), lifespan="on") as url:
+        yield url
+
+
+GARBAGE_LAST_EVENT_IDS: list[bytes] = [
+    b"9" * 5000,
+    b"99999999999999999999",  # past bigint
+    b"\xb2",  # a digit to str.isdigit(), not to int()
+    b"1\xe9",
+    b"\xef\xbc\x91",  # a full-width 1, UTF-8
+    b"-1",
+    b"0x10",
+    b"1 2",
+]
+
+
+async def first_events(
+    http: httpx.AsyncClient, path: str, headers: dict[bytes, bytes], count: int
+) -> tuple[list[SSEEvent], bool]:
+    """The first `count` events (fewer if the stream ends first), and whether it ended."""
+    events: list[SSEEvent] = []
+    async with asyncio.timeout(10), http.stream("GET", path, headers=headers) as response:
+        assert response.status_code == 200, (path, headers, await response.aread())
+        async for item in read_sse(response):
+            if isinstance(item, SSEEvent):
+                events.append(item)
+                if len(events) == count:
+                    return events, False
+    return events, True
+
+
+async def test_a_garbage_last_event_id_is_treated_as_absent_on_every_stream(
+    api_url: str, tenant: Tenant
+) -> None:
+    workflow_id = str(uuid.uuid4())
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as http:
+        project = await http.post("/v1/projects", json={"name": "p"}, headers=tenant.headers)
+        assert project.status_code == 201, project.text
+        project_id = project.json()["id"]
+        created = await http.post(
+            "/v1/generations",
+            json={
+                "project_id": project_id,
+                "prompt": "x",
+                "workflow_id": workflow_id,
+                "node_id": "n1",
+            },
+            headers=tenant.headers,
+        )
+        assert created.status_code == 201, created.text
+        generation_id = created.json()["id"]
+        cancelled = await http.post(
+            f"/v1/generations/{generation_id}/cancel", headers=tenant.headers
+        )
+        assert cancelled.status_code == 200, cancelled.text
+
+        for raw in GARBAGE_LAST_EVENT_IDS:
+            headers = {
+                **{name.encode(): value.encode() for name, value in tenant.headers.items()},
+                b"Last-Event-ID": raw,
+            }
+            # As absent: the current (terminal) state, then the end.
+            events, ended = await first_events(
+                http, f"/v1/generations/{generation_id}/events", headers, 2
+            )
+            assert ended and len(events) == 1, raw
+            assert events[0].json()["status"] == "cancelled"
+            # As absent: the project first, no replay.
+            events, _ = await first_events(http, f"/v1/projects/{project_id}/events", headers, 1)
+            assert events[0].event == "project", raw
+            events, _ = await first_events(http, f"/v1/workflows/{workflow_id}/events", headers, 1)
+            assert events[0].event == "node", raw
+            events, _ = await first_events(http, "/v1/projects/events", headers, 1)
+            assert events[0].event == "project", raw
