@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     SOURCE_UNREADABLE = "source_unreadable"
     STORAGE_ERROR = "storage_error"
     CANCELLED = "cancelled"
+    MODEL_UNAVAILABLE = "model_unavailable"
 
 
 MESSAGES: dict[ErrorCode, str] = {
@@ -33,6 +34,7 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.SOURCE_UNREADABLE: "Unable to read source image dimensions",
     ErrorCode.STORAGE_ERROR: "Uploading the result to storage failed after retries",
     ErrorCode.CANCELLED: "Cancelled",
+    ErrorCode.MODEL_UNAVAILABLE: "The provider does not serve this model",
 }
 
 # Transient failures: the job is retried with backoff, at most MAX_ATTEMPTS runs in all.
