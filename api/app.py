@@ -25,10 +25,12 @@ from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
 from api.routes.metrics import metrics
+from api.routes.models import models
 from api.routes.projects import ProjectController
 from api.routes.webhooks import receive_webhook
 from api.routes.workspace_events import workspace_project_events
 from api.webhook_auth import FalVerifier
+from worker.catalogue import Catalogue
 from worker.config import Settings, load_settings
 from worker.db import create_pool
 from worker.runtime import build_storage
@@ -59,6 +61,9 @@ def cors_config(settings: Settings) -> CORSConfig | None:
             "RateLimit-Remaining",
             "RateLimit-Reset",
             "RateLimit-Policy",
+            "Deprecation",
+            "Sunset",
+            "Link",
         ],
     )
 
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await app.state.storage.prepare()
         app.state.pool = pool
         app.state.hub = hub
+        app.state.catalogue = Catalogue(pool)
         try:
             yield
         finally:
@@ -99,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ProjectController,
             GenerationController,
             GenerationActions,
+            models,
             generation_events,
             project_events,
             workflow_events,

@@ -92,6 +92,15 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
     for row in await _rows(pool, "metrics_webhooks", windowed):
         webhooks.add_metric([row["outcome"]], float(row["n"]))
 
+    shutdowns = GaugeMetricFamily(
+        "imagejobs_default_model_days_to_shutdown",
+        "Days until each provider's default model shuts down (the models catalogue)",
+        labels=["provider", "model", "status"],
+    )
+    for row in await _rows(pool, "metrics_model_shutdowns"):
+        if row["days"] is not None:
+            shutdowns.add_metric([row["provider"], row["model"], row["status"]], float(row["days"]))
+
     window = GaugeMetricFamily(
         "imagejobs_metrics_window_seconds", "Look-back window of the *_window series"
     )
@@ -102,6 +111,7 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
         oldest,
         failures,
         webhooks,
+        shutdowns,
         window,
         _histogram(
             "imagejobs_generation_duration_seconds",

@@ -18,7 +18,8 @@ HttpUrl = Annotated[str, Meta(max_length=4096, pattern=r"^https?://[^\s\x00]+$")
 Size = Annotated[str, Meta(pattern=r"^\d{2,4}x\d{2,4}$")]
 AspectRatio = Annotated[str, Meta(pattern=r"^[1-9]\d{0,2}:[1-9]\d{0,2}$")]
 Seed = Annotated[int, Meta(ge=0, le=2**32 - 1)]
-Provider = Literal["local", "openai", "google", "fal"]
+# Checked against the provider registry by the route (worker/providers/registry.py).
+Provider = Annotated[str, Meta(min_length=1, max_length=50, pattern=NO_NUL)]
 WebhookEvent = Literal["start", "progress", "completed"]
 
 

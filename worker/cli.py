@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -89,6 +90,10 @@ def _api_key_list(settings: Settings, args: argparse.Namespace) -> None:
         )
         for k in keys
     ]
+    _print_table(rows)
+
+
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
@@ -117,6 +122,58 @@ def _api_key_revoke(settings: Settings, args: argparse.Namespace) -> None:
     print(
         f"revoked API key {key.id} ({key.prefix}...) of workspace {key.workspace_id}; running "
         f"APIs refuse it within AUTH_CACHE_TTL_S ({settings.auth_cache_ttl_s:g} s)"
+    )
+
+
+def _models(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.catalogue import ModelEntry, list_models
+
+    async def fetch() -> list[ModelEntry]:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            return await list_models(conn)
+
+    entries = [e for e in asyncio.run(fetch()) if args.provider in (None, e.provider)]
+    rows = [("PROVIDER", "MODEL", "STATUS", "SHUTDOWN", "REPLACEMENT", "DEFAULT")] + [
+        (
+            e.provider,
+            e.model,
+            e.status,
+            str(e.shutdown_date or "-"),
+            e.replacement or "-",
+            "yes" if e.is_default else "",
+        )
+        for e in entries
+    ]
+    _print_table(rows)
+
+
+def _models_default(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.catalogue import ModelEntry, set_default
+
+    async def change() -> ModelEntry:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            return await set_default(
+                conn,
+                args.provider,
+                args.model,
+                source=f"imagejobs models default, {datetime.now(UTC).date()}",
+            )
+
+    try:
+        entry = asyncio.run(change())
+    except ValueError as exc:
+        raise SystemExit(f"models default: {exc}") from None
+    print(
+        f"{entry.provider}: new generations that name no model now use {entry.model} "
+        f"({entry.status}); running APIs show it within 30 s"
     )
 
 
@@ -158,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("key", metavar="KEY_ID_OR_PREFIX")
     revoke.set_defaults(run=_api_key_revoke)
+    models = commands.add_parser("models", help="the model catalogue; change a default")
+    models.add_argument("--provider", default=None, help="only this provider's models")
+    models.set_defaults(run=_models)
+    models_commands = models.add_subparsers(dest="models_command")
+    default = models_commands.add_parser(
+        "default", help="make MODEL the default of PROVIDER (no deploy needed)"
+    )
+    default.add_argument("provider", metavar="PROVIDER")
+    default.add_argument("model", metavar="MODEL")
+    default.set_defaults(run=_models_default)
     return parser
 
 

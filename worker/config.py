@@ -8,8 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-# Requests per minute each provider allows us, shared by every worker (OPENAI_RPM, ...).
-DEFAULT_RPM: dict[str, int] = {"openai": 50, "google": 60, "fal": 60}
+from worker.providers.registry import PROVIDERS
 
 
 class ConfigError(ValueError):
@@ -173,9 +172,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         supabase_bucket=env.get("SUPABASE_BUCKET") or "images",
         supabase_signed_urls=_bool(env, "SUPABASE_SIGNED_URLS", False),
         supabase_signed_url_ttl_s=_int(env, "SUPABASE_SIGNED_URL_TTL_S", 7 * 24 * 3600, minimum=60),
+        # Requests per minute each provider allows us, shared by every worker (OPENAI_RPM, ...).
         provider_rpm={
-            name: _int(env, f"{name.upper()}_RPM", default, minimum=1)
-            for name, default in DEFAULT_RPM.items()
+            spec.name: _int(env, f"{spec.name.upper()}_RPM", spec.default_rpm, minimum=1)
+            for spec in PROVIDERS.values()
+            if spec.default_rpm
         },
         provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", 120.0),
         webhook_base_url=_webhook_base(env.get("PUBLIC_BASE_URL")),

@@ -18,6 +18,7 @@ import socket
 
 from procrastinate.worker import Worker
 
+from worker.catalogue import default_model_warnings
 from worker.config import Settings
 from worker.db import create_pool
 from worker.runtime import build_runtime
@@ -73,6 +74,9 @@ async def run_worker(settings: Settings) -> None:
     async with pool, app.open_async(pool):
         runtime = build_runtime(settings, pool)
         await runtime.storage.prepare()
+        async with pool.connection() as conn:
+            for warning in await default_model_warnings(conn):
+                logger.warning(warning)
         delay = 1.0
         try:
             while not stopping.is_set():

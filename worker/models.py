@@ -10,7 +10,6 @@ import msgspec
 
 Status = Literal["pending", "processing", "completed", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
-PROVIDERS: tuple[str, ...] = ("local", "openai", "google", "fal")
 
 # The seed's badge labels, by status.
 STATUS_LABELS: dict[str, str] = {

@@ -117,11 +117,28 @@ async def _handle_failure(
             {"error_code": error.code.value, "attempt": attempt},
         )
         raise error
+    if error.code is ErrorCode.MODEL_UNAVAILABLE:
+        error = await _with_replacement(runtime, generation_id, error)
     await runtime.lifecycle.fail(generation_id, error.code.value, error.message)
     logger.info("generation %s failed: %s (%s)", generation_id, error.code.value, error.message)
     if cause is not None:
         # Failed in the catalogue, but still a bug of ours: the job fails so it is reported.
         raise cause
+
+
+async def _with_replacement(
+    runtime: Runtime, generation_id: UUID, error: GenerationError
+) -> GenerationError:
+    """A provider that no longer serves a model: the message names what to use instead."""
+    generation = await runtime.lifecycle.get(generation_id)
+    if generation is None:
+        return error
+    instead = await runtime.catalogue.instead_of(generation.provider, generation.model)
+    advice = f"; use {instead!r} instead" if instead else ""
+    detail = error.detail or ""
+    if generation.model not in detail:
+        detail = f"{generation.model!r} ({detail})" if detail else repr(generation.model)
+    return GenerationError(ErrorCode.MODEL_UNAVAILABLE, detail + advice)
 
 
 EDIT_PROMPTS = {

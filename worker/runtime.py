@@ -6,11 +6,12 @@ from typing import TYPE_CHECKING
 
 from psycopg_pool import AsyncConnectionPool
 
+from worker.catalogue import Catalogue
 from worker.config import ConfigError, Settings
 from worker.lifecycle import Lifecycle
 from worker.netguard import OutboundPolicy
 from worker.providers.base import AsyncProvider, Provider
-from worker.providers.local import LocalProvider
+from worker.providers.registry import build_providers
 from worker.ratelimit import RateLimiter
 from worker.storage.base import Storage
 from worker.storage.local import LocalStorage
@@ -31,6 +32,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.lifecycle = Lifecycle(pool)
+        self.catalogue = Catalogue(pool)
         self.providers = providers
         self.queue_providers = queue_providers or {}
         self.storage = storage
@@ -79,46 +81,8 @@ def build_storage(settings: Settings) -> Storage:
     )
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """The providers that answer within the call, for those this worker has configuration for."""
-    providers: dict[str, Provider] = {
-        "local": LocalProvider(delay_ms=settings.local_provider_delay_ms)
-    }
-    if settings.openai_api_key or settings.openai_base_url:
-        from worker.providers.openai import OpenAIProvider
-
-        providers["openai"] = OpenAIProvider(
-            settings.openai_api_key,
-            settings.openai_base_url,
-            timeout_s=settings.provider_timeout_s,
-            outbound=OutboundPolicy.from_settings(settings),
-        )
-    if settings.google_api_key or settings.google_vertex_project:
-        from worker.providers.google import GoogleProvider
-
-        providers["google"] = GoogleProvider(
-            settings.google_api_key,
-            settings.google_base_url,
-            timeout_s=settings.provider_timeout_s,
-            vertex_project=settings.google_vertex_project,
-            vertex_location=settings.google_vertex_location,
-        )
-    return providers
-
-
-def build_queue_providers(settings: Settings) -> dict[str, AsyncProvider]:
-    if not settings.fal_key:
-        return {}
-    from worker.providers.fal import FalProvider
-
-    return {"fal": FalProvider(settings.fal_key, settings.fal_base_url)}
-
-
 def build_runtime(settings: Settings, pool: AsyncConnectionPool) -> Runtime:
+    providers, queue_providers = build_providers(settings)
     return Runtime(
-        settings,
-        pool,
-        build_providers(settings),
-        build_storage(settings),
-        queue_providers=build_queue_providers(settings),
+        settings, pool, providers, build_storage(settings), queue_providers=queue_providers
     )

@@ -6,6 +6,8 @@ the API and a person with psql take exactly the same path.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
+from email.utils import format_datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -26,8 +28,10 @@ from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList
+from worker.catalogue import Catalogue
 from worker.models import Generation
 from worker.netguard import OutboundPolicy, OutboundRefused
+from worker.providers.registry import NAMES, REFUSED
 from worker.sqlfiles import query
 
 StatusFilter = Literal["pending", "processing", "completed", "failed", "cancelled"]
@@ -97,8 +101,38 @@ def refuse_unsafe_urls(data: GenerationCreate, policy: OutboundPolicy) -> None:
             raise InvalidField(field, str(exc)) from exc
 
 
+def check_provider(provider: str) -> None:
+    """Providers come from the registry; a few we deliberately do not offer say why."""
+    if provider in REFUSED:
+        raise InvalidField("provider", REFUSED[provider])
+    if provider not in NAMES:
+        raise InvalidField("provider", f"unknown provider {provider!r}: one of {', '.join(NAMES)}")
+
+
+async def deprecation_headers(state: State, generation: Generation) -> dict[str, str]:
+    """RFC 9745 `Deprecation` and RFC 8594 `Sunset` for a model the catalogue marks deprecated
+    (the generation's trail also gets a log row, written by the insert trigger)."""
+    catalogue: Catalogue = state.catalogue
+    entry = await catalogue.entry(generation.provider, generation.model)
+    if entry is None or entry.status != "deprecated":
+        return {}
+    headers: dict[str, str] = {}
+    since = entry.deprecated_on or datetime.now(UTC).date()
+    headers["Deprecation"] = f"@{int(datetime.combine(since, time(), UTC).timestamp())}"
+    if entry.shutdown_date is not None:
+        sunset = datetime.combine(entry.shutdown_date, time(), UTC)
+        headers["Sunset"] = format_datetime(sunset, usegmt=True)
+    if entry.replacement:
+        headers["Link"] = f'</v1/models>; rel="successor-version"; title="{entry.replacement}"'
+    return headers
+
+
 def _constraint_error(exc: psycopg.Error) -> InvalidField:
     diag = exc.diag
+    if diag.constraint_name == "models_shutdown":
+        return InvalidField("model", diag.message_primary or "the model was shut down")
+    if diag.constraint_name == "image_generations_provider_fkey":
+        return InvalidField("provider", "unknown provider")
     if isinstance(exc, errors.ForeignKeyViolation) or diag.column_name in (
         "project_id",
         "workspace_id",
@@ -140,6 +174,7 @@ class GenerationController(Controller):
         ] = None,
     ) -> Response[Generation]:
         principal = request.user
+        check_provider(data.provider)
         refuse_unsafe_urls(data, OutboundPolicy.from_settings(state.settings))
         params = _insert_params(data, principal, idempotency_key)
         async with state.pool.connection() as conn:
@@ -165,7 +200,10 @@ class GenerationController(Controller):
         return Response(
             created,
             status_code=HTTP_201_CREATED,
-            headers={"Location": f"/v1/generations/{created.id}"},
+            headers={
+                "Location": f"/v1/generations/{created.id}",
+                **await deprecation_headers(state, created),
+            },
         )
 
     @get("/{generation_id:uuid}", summary="A generation")

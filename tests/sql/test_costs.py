@@ -33,42 +33,47 @@ async def costs(conn: Conn, workspace_id: uuid.UUID, provider: str, model: str) 
 async def test_costs_by_model_size_and_quality(
     conn: Conn, project_id: uuid.UUID, workspace_id: uuid.UUID
 ) -> None:
-    oa = ("openai", "gpt-image-1")
-    await add(
-        conn,
-        project_id,
-        workspace_id,
-        "completed",
-        provider=oa[0],
-        model=oa[1],
-        spec={"size": "1024x1024", "quality": "high"},
-    )
-    await add(
-        conn,
-        project_id,
-        workspace_id,
-        "completed",
-        provider=oa[0],
-        model=oa[1],
-        spec={"size": "1536x1024", "quality": "low"},
-    )
-    # No size or quality: the model's wildcard row (medium, 1024x1024).
-    await add(conn, project_id, workspace_id, "completed", provider=oa[0], model=oa[1])
-    await add(
-        conn,
-        project_id,
-        workspace_id,
-        "failed",
-        provider=oa[0],
-        model=oa[1],
-        spec={"size": "1024x1024", "quality": "high"},
-    )
-    await add(conn, project_id, workspace_id, "pending", provider=oa[0], model=oa[1])
+    # Priced as gpt-image-1 was while it ran (the catalogue refuses new work for it now).
+    async with conn.transaction(force_rollback=True):
+        await conn.execute(
+            "UPDATE models SET status = 'active' WHERE provider = 'openai' AND model = 'gpt-image-1'"
+        )
+        oa = ("openai", "gpt-image-1")
+        await add(
+            conn,
+            project_id,
+            workspace_id,
+            "completed",
+            provider=oa[0],
+            model=oa[1],
+            spec={"size": "1024x1024", "quality": "high"},
+        )
+        await add(
+            conn,
+            project_id,
+            workspace_id,
+            "completed",
+            provider=oa[0],
+            model=oa[1],
+            spec={"size": "1536x1024", "quality": "low"},
+        )
+        # No size or quality: the model's wildcard row (medium, 1024x1024).
+        await add(conn, project_id, workspace_id, "completed", provider=oa[0], model=oa[1])
+        await add(
+            conn,
+            project_id,
+            workspace_id,
+            "failed",
+            provider=oa[0],
+            model=oa[1],
+            spec={"size": "1024x1024", "quality": "high"},
+        )
+        await add(conn, project_id, workspace_id, "pending", provider=oa[0], model=oa[1])
 
-    row = await costs(conn, workspace_id, *oa)
-    assert (row["generations"], row["completed"], row["failed"]) == (5, 3, 1)
-    assert row["estimated_cost_usd"] == Decimal("0.167") + Decimal("0.016") + Decimal("0.042")
-    assert row["unpriced"] == 0
+        row = await costs(conn, workspace_id, *oa)
+        assert (row["generations"], row["completed"], row["failed"]) == (5, 3, 1)
+        assert row["estimated_cost_usd"] == Decimal("0.167") + Decimal("0.016") + Decimal("0.042")
+        assert row["unpriced"] == 0
 
 
 async def test_fal_is_charged_per_megapixel(

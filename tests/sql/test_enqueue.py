@@ -142,22 +142,70 @@ async def test_no_prompt_at_all_is_rejected(conn: Conn, project_id: uuid.UUID) -
         )
 
 
-@pytest.mark.parametrize(
-    ("provider", "model"),
-    [
-        ("local", "pillow-v1"),
-        ("openai", "gpt-image-1.5"),
-        ("google", "gemini-2.5-flash-image"),
-        ("fal", "fal-ai/flux/dev"),
-    ],
-)
-async def test_model_defaults_per_provider(
-    conn: Conn, project_id: uuid.UUID, provider: str, model: str
+@pytest.mark.parametrize("provider", ["local", "openai", "google", "fal", "stability"])
+async def test_model_defaults_come_from_the_catalogue(
+    conn: Conn, project_id: uuid.UUID, provider: str
 ) -> None:
+    cur = await conn.execute(
+        "SELECT model, status FROM models WHERE provider = %s AND is_default", (provider,)
+    )
+    default = await cur.fetchone()
+    assert default is not None and default[1] == "active"
     generation_id = await insert_generation(conn, project_id, provider=provider)
     row = await generation(conn, generation_id)
-    assert row["model"] == model
-    assert row["metadata"] == {"model": f"{provider}:{model}"}
+    assert row["model"] == default[0]
+    assert row["metadata"] == {"model": f"{provider}:{default[0]}"}
+
+
+async def test_changing_the_catalogue_default_changes_what_sql_inserts_get(
+    conn: Conn, project_id: uuid.UUID
+) -> None:
+    async with conn.transaction(force_rollback=True):
+        await conn.execute("UPDATE models SET is_default = false WHERE provider = 'openai'")
+        await conn.execute(
+            "UPDATE models SET is_default = true WHERE provider = 'openai' AND model = 'gpt-image-2'"
+        )
+        generation_id = await insert_generation(conn, project_id, provider="openai")
+        assert (await generation(conn, generation_id))["model"] == "gpt-image-2"
+
+
+async def test_a_shut_down_model_is_refused_naming_its_replacement(
+    conn: Conn, project_id: uuid.UUID
+) -> None:
+    with pytest.raises(errors.CheckViolation) as exc:
+        await insert_generation(conn, project_id, provider="openai", model="dall-e-3")
+    assert exc.value.diag.column_name == "model"
+    assert "shut down on 2026-05-12; use gpt-image-2.6-sunburst instead" in str(exc.value)
+    # A record of finished work may still name it (imports, history).
+    await insert_generation(
+        conn, project_id, provider="openai", model="dall-e-3", status="completed"
+    )
+
+
+async def test_a_deprecated_model_is_accepted_with_a_logged_warning(
+    conn: Conn, project_id: uuid.UUID
+) -> None:
+    generation_id = await insert_generation(
+        conn, project_id, provider="google", model="gemini-3.1-flash-image"
+    )
+    cur = await conn.execute(
+        "SELECT kind, message, data FROM image_events WHERE generation_id = %s ORDER BY id",
+        (generation_id,),
+    )
+    events = await cur.fetchall()
+    assert [e[0] for e in events] == ["status", "log"]
+    assert "deprecated" in events[1][1] and "gemini-nano-banana-2.1" in events[1][1]
+    assert events[1][2]["replacement"] == "gemini-nano-banana-2.1"
+
+
+async def test_a_model_the_catalogue_does_not_know_is_tried(
+    conn: Conn, project_id: uuid.UUID
+) -> None:
+    generation_id = await insert_generation(
+        conn, project_id, provider="openai", model="gpt-image-9-preview"
+    )
+    row = await generation(conn, generation_id)
+    assert (row["model"], row["status"]) == ("gpt-image-9-preview", "pending")
 
 
 async def test_explicit_model_and_metadata_are_kept(conn: Conn, project_id: uuid.UUID) -> None:
@@ -165,12 +213,12 @@ async def test_explicit_model_and_metadata_are_kept(conn: Conn, project_id: uuid
         conn,
         project_id,
         provider="openai",
-        model="dall-e-3",
+        model="gpt-image-2",
         metadata=Jsonb({"source": "psql"}),
     )
     row = await generation(conn, generation_id)
-    assert row["model"] == "dall-e-3"
-    assert row["metadata"] == {"source": "psql", "model": "openai:dall-e-3"}
+    assert row["model"] == "gpt-image-2"
+    assert row["metadata"] == {"source": "psql", "model": "openai:gpt-image-2"}
     preset = await insert_generation(
         conn, project_id, provider="fal", metadata=Jsonb({"model": "custom"})
     )

@@ -1,0 +1,19 @@
+"""GET /v1/models: the model catalogue, so clients pick a served model and see what is going."""
+
+from __future__ import annotations
+
+import msgspec
+from litestar import get
+from litestar.datastructures import State
+
+from worker.catalogue import ModelEntry, list_models
+
+
+class ModelList(msgspec.Struct):
+    data: list[ModelEntry]
+
+
+@get("/v1/models", summary="The model catalogue: status, shutdown dates, defaults", tags=["models"])
+async def models(state: State) -> ModelList:
+    async with state.pool.connection() as conn:
+        return ModelList(data=await list_models(conn))
