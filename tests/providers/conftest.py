@@ -7,6 +7,7 @@ import pytest
 from tests.emulators.openai import OpenAIState, build_openai_emulator
 from tests.emulators.server import serve
 from tests.providers.google_fixtures import google_emulator, google_server  # noqa: F401
+from tests.providers.stability_fixtures import stability_emulator, stability_server  # noqa: F401
 from tests.providers.supabase_fixtures import supabase_storage  # noqa: F401
 
 

@@ -3,6 +3,7 @@ image type of bytes we send, and scrubbing of provider messages. Written once, h
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from contextlib import suppress
@@ -75,3 +76,15 @@ def status_error(
     if status in TRANSIENT_STATUSES or status >= 500:
         return GenerationError(ErrorCode.PROVIDER_ERROR, detail, retry_after=retry_after(headers))
     return GenerationError(ErrorCode.NO_RESULT, detail)
+
+
+def nearest_ratio(width: int, height: int, ratios: tuple[str, ...]) -> str:
+    """The ratio ("16:9") among `ratios` closest to width:height, compared on a log scale so
+    that 2:1 and 1:2 are equally far from 1:1."""
+    target = math.log(width / height)
+
+    def distance(ratio: str) -> float:
+        w, h = ratio.split(":")
+        return abs(math.log(int(w) / int(h)) - target)
+
+    return min(ratios, key=distance)
