@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     google_vertex_project: str | None = None
     google_vertex_location: str | None = None
     fal_key: str | None = None
+    stability_api_key: str | None = None
+    stability_base_url: str = "https://api.stability.ai"
     fal_base_url: str = "https://queue.fal.run"
     fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
     poll_interval_s: float = 5.0
@@ -163,6 +165,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         google_vertex_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
         google_vertex_location=env.get("GOOGLE_CLOUD_LOCATION") or None,
         fal_key=env.get("FAL_KEY") or None,
+        stability_api_key=env.get("STABILITY_API_KEY") or None,
+        stability_base_url=(env.get("STABILITY_BASE_URL") or "https://api.stability.ai").rstrip(
+            "/"
+        ),
         fal_base_url=(env.get("FAL_BASE_URL") or "https://queue.fal.run").rstrip("/"),
         fal_jwks_url=env.get("FAL_JWKS_URL") or "https://rest.alpha.fal.ai/.well-known/jwks.json",
         poll_interval_s=_float(env, "POLL_INTERVAL_S", 5.0),

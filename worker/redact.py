@@ -47,6 +47,7 @@ def secret_values(settings: Settings, env: Mapping[str, str] | None = None) -> l
         settings.openai_api_key,
         settings.google_api_key,
         settings.fal_key,
+        settings.stability_api_key,
         settings.supabase_service_role_key,
         settings.sentry_dsn,
         env.get("SUPABASE_JWT_SECRET"),

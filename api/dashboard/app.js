@@ -110,12 +110,38 @@ async function signIn(key) {
     throw error;
   }
   sessionStorage.setItem(KEY_STORAGE, key);
+  await loadProviders();
   $("login").hidden = true;
   $("app").hidden = false;
   $("logout").hidden = false;
   openWorkspaceStream();
   const first = state.projects.keys().next();
   if (!first.done) await selectProject(first.value);
+}
+
+async function loadProviders() {
+  // The providers are the catalogue's (GET /v1/models), each shown with its default model.
+  let catalogue;
+  try {
+    catalogue = await api("GET", "/v1/models");
+  } catch {
+    return; // the page's own list stays
+  }
+  const defaults = new Map();
+  for (const entry of catalogue.data) {
+    if (!defaults.has(entry.provider) || entry.default) defaults.set(entry.provider, entry);
+  }
+  const select = $("provider");
+  const chosen = select.value;
+  select.replaceChildren(
+    ...[...defaults.values()].map((entry) => {
+      const option = document.createElement("option");
+      option.value = entry.provider;
+      option.textContent = entry.default ? `${entry.provider} (${entry.model})` : entry.provider;
+      return option;
+    }),
+  );
+  if (defaults.has(chosen)) select.value = chosen;
 }
 
 function signOut(message) {

@@ -75,6 +75,18 @@ def _fal(settings: Settings) -> AsyncProvider | None:
     return FalProvider(settings.fal_key, settings.fal_base_url)
 
 
+def _stability(settings: Settings) -> Provider | None:
+    if not settings.stability_api_key:
+        return None
+    from worker.providers.stability import StabilityProvider
+
+    return StabilityProvider(
+        settings.stability_api_key,
+        settings.stability_base_url,
+        timeout_s=settings.provider_timeout_s,
+    )
+
+
 ALL: frozenset[Capability] = frozenset({"generate", "image_to_image", "inpaint"})
 
 PROVIDERS: dict[str, ProviderSpec] = {
@@ -84,6 +96,8 @@ PROVIDERS: dict[str, ProviderSpec] = {
         ProviderSpec("openai", 50, ALL, build=_openai),
         ProviderSpec("google", 60, ALL, build=_google),
         ProviderSpec("fal", 60, frozenset({"generate", "image_to_image"}), build_queue=_fal),
+        # Stability allows 150 requests per 10 s; the queue stays well under that.
+        ProviderSpec("stability", 600, ALL, build=_stability),
     )
 }
 NAMES: tuple[str, ...] = tuple(PROVIDERS)
