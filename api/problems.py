@@ -194,9 +194,19 @@ def handle_malformed_body(
     return problem_response(HTTP_400_BAD_REQUEST, f"body: {message}", [FieldError("body", message)])
 
 
+def handle_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Problem]:
+    """msgspec gives up on JSON nested deeper than it recurses: the body's fault, a 400. Any
+    other RecursionError is ours."""
+    if "while deserializing" not in str(exc):
+        return handle_unexpected(request, exc)
+    message = "JSON nested too deeply"
+    return problem_response(HTTP_400_BAD_REQUEST, f"body: {message}", [FieldError("body", message)])
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: handle_http_exception,
     SerializationException: handle_malformed_body,
+    RecursionError: handle_recursion,
     psycopg.OperationalError: handle_database_unavailable,
     TimeoutError: handle_database_unavailable,
     Exception: handle_unexpected,

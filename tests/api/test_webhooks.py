@@ -191,7 +191,8 @@ async def test_callbacks_for_unknown_or_finished_jobs_are_acknowledged(
 async def test_unreadable_payloads_and_unknown_providers(client: Client) -> None:
     body = b'{"type": "something else"}'
     response = await client.post("/v1/webhooks/generic", content=body, headers=signed(body))
-    assert response.status_code == 400
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["data"]
     unknown = await client.post("/v1/webhooks/replicate", content=b"{}")
     assert unknown.status_code == 404
 
