@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers import BaseRouteHandler
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -18,7 +21,7 @@ from api.hub import Hub
 from api.jwt_auth import JwtVerifier
 from api.limits import StreamSlots
 from api.openapi import document_auth, document_problems
-from api.problems import EXCEPTION_HANDLERS
+from api.problems import EXCEPTION_HANDLERS, InvalidField
 from api.routes.actions import GenerationActions
 from api.routes.dashboard import dashboard, dashboard_assets
 from api.routes.events import generation_events, project_events, workflow_events
@@ -36,6 +39,12 @@ from worker.db import create_pool
 from worker.runtime import build_storage
 
 MAX_BODY_BYTES = 1024 * 1024
+
+
+def no_nul_in_path(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """`/files/%00`: the file system refuses NUL with a ValueError, which would be a 500."""
+    if "\x00" in connection.scope["path"]:
+        raise InvalidField("path", "must not contain NUL characters", status_code=400)
 
 
 def cors_config(settings: Settings) -> CORSConfig | None:
@@ -125,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 directories=[settings.local_storage_dir],
                 name="files",
                 include_in_schema=False,
+                guards=[no_nul_in_path],
             )
         )
     # dashboard: the page at / and its static assets

@@ -4,21 +4,19 @@ JWKS at `{SUPABASE_URL}/auth/v1/.well-known/jwks.json` (ES256, RS256).
 The algorithm a token may use follows from the key kind that verifies it: HS256 only with the
 shared secret, ES256/RS256 only with a JWKS key of that very algorithm; anything else (`none`,
 HS256 signed with a public key, a key id pointing at a key of another type) is refused before
-any signature is checked. The JWKS is fetched with httpx (the API is async), cached, and fetched
-again when a token names a key id we do not know, at most once per cooldown.
+any signature is checked. The JWKS is cached (api/jwks.py) and fetched again when a token names
+a key id we do not know, at most once per cooldown.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-import httpx
 import jwt
+
+from api.jwks import JwksCache
 
 AUDIENCE = "authenticated"
 ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256"})
@@ -28,8 +26,6 @@ JWKS_TTL_S = 600.0
 # A token with an unknown `kid` refreshes the JWKS at most once per this many seconds, so a
 # stream of made-up key ids cannot turn into a stream of requests to Supabase.
 JWKS_COOLDOWN_S = 30.0
-# After a failed fetch, the next attempt waits this long (the stale keys stay in use).
-JWKS_RETRY_S = 5.0
 
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
@@ -76,76 +72,13 @@ def _usable_key(entry: Any) -> jwt.PyJWK | None:
     return key if key.algorithm_name in ASYMMETRIC_ALGORITHMS else None
 
 
-class JwksCache:
-    """The project's public signing keys by key id."""
+def _keyed_entry(entry: Any) -> tuple[str, jwt.PyJWK] | None:
+    key = _usable_key(entry)
+    return (str(entry["kid"]), key) if key is not None else None
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        ttl_s: float = JWKS_TTL_S,
-        cooldown_s: float = JWKS_COOLDOWN_S,
-        timeout_s: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.url = url
-        self.ttl_s = ttl_s
-        self.cooldown_s = cooldown_s
-        self.timeout_s = timeout_s
-        self.clock = clock
-        self.fetches = 0
-        self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
-        self._failed_at: float | None = None
-        self._refreshed_on_miss_at: float | None = None
-        self._lock = asyncio.Lock()
 
-    def _stale(self, now: float) -> bool:
-        return self._fetched_at is None or now - self._fetched_at >= self.ttl_s
-
-    def _may_retry(self, now: float) -> bool:
-        return self._failed_at is None or now - self._failed_at >= JWKS_RETRY_S
-
-    async def _fetch(self) -> None:
-        self.fetches += 1
-        try:
-            async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-                response = await client.get(self.url)
-                response.raise_for_status()
-                document = response.json()
-            entries = document["keys"]
-            if not isinstance(entries, list):
-                raise TypeError("keys is not a list")
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            self._failed_at = self.clock()
-            return
-        keys = {str(e["kid"]): k for e in entries if (k := _usable_key(e)) is not None}
-        self._keys, self._fetched_at, self._failed_at = keys, self.clock(), None
-
-    async def key(self, kid: str) -> jwt.PyJWK:
-        if self._stale(self.clock()) and self._may_retry(self.clock()):
-            async with self._lock:
-                if self._stale(self.clock()) and self._may_retry(self.clock()):
-                    await self._fetch()
-        found = self._keys.get(kid)
-        if found is not None:
-            return found
-        async with self._lock:
-            found = self._keys.get(kid)  # fetched meanwhile by another request
-            now = self.clock()
-            miss_allowed = (
-                self._refreshed_on_miss_at is None
-                or now - self._refreshed_on_miss_at >= self.cooldown_s
-            )
-            if found is None and miss_allowed and self._may_retry(now):
-                self._refreshed_on_miss_at = now
-                await self._fetch()
-                found = self._keys.get(kid)
-        if found is not None:
-            return found
-        if self._fetched_at is None:
-            raise JwksUnavailable("the project's signing keys could not be fetched")
-        raise TokenError("unknown signing key (kid)")
+def supabase_jwks(url: str) -> JwksCache[jwt.PyJWK]:
+    return JwksCache(url, _keyed_entry, ttl_s=JWKS_TTL_S, cooldown_s=JWKS_COOLDOWN_S)
 
 
 class JwtVerifier:
@@ -154,7 +87,7 @@ class JwtVerifier:
     def __init__(self, secret: str | None, supabase_url: str | None) -> None:
         self.secret = secret
         self.issuer = f"{supabase_url}/auth/v1" if supabase_url else None
-        self.jwks = JwksCache(f"{self.issuer}/.well-known/jwks.json") if self.issuer else None
+        self.jwks = supabase_jwks(f"{self.issuer}/.well-known/jwks.json") if self.issuer else None
 
     @classmethod
     def configured(cls, secret: str | None, supabase_url: str | None) -> JwtVerifier | None:
@@ -176,7 +109,11 @@ class JwtVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise TokenError("token header has no key id (kid)")
-        key = await self.jwks.key(kid)
+        key = await self.jwks.find(lambda keys: keys.get(kid))
+        if key is None:
+            if not self.jwks.available:
+                raise JwksUnavailable("the project's signing keys could not be fetched")
+            raise TokenError("unknown signing key (kid)")
         if key.algorithm_name != algorithm:
             raise TokenError("token algorithm does not match its key")
         return key

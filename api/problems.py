@@ -17,6 +17,8 @@ from litestar.status_codes import (
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
+from api.schemas import PATTERN_MESSAGES
+
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
@@ -52,13 +54,21 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 
 class InvalidField(HTTPException):
-    """422 for one field of the request."""
+    """422 (or `status_code`) for one field of the request."""
 
     status_code = HTTP_422_UNPROCESSABLE_ENTITY
 
-    def __init__(self, field: str, message: str, code: str | None = None) -> None:
-        super().__init__(detail=f"{field}: {message}", extra=[{"key": field, "message": message}])
+    def __init__(
+        self, field: str, message: str, code: str | None = None, *, status_code: int | None = None
+    ) -> None:
+        super().__init__(
+            detail=f"{field}: {message}",
+            extra=[{"key": field, "message": message}],
+            status_code=status_code,
+        )
         self.code = code
+        # Named as given: Litestar calls the body `data`, and so may a webhook payload.
+        self.field_error = FieldError(field=field, message=message)
 
 
 def problem_response(
@@ -88,9 +98,15 @@ def problem_response(
 _NAMED_FIELD = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 
 
+_PATTERN_MESSAGES = {repr(pattern): text for pattern, text in PATTERN_MESSAGES.items()}
+_REGEX = re.compile(r"matching regex ('.*')")
+
+
 def _humane(message: str) -> str:
-    if "\\x00" in message and "regex" in message:
-        return "must not contain NUL characters"
+    """msgspec's "Expected `str` matching regex '...'" in words: what the pattern is for."""
+    regex = _REGEX.search(message)
+    if regex:
+        return _PATTERN_MESSAGES.get(regex[1], "has an invalid format")
     return message
 
 
@@ -113,6 +129,21 @@ def _field_errors(extra: Any) -> list[FieldError]:
     return errors
 
 
+_AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+
+
+def invalid_shape(exc: msgspec.ValidationError) -> InvalidField:
+    """A 422 naming the field msgspec's message points at (`... - at `$.data.job_id``)."""
+    message = str(exc)
+    at = _AT_PATH.search(message)
+    path = at[1] if at else ""
+    message = message[: at.start()] if at else message
+    named = _NAMED_FIELD.search(message)
+    if named:
+        path = f"{path}.{named[1]}" if path else named[1]
+    return InvalidField(path or "body", _humane(message))
+
+
 def _validation(exc: ValidationException) -> Response[Problem]:
     errors = _field_errors(exc.extra)
     detail = str(exc.detail)
@@ -133,7 +164,7 @@ def _validation(exc: ValidationException) -> Response[Problem]:
 def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     if isinstance(exc, ValidationException):
         return _validation(exc)
-    errors = _field_errors(exc.extra)
+    errors = [exc.field_error] if isinstance(exc, InvalidField) else _field_errors(exc.extra)
     headers = dict(exc.headers) if exc.headers else None
     return problem_response(
         exc.status_code, str(exc.detail), errors, headers, code=getattr(exc, "code", None)
@@ -163,9 +194,19 @@ def handle_malformed_body(
     return problem_response(HTTP_400_BAD_REQUEST, f"body: {message}", [FieldError("body", message)])
 
 
+def handle_recursion(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Problem]:
+    """msgspec gives up on JSON nested deeper than it recurses: the body's fault, a 400. Any
+    other RecursionError is ours."""
+    if "while deserializing" not in str(exc):
+        return handle_unexpected(request, exc)
+    message = "JSON nested too deeply"
+    return problem_response(HTTP_400_BAD_REQUEST, f"body: {message}", [FieldError("body", message)])
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     HTTPException: handle_http_exception,
     SerializationException: handle_malformed_body,
+    RecursionError: handle_recursion,
     psycopg.OperationalError: handle_database_unavailable,
     TimeoutError: handle_database_unavailable,
     Exception: handle_unexpected,

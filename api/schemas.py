@@ -11,12 +11,27 @@ from msgspec import Meta
 from worker.models import Generation, Project
 
 NO_NUL = r"^[^\x00]*$"
+HTTP_URL = r"^https?://[^\s\x00]+$"
+SIZE = r"^\d{2,4}x\d{2,4}$"
+ASPECT_RATIO = r"^[1-9]\d{0,2}:[1-9]\d{0,2}$"
+# What a value failing each pattern is told (msgspec's own message quotes the regex).
+PATTERN_MESSAGES = {
+    NO_NUL: "must not contain NUL characters",
+    HTTP_URL: "must be an http(s) URL",
+    SIZE: "must be WIDTHxHEIGHT, for example 1024x1024",
+    ASPECT_RATIO: "must be W:H, for example 16:9",
+}
+# Metadata is the client's own JSON: each string in it (key or value) and its nesting are
+# bounded, so that a refusal names that cause rather than the inline-image guard's (a long
+# run of letters looks like base64 to it).
+METADATA_TEXT_MAX = 2000
+METADATA_DEPTH_MAX = 16
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 PromptText = Annotated[str, Meta(min_length=1, max_length=4000, pattern=NO_NUL)]
 ShortText = Annotated[str, Meta(max_length=2000, pattern=NO_NUL)]
-HttpUrl = Annotated[str, Meta(max_length=4096, pattern=r"^https?://[^\s\x00]+$")]
-Size = Annotated[str, Meta(pattern=r"^\d{2,4}x\d{2,4}$")]
-AspectRatio = Annotated[str, Meta(pattern=r"^[1-9]\d{0,2}:[1-9]\d{0,2}$")]
+HttpUrl = Annotated[str, Meta(max_length=4096, pattern=HTTP_URL)]
+Size = Annotated[str, Meta(pattern=SIZE)]
+AspectRatio = Annotated[str, Meta(pattern=ASPECT_RATIO)]
 Seed = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 # Checked against the provider registry by the route (worker/providers/registry.py).
 Provider = Annotated[str, Meta(min_length=1, max_length=50, pattern=NO_NUL)]
@@ -51,6 +66,27 @@ class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True):
     webhook_url: HttpUrl | None = None
     webhook_events_filter: Annotated[list[WebhookEvent], Meta(max_length=3)] | None = None
     metadata: Annotated[dict[str, Any], Meta(max_length=50)] = {}
+
+
+def metadata_problem(value: Any, path: str = "metadata", depth: int = 0) -> tuple[str, str] | None:
+    """(field, message) for the first part of `metadata` over its limits, or None."""
+    if depth > METADATA_DEPTH_MAX:
+        return path, f"metadata nested too deeply (at most {METADATA_DEPTH_MAX} levels)"
+    if isinstance(value, str) and len(value) > METADATA_TEXT_MAX:
+        return path, (
+            f"metadata value too large ({len(value)} characters; at most {METADATA_TEXT_MAX})"
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if len(key) > METADATA_TEXT_MAX:
+                return path, f"metadata key too long (at most {METADATA_TEXT_MAX} characters)"
+            if found := metadata_problem(item, f"{path}.{key}", depth + 1):
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if found := metadata_problem(item, f"{path}[{index}]", depth + 1):
+                return found
+    return None
 
 
 class ProjectList(msgspec.Struct):

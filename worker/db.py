@@ -48,6 +48,20 @@ async def _check_unless_recent(conn: psycopg.AsyncConnection[Any]) -> None:
     await AsyncConnectionPool.check_connection(conn)
 
 
+# psycopg_pool retries a lost connection with exponential backoff (1, 2, 4, 8 s, ...) for
+# `reconnect_timeout`: after a 10 s outage the next attempt could be 5-15 s after Postgres is
+# back, and an idle API answered 503 all that time. Instead each attempt gives up after this
+# long and a fresh one, whose first try is immediate, replaces it: during an outage the pool
+# tries about once a second, and is back within a second of Postgres.
+RECONNECT_TIMEOUT_S = 2.0
+
+
+async def _reconnect_again(pool: AsyncConnectionPool) -> None:
+    if not pool.closed:
+        # check() grows the pool back towards min_size with a new attempt, started at once.
+        await pool.check()
+
+
 def create_pool(
     database_url: str,
     *,
@@ -76,4 +90,6 @@ def create_pool(
         reset=_stamp_return,
         check=_check_unless_recent,
         timeout=timeout,
+        reconnect_timeout=RECONNECT_TIMEOUT_S,
+        reconnect_failed=_reconnect_again,
     )

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
+from urllib.parse import unquote_plus
 
 import msgspec
 
@@ -96,12 +97,50 @@ def configure_logging(
     _Prompts.at_info = (env.get("LOG_PROMPTS") or "").lower() in ("1", "true", "yes", "on")
 
 
-TOKEN_IN_QUERY = re.compile(r"(access_token=)[^&\s]*")
+REDACTED = "[redacted]"
+# A query parameter whose name, percent-decoded and lower-cased, contains one of these carries a
+# credential (access_token, api_key, X-Amz-Signature, password, ...).
+CREDENTIAL_NAMES = re.compile(r"token|key|secret|passw|sig|auth|credential|session|jwt")
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s\"']+)=([^&;#\s\"']*)")
+# An absolute URL (httpx's request lines, exception messages): its user info and query.
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>`]+", re.IGNORECASE)
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://[^/?#@:]*):[^/?#@]*@", re.IGNORECASE)
+
+
+def _decoded_name(name: str) -> str:
+    return unquote_plus(name).lower()
 
 
 def hide_query_tokens(text: str) -> str:
-    """`?access_token=<credential>` (the SSE routes accept one) with the credential removed."""
-    return TOKEN_IN_QUERY.sub(r"\1[redacted]", text)
+    """A path or URL with the value of each credential-named query parameter removed
+    (`?access_token=`, which the SSE routes accept, however its name is percent-encoded)."""
+
+    def one(match: re.Match[str]) -> str:
+        sep, name, _ = match.groups()
+        if CREDENTIAL_NAMES.search(_decoded_name(name)):
+            return f"{sep}{name}={REDACTED}"
+        return match[0]
+
+    return _QUERY_PARAM.sub(one, text)
+
+
+def hide_url_credentials(text: str) -> str:
+    """Every absolute URL in `text` with its password and every query value removed: a URL
+    handed to us (a webhook_url, a provider's signed link) may carry a credential under any name."""
+
+    def one(match: re.Match[str]) -> str:
+        url = _USERINFO.sub(rf"\1:{REDACTED}@", match[0])
+        base, sep, rest = url.partition("?")
+        if not sep:
+            return url
+        query, hash_sign, fragment = rest.partition("#")
+        params = [p.partition("=") for p in query.split("&")]
+        hidden = "&".join(f"{name}={REDACTED}" if eq else name for name, eq, _ in params)
+        return f"{base}?{hidden}{hash_sign}{fragment}"
+
+    if "://" not in text:
+        return text
+    return _URL.sub(one, text)
 
 
 class HideQueryTokens(logging.Filter):

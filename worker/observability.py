@@ -24,7 +24,7 @@ from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
 from worker.errors import GenerationError
-from worker.logs import hide_query_tokens
+from worker.logs import hide_query_tokens, hide_url_credentials
 
 # User content and credentials the default denylist does not know about.
 SCRUBBED_KEYS = [
@@ -107,7 +107,7 @@ def hide_tokens_in_breadcrumb(crumb: Breadcrumb, hint: BreadcrumbHint) -> Breadc
     if isinstance(message, str):
         if " prompt: " in message and crumb.get("category") == "worker.lifecycle":
             return None
-        crumb["message"] = hide_query_tokens(message)
+        crumb["message"] = hide_url_credentials(hide_query_tokens(message))
     return crumb
 
 

@@ -14,8 +14,10 @@ from urllib.parse import unquote
 import psycopg
 
 from worker.config import Settings
+from worker.logs import REDACTED, hide_query_tokens, hide_url_credentials
 
-REDACTED = "[redacted]"
+__all__ = ["REDACTED", "install_log_redaction", "redact", "scrub", "secret_values"]
+
 # Shorter values are not worth redacting (and would mangle ordinary text).
 MIN_SECRET_LENGTH = 6
 
@@ -65,9 +67,14 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Configured secrets, and the password and query values of every URL, removed."""
+    return hide_url_credentials(redact(text, secrets))
+
+
 def install_log_redaction(secrets: list[str]) -> None:
-    if not secrets:
-        return
+    """Installed in every process, secrets or none: URLs with credentials in their query (a
+    `webhook_url?token=` in httpx's request line) are hidden whatever logger writes them."""
     make_record = logging.getLogRecordFactory()
     formatter = logging.Formatter()
 
@@ -80,14 +87,15 @@ def install_log_redaction(secrets: list[str]) -> None:
         if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             # Kept as arguments: the JSON formatter reads method, path and status from them.
             record.args = tuple(
-                redact(a, secrets) if isinstance(a, str) else a for a in record.args
+                hide_query_tokens(scrub(a, secrets)) if isinstance(a, str) else a
+                for a in record.args
             )
         else:
-            record.msg, record.args = redact(message, secrets), None
+            record.msg, record.args = scrub(message, secrets), None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact(formatter.formatException(record.exc_info), secrets)
+            record.exc_text = scrub(formatter.formatException(record.exc_info), secrets)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, secrets)
+            record.stack_info = scrub(record.stack_info, secrets)
         return record
 
     logging.setLogRecordFactory(redacting_record)

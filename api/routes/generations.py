@@ -27,7 +27,7 @@ from api.auth import Principal
 from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
-from api.schemas import GenerationCreate, GenerationList
+from api.schemas import GenerationCreate, GenerationList, metadata_problem
 from worker.catalogue import Catalogue
 from worker.models import Generation
 from worker.netguard import OutboundPolicy, OutboundRefused
@@ -176,6 +176,8 @@ class GenerationController(Controller):
         principal = request.user
         check_provider(data.provider)
         refuse_unsafe_urls(data, OutboundPolicy.from_settings(state.settings))
+        if problem := metadata_problem(data.metadata):
+            raise InvalidField(*problem)
         params = _insert_params(data, principal, idempotency_key)
         async with state.pool.connection() as conn:
             if idempotency_key is not None:

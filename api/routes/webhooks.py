@@ -9,18 +9,24 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, NotAuthorizedException, NotFoundException
+from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.params import FromPath
-from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_400_BAD_REQUEST
+from psycopg import errors
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from api.problems import InvalidField, invalid_shape
 from api.webhook_auth import SignatureError, verify_standard
 from worker.models import TERMINAL_STATUSES, Generation
-from worker.providers.webhooks import PARSERS
+from worker.providers.webhooks import PARSERS, WebhookOutcome
 from worker.sqlfiles import query
 
 logger = logging.getLogger(__name__)
+
+# webhook_deliveries.id's CHECK; the header each provider's delivery id comes from.
+MAX_DELIVERY_ID = 255
+DELIVERY_ID_HEADERS = {"generic": "webhook-id", "fal": "x-fal-webhook-request-id"}
 
 
 class WebhookAnswer(msgspec.Struct):
@@ -51,12 +57,34 @@ async def receive_webhook(
         delivery_id = await _verify(provider, body, headers, state)
     except SignatureError as exc:
         raise NotAuthorizedException(str(exc)) from exc
+    if len(delivery_id) > MAX_DELIVERY_ID:
+        raise InvalidField(
+            DELIVERY_ID_HEADERS[provider],
+            f"at most {MAX_DELIVERY_ID} characters",
+            status_code=HTTP_400_BAD_REQUEST,
+        )
     try:
         payload = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        message = "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidField("body", message, status_code=HTTP_400_BAD_REQUEST) from exc
+    try:
         outcome = PARSERS[provider](payload)
-    except (msgspec.DecodeError, ValueError) as exc:
-        raise HTTPException(status_code=400, detail=f"unreadable webhook payload: {exc}") from exc
+    except msgspec.ValidationError as exc:
+        raise invalid_shape(exc) from exc
+    try:
+        return await _record(provider, delivery_id, payload, outcome, state)
+    except errors.UntranslatableCharacter as exc:
+        raise InvalidField("body", "must not contain NUL characters") from exc
+    except errors.CheckViolation as exc:
+        if exc.diag.constraint_name == "webhook_deliveries_no_inline_images":
+            raise InvalidField("body", "image data is not accepted: pass its URL") from exc
+        raise
 
+
+async def _record(
+    provider: str, delivery_id: str, payload: Any, outcome: WebhookOutcome, state: State
+) -> Response[WebhookAnswer]:
     async with state.pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=class_row(Generation))
         await cur.execute(query("find_by_provider_job"), {"provider_job_id": outcome.job_id})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ class Jwks:
         self.keys: list[Ed25519PrivateKey] = [Ed25519PrivateKey.generate()]
         self.url = ""
         self.fetches = 0
+        # Seconds each fetch takes: a slow or hanging JWKS endpoint.
+        self.delay = 0.0
 
     def document(self) -> dict[str, Any]:
         self.fetches += 1
@@ -50,6 +53,7 @@ def jwks() -> Iterator[Jwks]:
 
     @get("/.well-known/jwks.json")
     async def document() -> dict[str, Any]:
+        await asyncio.sleep(state.delay)
         return state.document()
 
     with serve(Litestar([document], openapi_config=None)) as url:

@@ -384,3 +384,36 @@ async def test_health_and_schema(client: Client) -> None:
     assert "/v1/generations" in schema["paths"]
     events = schema["paths"]["/v1/generations/{generation_id}/events"]["get"]
     assert "text/event-stream" in events["responses"]["200"]["content"]
+
+
+WRONGLY_EXPLAINED: list[tuple[str, dict[str, Any], str, str]] = [
+    ("javascript url", {"webhook_url": "javascript:alert(1)"}, "webhook_url", "http(s) URL"),
+    ("gopher url", {"original_image_url": "gopher://h/x"}, "original_image_url", "http(s) URL"),
+    ("file url", {"webhook_url": "file:///etc/passwd"}, "webhook_url", "http(s) URL"),
+    ("url with a space", {"webhook_url": "https://a b/"}, "webhook_url", "http(s) URL"),
+    ("prompt with NUL", {"prompt": "a\u0000b"}, "prompt", "NUL"),
+    ("long metadata text", {"metadata": {"note": "a" * 5000}}, "metadata.note", "too large"),
+    (
+        "deep metadata",
+        {"metadata": {"a": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}},
+        "metadata.a",
+        "nested",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "field", "cause"), WRONGLY_EXPLAINED, ids=[c[0] for c in WRONGLY_EXPLAINED]
+)
+async def test_each_refusal_names_its_true_cause(
+    client: Client, tenant: Tenant, case: str, extra: dict[str, Any], field: str, cause: str
+) -> None:
+    project_id = await new_project(client, tenant)
+    body = {"project_id": project_id, "prompt": "x", **extra}
+    response = await client.post("/v1/generations", json=body, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["errors"]
+    assert error["field"].startswith(field)
+    assert cause in error["message"], error
+    if cause != "NUL":
+        assert "NUL" not in error["message"] and "image data" not in error["message"]

@@ -17,6 +17,7 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 
+from api.webhook_auth import JWKS_TTL_S, FalVerifier, SignatureError
 from tests.api.conftest import WEBHOOK_SECRET, Jwks
 from tests.conftest import Tenant
 
@@ -191,7 +192,8 @@ async def test_callbacks_for_unknown_or_finished_jobs_are_acknowledged(
 async def test_unreadable_payloads_and_unknown_providers(client: Client) -> None:
     body = b'{"type": "something else"}'
     response = await client.post("/v1/webhooks/generic", content=body, headers=signed(body))
-    assert response.status_code == 400
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["data"]
     unknown = await client.post("/v1/webhooks/replicate", content=b"{}")
     assert unknown.status_code == 404
 
@@ -272,3 +274,63 @@ async def test_fal_keys_are_refetched_when_they_rotate(
     )
     assert rotated.status_code == 202
     assert jwks.fetches == fetches + 1
+
+
+async def warm_verifier(jwks: Jwks) -> tuple[FalVerifier, bytes, dict[str, str]]:
+    """A verifier that has fetched fal's keys once, and a callback its cached key verifies."""
+    verifier = FalVerifier(jwks.url)
+    body = fal_payload("req-good")
+    good = fal_headers(jwks.keys[0], body, request_id="req-good")
+    assert await verifier.verify(body, good) == "req-good"
+    return verifier, body, good
+
+
+async def test_forged_fal_signatures_refresh_the_jwks_at_most_once_per_cooldown(
+    jwks: Jwks,
+) -> None:
+    verifier, body, _ = await warm_verifier(jwks)
+    fetches = jwks.fetches
+    forged = [
+        fal_headers(Ed25519PrivateKey.generate(), body, request_id="req-good") for _ in range(200)
+    ]
+    results = await asyncio.gather(
+        *(verifier.verify(body, headers) for headers in forged), return_exceptions=True
+    )
+    assert all(isinstance(r, SignatureError) for r in results)
+    assert jwks.fetches == fetches + 1
+    for headers in forged[:50]:  # later ones, still within the cooldown: no fetch at all
+        with pytest.raises(SignatureError):
+            await verifier.verify(body, headers)
+    assert jwks.fetches == fetches + 1
+
+
+async def test_known_keys_verify_while_a_jwks_fetch_hangs(jwks: Jwks) -> None:
+    verifier, body, good = await warm_verifier(jwks)
+    jwks.delay = 3.0
+    try:
+        forged = fal_headers(Ed25519PrivateKey.generate(), body, request_id="req-good")
+        refresh = asyncio.create_task(verifier.verify(body, forged))
+        await asyncio.sleep(0.2)  # the forgery's refresh is now waiting on the slow endpoint
+        started = time.monotonic()
+        for _ in range(20):
+            assert await verifier.verify(body, good) == "req-good"
+        assert time.monotonic() - started < 0.5
+        with pytest.raises(SignatureError):
+            await refresh
+    finally:
+        jwks.delay = 0.0
+
+
+async def test_expired_keys_are_refreshed_behind_verified_callbacks(jwks: Jwks) -> None:
+    verifier, body, good = await warm_verifier(jwks)
+    fetches = jwks.fetches
+    jwks.delay = 3.0
+    verifier.jwks.clock = lambda: time.monotonic() + JWKS_TTL_S + 1  # past the TTL
+    try:
+        started = time.monotonic()
+        assert await verifier.verify(body, good) == "req-good"
+        assert time.monotonic() - started < 0.5
+        await verifier.jwks.idle()
+        assert jwks.fetches == fetches + 1
+    finally:
+        jwks.delay = 0.0

@@ -221,3 +221,57 @@ async def _ended(events: list[SSEEvent]) -> bool:
         "failed",
         "cancelled",
     )
+
+
+@pytest.mark.parametrize("probed", [True, False], ids=["probed", "unprobed"])
+async def test_an_idle_api_is_ready_again_promptly_after_an_outage(
+    server: Server, tmp_path: Path, probed: bool
+) -> None:
+    """No traffic during a 10 s outage but, at most, health checks (a load balancer's, once a
+    second): /readyz is 200 again within a couple of seconds of Postgres being back, not after
+    the pool's reconnect backoff."""
+    await migrate(server.url)
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": server.url,
+        "PORT": str(port),
+        "LOCAL_STORAGE_DIR": str(tmp_path / "storage"),
+    }
+    api = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "worker.cli",
+        "api",
+        env=env,
+        stdout=(tmp_path / "api.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+
+            async def ready() -> bool:
+                try:
+                    return (await http.get("/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            await wait_until(ready, 30, "the API to start")
+            server.stop()
+            outage_ends = time.monotonic() + 10
+            while time.monotonic() < outage_ends:
+                if probed:
+                    assert not await ready()
+                await asyncio.sleep(1)
+            server.start()
+            back = time.monotonic()
+            await wait_until(ready, 30, "readiness after the outage")
+            recovered_in = time.monotonic() - back
+            print(f"\n[faults] /readyz recovered {recovered_in:.1f} s after Postgres was back")
+            assert recovered_in < 3, f"/readyz took {recovered_in:.1f} s to recover"
+    finally:
+        api.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(api.wait(), 20)
+        except TimeoutError:
+            api.kill()

@@ -148,3 +148,27 @@ async def test_prompts_are_logged_only_when_asked(
         root.setLevel(saved[1])
     prompts = [line for line in _lines(stream) if line.get("prompt") == PROMPT]
     assert len(prompts) == 1 and prompts[0]["level"] == "INFO"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "access%5Ftoken={key}",
+        "ACCESS_TOKEN={key}",
+        "%61ccess_token={key}",
+        "x=1&access%5ftoken={key}",
+        "api_key={key}",
+        "token={key}&x=1",
+    ],
+)
+def test_encoded_credential_names_are_redacted_in_the_access_log(
+    json_logs: io.StringIO, query: str
+) -> None:
+    key = "ij_" + "k" * 43
+    path = "/v1/projects/p/events?" + query.format(key=key)
+    logging.getLogger("uvicorn.access").info(
+        '%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", path, "1.1", 200
+    )
+    assert key not in json_logs.getvalue()
+    (line,) = _lines(json_logs)
+    assert "[redacted]" in str(line["path"])

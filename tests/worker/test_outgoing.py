@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +18,9 @@ from standardwebhooks import Webhook
 
 from tests.emulators.server import serve
 from tests.worker.conftest import insert_generation
+from worker.logs import configure_logging
 from worker.outgoing import BACKOFF_S, DeliveryFailed, WebhookBackoff, deliver
+from worker.redact import install_log_redaction
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci1vdXRnb2luZy13ZWJob29rcw=="
 
@@ -163,3 +168,32 @@ async def test_an_unreachable_receiver_is_recorded_as_such(
             (generation_id,),
         )
         assert await cur.fetchall() == [(None, "ConnectError")]
+
+
+async def test_a_credential_in_a_webhook_url_query_reaches_no_log(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, receiver: Receiver
+) -> None:
+    # Logging as `imagejobs worker` sets it up, at DEBUG so httpcore's trace lines are in too.
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogRecordFactory())
+    stream = io.StringIO()
+    configure_logging({"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}, stream=stream)
+    install_log_redaction([])
+    token = "tok-" + uuid.uuid4().hex
+    try:
+        for url in (
+            f"{receiver.url}?token={token}&Sig%6Eature={token}#frag",
+            f"http://127.0.0.1:9/hook?x=1&auth={token}",  # refused connection: its error is logged
+        ):
+            generation_id = await insert_generation(pool, project_id, webhook_url=url)
+            with contextlib.suppress(DeliveryFailed):
+                await deliver(pool, None, generation_id, 1, "generation.started", attempt=1)
+    finally:
+        configure_logging({"LOG_FORMAT": "text"})
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.setLogRecordFactory(saved[2])
+    output = stream.getvalue()
+    assert "HTTP Request: POST" in output  # httpx's INFO line is there, without the token
+    assert "token=[redacted]" in output
+    assert token not in output

@@ -1,14 +1,23 @@
 """What a provider's callback says, in provider-neutral terms. Each provider's payload is read by
-its own parser here; the pipeline only sees a `WebhookOutcome`."""
+its own parser here; the pipeline only sees a `WebhookOutcome`.
+
+Payloads are converted to Structs first: a field of an unexpected shape raises
+`msgspec.ValidationError` naming it (`at $.data.job_id`), which the API answers with a 422.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 from worker.errors import GenerationError
 from worker.providers.fal import parse_result
+
+# webhook_deliveries.id and provider job ids are at most this long.
+JobId = Annotated[str, Meta(min_length=1, max_length=255)]
+Text = Annotated[str, Meta(max_length=10_000)]
 
 
 class WebhookOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,32 +35,50 @@ _GENERIC_STATES = {
 }
 
 
+class GenericImage(msgspec.Struct):
+    url: Annotated[str, Meta(max_length=4096)] | None = None
+
+
+class GenericData(msgspec.Struct):
+    status: Literal["pending", "running", "completed", "failed"]
+    job_id: JobId | None = None
+    images: list[GenericImage] | None = None
+    error: Text | None = None
+
+
+class GenericCallback(msgspec.Struct):
+    data: GenericData
+    type: str | None = None
+
+
+class FalCallback(msgspec.Struct):
+    status: Literal["OK", "ERROR"]
+    request_id: JobId | None = None
+    # The model's output (OK) or an error body such as {"detail": ...} (ERROR).
+    payload: dict[str, Any] | None = None
+    error: Text | None = None
+
+
 def parse_generic(payload: Any) -> WebhookOutcome:
     """`{"type": "image.generation.status", "data": {"job_id", "status", "images": [{"url"}], "error"}}`"""
-    data = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(data, dict) or data.get("status") not in _GENERIC_STATES:
-        raise ValueError("not an image.generation.status payload")
-    images = data.get("images") or []
-    urls = [str(i["url"]) for i in images if isinstance(i, dict) and isinstance(i.get("url"), str)]
-    job_id = data.get("job_id")
+    data = msgspec.convert(payload, GenericCallback).data
     return WebhookOutcome(
-        job_id=str(job_id) if job_id is not None else None,
-        state=_GENERIC_STATES[data["status"]],
-        urls=urls,
-        error=str(data["error"]) if data.get("error") else None,
+        job_id=data.job_id,
+        state=_GENERIC_STATES[data.status],
+        urls=[image.url for image in data.images or [] if image.url],
+        error=data.error or None,
     )
 
 
 def parse_fal(payload: Any) -> WebhookOutcome:
     """`{"request_id", "status": "OK" | "ERROR", "payload": <model output>, "error"}`"""
-    if not isinstance(payload, dict) or payload.get("status") not in ("OK", "ERROR"):
-        raise ValueError("not a fal webhook payload")
-    job_id = payload.get("request_id")
-    if payload["status"] == "ERROR":
-        detail = payload.get("error") or (payload.get("payload") or {}).get("detail")
+    callback = msgspec.convert(payload, FalCallback)
+    job_id = callback.request_id
+    if callback.status == "ERROR":
+        detail = callback.error or (callback.payload or {}).get("detail")
         return WebhookOutcome(job_id=job_id, state="failed", error=str(detail or "the job failed"))
     try:
-        urls = parse_result(payload.get("payload"))
+        urls = parse_result(callback.payload)
     except GenerationError as error:
         return WebhookOutcome(job_id=job_id, state="failed", error=error.message)
     return WebhookOutcome(job_id=job_id, state="completed", urls=urls)
