@@ -279,3 +279,21 @@ async def test_an_unconfigured_provider_fails_at_once(
     row = await generation_row(pool, generation_id)
     assert (row["status"], row["error_code"]) == ("failed", "provider_error")
     assert "not configured" in str(row["error_message"])
+
+
+async def test_a_model_the_provider_does_not_serve_fails_at_once_naming_what_to_use(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, storage_dir: Path
+) -> None:
+    generation_id = await insert_generation(pool, project_id, model="pillow-v0")
+    provider = FailingProvider(ErrorCode.MODEL_UNAVAILABLE)
+    runtime = make_runtime(pool, storage_dir, {"local": provider})
+    await run_generation(runtime, generation_id, attempt=1)  # not raised: nothing to retry
+    row = await generation_row(pool, generation_id)
+    assert (row["status"], row["error_code"], provider.calls) == (
+        "failed",
+        "model_unavailable",
+        1,
+    )
+    message = str(row["error_message"])
+    assert message.startswith("The provider does not serve this model: 'pillow-v0'")
+    assert message.endswith("use 'pillow-v1' instead")
