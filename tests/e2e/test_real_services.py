@@ -42,8 +42,9 @@ def stack_env(services: Services) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("provider", "model"),
     [
-        ("openai", "gpt-image-1.5"),
-        ("google", "gemini-2.5-flash-image"),
+        # Models served today, named: each provider's default is the catalogue's to choose.
+        ("openai", "gpt-image-2.6-flare"),
+        ("google", "gemini-nano-banana-2.1"),
         ("fal", "fal-ai/flux/dev"),
         ("local", "pillow-v1"),
     ],
@@ -57,6 +58,7 @@ async def test_each_provider_lands_its_result_in_supabase_storage(
         project_id,
         f"a lighthouse by {provider}",
         provider=provider,
+        model=model,
         prompt_spec={"size": "1024x1024"},
     )
     assert generation["model"] == model

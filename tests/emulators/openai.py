@@ -1,15 +1,17 @@
-"""An emulator of OpenAI's Images API, as the `openai` SDK calls it.
+"""An emulator of OpenAI's Images API as it answers today (read 2026-12-02, docs/providers.md),
+as the `openai` SDK calls it.
 
 - `POST /v1/images/generations` (JSON) and `POST /v1/images/edits` (multipart: `image`, optional
   `mask`, `prompt`, `model`, `size`, ...), behind `Authorization: Bearer <key>`;
-- `GET /private/org-emulator/img-<id>.png`: where `url` results live (like DALL·E's blob URLs,
-  no auth; an unknown id is a 404).
+- `GET /private/org-emulator/img-<id>.png`: where scripted `url` results live (no auth; an
+  unknown id is a 404).
 
-Answers have the SDK's `ImagesResponse` shape with a real PNG of the requested size (for edits,
-of the source's size); errors are `{"error": {"message", "type", "param", "code"}}` with the
-real status. Parameters are validated per model as the API does (sizes, qualities,
-`response_format` refused by GPT image models). Tests script the next answers with
-`state.recorder.script(rate_limited(), ...)`.
+Only the GPT image models served today answer; a shut-down model (`SHUT_DOWN`) or an unknown one
+is a 404 `model_not_found`. Answers have the SDK's `ImagesResponse` shape with `b64_json` and a
+real image of the requested size (for edits, of the source's size); errors are
+`{"error": {"message", "type", "param", "code"}}` with the real status. Parameters are
+validated as the API does (sizes, qualities, `response_format` refused). Tests script the next
+answers with `state.recorder.script(moderation_blocked(), ...)`.
 """
 
 from __future__ import annotations
@@ -30,19 +32,40 @@ from PIL import Image, UnidentifiedImageError
 
 from tests.emulators.recorder import Recorded, Recorder, Scripted
 
-GPT_SIZES = ("1024x1024", "1024x1536", "1536x1024", "auto")
-SIZES = {
-    "dall-e-2": ("256x256", "512x512", "1024x1024"),
-    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
+# GPT image models served on 2026-12-02 (OpenAI's API reference and model pages).
+SERVED = (
+    "gpt-image-2",
+    "gpt-image-2-2026-04-21",
+    "gpt-image-2.5-sunburst",
+    "gpt-image-2.5-sunburst-2026-09-08",
+    "gpt-image-2.5-flare",
+    "gpt-image-2.5-flare-2026-09-08",
+    "gpt-image-2.6-sunburst",
+    "gpt-image-2.6-flare",
+)
+# Shut down, with the date (OpenAI's deprecations page).
+SHUT_DOWN = {
+    "gpt-image-1.5": "2026-12-01",
+    "gpt-image-1.5-2025-12-16": "2026-12-01",
+    "gpt-image-1-mini": "2026-12-01",
+    "chatgpt-image-latest": "2026-12-01",
+    "gpt-image-1": "2026-10-23",
+    "dall-e-3": "2026-05-12",
+    "dall-e-2": "2026-05-12",
 }
-QUALITIES = {
-    "gpt": ("low", "medium", "high", "auto"),
-    "dall-e-3": ("standard", "hd"),
-    "dall-e-2": ("standard",),
-}
-_FLEXIBLE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
+QUALITIES = ("low", "medium", "high", "auto")
+# `xhigh` and `max` exist on the 2.5 and 2.6 models only (SDK docstring; third-party for 2.6).
+EXTENDED_QUALITIES = ("xhigh", "max")
+OUTPUT_FORMATS = ("png", "jpeg", "webp")
+MIN_PIXELS, MAX_PIXELS, MAX_LONG = 655_360, 3840 * 2160, 3840
+_SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 _BLOB = re.compile(r"^private/org-emulator/img-([0-9a-f]{32})\.png$")
 SAFETY_MESSAGE = (
+    "Your request was rejected by the safety system. If you believe this is an error, contact "
+    "us at help.openai.com and include the request ID req_0123456789abcdef. "
+    "safety_violations=[{categories}]."
+)
+LEGACY_SAFETY_MESSAGE = (
     "Your request was rejected as a result of our safety system. Your prompt may contain text "
     "that is not allowed by our safety system."
 )
@@ -88,8 +111,8 @@ def rate_limited(retry_after: str | None = "7", *, ms: str | None = None) -> Scr
     headers |= {"retry-after": retry_after} if retry_after is not None else {}
     headers |= {"retry-after-ms": ms} if ms is not None else {}
     message = (
-        "Rate limit reached for gpt-image-1 in organization org-emulator on images per minute "
-        "(IPM): Limit 5, Used 5, Requested 1. Please try again in 7s."
+        "Rate limit reached for gpt-image-2.6-flare in organization org-emulator on images per "
+        "minute (IPM): Limit 5, Used 5, Requested 1. Please try again in 7s."
     )
     return Scripted(429, openai_error(message, "requests", None, "rate_limit_exceeded"), headers)
 
@@ -105,19 +128,34 @@ def server_error() -> Scripted:
 
 
 def content_policy() -> Scripted:
-    """DALL·E's refusal."""
-    return Scripted(400, openai_error(SAFETY_MESSAGE, code="content_policy_violation"))
+    """The legacy refusal (`content_policy_violation`, from the DALL·E days)."""
+    return Scripted(400, openai_error(LEGACY_SAFETY_MESSAGE, code="content_policy_violation"))
 
 
-def moderation_blocked() -> Scripted:
-    """GPT image models' refusal."""
-    return Scripted(
-        400, openai_error(SAFETY_MESSAGE, "image_generation_user_error", None, "moderation_blocked")
+def moderation_blocked(stage: str = "input", categories: tuple[str, ...] = ("sexual",)) -> Scripted:
+    """Today's refusal: 400 `moderation_blocked`, with the stage (`input` for the prompt,
+    `output` for the image) and the categories."""
+    body = openai_error(
+        SAFETY_MESSAGE.format(categories=", ".join(categories)),
+        "image_generation_user_error",
+        None,
+        "moderation_blocked",
     )
+    body["error"]["moderation_details"] = {
+        "moderation_stage": stage,
+        "categories": list(categories),
+    }
+    return Scripted(400, body)
 
 
 def _no_model(model: str) -> dict[str, Any]:
-    message = f"The model `{model}` does not exist or you do not have access to it."
+    if model in SHUT_DOWN:
+        message = (
+            f"The model `{model}` has been deprecated. Learn more: "
+            "https://developers.openai.com/api/docs/deprecations"
+        )
+    else:
+        message = f"The model `{model}` does not exist or you do not have access to it."
     return openai_error(message, code="model_not_found")
 
 
@@ -130,7 +168,8 @@ def empty_data() -> Scripted:
 
 
 def url_answer(state: OpenAIState, width: int, height: int, *, missing: bool = False) -> Scripted:
-    """A DALL·E answer with a `url` item served by the emulator (a 404 when `missing`)."""
+    """An answer with a `url` item served by the emulator (a 404 when `missing`): what an
+    OpenAI-compatible server may send; OpenAI's GPT image models never do."""
     url = state.store(png(width, height))
     if missing:
         state.files.clear()
@@ -138,93 +177,82 @@ def url_answer(state: OpenAIState, width: int, height: int, *, missing: bool = F
     return Scripted(200, {"created": int(time.time()), "data": [item]})
 
 
-def _family(model: str) -> str:
-    return model if model in ("dall-e-2", "dall-e-3") else "gpt"
-
-
-def _flexible(model: str) -> bool:
-    return model == "gpt-image-2" or model.startswith(("gpt-image-2-", "gpt-image-2.5-"))
-
-
-def _size_error(model: str, size: str) -> str | None:
-    """Why the API would refuse `size` for `model`, or None."""
-    if _flexible(model) and (match := _FLEXIBLE.match(size)):
-        w, h = int(match[1]), int(match[2])
-        ok = w % 16 == 0 and h % 16 == 0 and max(w, h) <= 3 * min(w, h) and w * h <= 3840 * 2160
-        return None if ok else f"Invalid size '{size}': must be multiples of 16, ratio 1:3 to 3:1."
-    allowed = SIZES.get(model, GPT_SIZES)
-    if size in allowed:
+def _size_error(size: str) -> str | None:
+    """Why the API would refuse `size`, or None: `auto`, or WIDTHxHEIGHT with both sides
+    multiples of 16, a ratio from 1:3 to 3:1 and the pixel and edge limits."""
+    if size == "auto":
         return None
-    listed = ", ".join(f"'{s}'" for s in allowed[:-1]) + f", and '{allowed[-1]}'"
-    return f"Invalid value: '{size}'. Supported values are: {listed}."
-
-
-def _check(model: str, params: dict[str, Any], edit: bool) -> dict[str, Any] | None:
-    """The API's validation: an error body, or None."""
-    if not re.match(r"^(gpt-image-|dall-e-[23]$|chatgpt-image-)", model):
-        return _no_model(model)
-    family = _family(model)
-    if edit and model == "dall-e-3":
-        message = "Invalid value: 'dall-e-3'. Image edits support 'dall-e-2' and GPT image models."
-        return openai_error(message, param="model", code="invalid_value")
-    if not isinstance(params.get("prompt"), str) or not params["prompt"]:
-        return openai_error(
-            "Missing required parameter: 'prompt'.",
-            param="prompt",
-            code="missing_required_parameter",
-        )
-    if family == "gpt" and "response_format" in params:
-        message = "Unknown parameter: 'response_format'."
-        return openai_error(message, param="response_format", code="unknown_parameter")
-    if (size := params.get("size")) is not None and (problem := _size_error(model, str(size))):
-        return openai_error(problem, param="size", code="invalid_value")
-    qualities = QUALITIES[family] + (("xhigh", "max") if model.startswith("gpt-image-2.5-") else ())
-    if (quality := params.get("quality")) is not None and quality not in qualities:
-        message = f"Invalid value: '{quality}'. Supported values are: {', '.join(qualities)}."
-        return openai_error(message, param="quality", code="invalid_value")
-    n = int(params.get("n") or 1)
-    if not 1 <= n <= (1 if model == "dall-e-3" else 10):
-        return openai_error(f"Invalid value for 'n': {n}.", param="n", code="invalid_value")
+    if (match := _SIZE.match(size)) is None:
+        return f"Invalid value: '{size}'. Expected 'auto' or WIDTHxHEIGHT."
+    w, h = int(match[1]), int(match[2])
+    if w % 16 or h % 16:
+        return f"Invalid size '{size}': width and height must be multiples of 16."
+    if max(w, h) > 3 * min(w, h):
+        return f"Invalid size '{size}': the aspect ratio must be between 1:3 and 3:1."
+    if not MIN_PIXELS <= w * h <= MAX_PIXELS or max(w, h) > MAX_LONG:
+        return f"Invalid size '{size}': outside the model's pixel and edge limits."
     return None
 
 
-def _answer(
-    state: OpenAIState, model: str, params: dict[str, Any], size: tuple[int, int]
-) -> dict[str, Any]:
-    family = _family(model)
-    image_format = str(params.get("output_format") or "png") if family == "gpt" else "png"
+def _qualities(model: str) -> tuple[str, ...]:
+    extended = model.startswith(("gpt-image-2.5-", "gpt-image-2.6-"))
+    return QUALITIES + (EXTENDED_QUALITIES if extended else ())
+
+
+def _check(model: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+    """The API's validation: (status, error body), or None."""
+    if not model:
+        message = "Missing required parameter: 'model'."
+        return 400, openai_error(message, param="model", code="missing_required_parameter")
+    if model not in SERVED:
+        return 404, _no_model(model)
+    if not isinstance(params.get("prompt"), str) or not params["prompt"]:
+        message = "Missing required parameter: 'prompt'."
+        return 400, openai_error(message, param="prompt", code="missing_required_parameter")
+    for legacy in ("response_format", "style"):
+        if legacy in params:
+            message = f"Unknown parameter: '{legacy}'."
+            return 400, openai_error(message, param=legacy, code="unknown_parameter")
+    if (size := params.get("size")) is not None and (problem := _size_error(str(size))):
+        return 400, openai_error(problem, param="size", code="invalid_value")
+    qualities = _qualities(model)
+    if (quality := params.get("quality")) is not None and quality not in qualities:
+        message = f"Invalid value: '{quality}'. Supported values are: {', '.join(qualities)}."
+        return 400, openai_error(message, param="quality", code="invalid_value")
+    output_format = params.get("output_format")
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        message = f"Invalid value: '{output_format}'. Supported values are: png, jpeg, webp."
+        return 400, openai_error(message, param="output_format", code="invalid_value")
+    n = int(params.get("n") or 1)
+    if not 1 <= n <= 10:
+        return 400, openai_error(f"Invalid value for 'n': {n}.", param="n", code="invalid_value")
+    return None
+
+
+def _answer(params: dict[str, Any], size: tuple[int, int]) -> dict[str, Any]:
+    image_format = str(params.get("output_format") or "png")
     data = png(*size, image_format=image_format)
-    as_url = family != "gpt" and params.get("response_format", "url") == "url"
-    item: dict[str, Any] = (
-        {"url": state.store(data)} if as_url else {"b64_json": base64.b64encode(data).decode()}
-    )
-    if model == "dall-e-3":
-        item["revised_prompt"] = f"A detailed, vivid rendering of: {params['prompt']}"
-    answer: dict[str, Any] = {
+    item = {"b64_json": base64.b64encode(data).decode()}
+    quality = params.get("quality")
+    tokens = {"input_tokens": 20, "output_tokens": 4160}
+    return {
         "created": int(time.time()),
         "data": [item] * int(params.get("n") or 1),
+        "background": "opaque",
+        "output_format": image_format,
+        "quality": quality if quality not in (None, "auto") else "medium",
+        "size": f"{size[0]}x{size[1]}",
+        "usage": {
+            **tokens,
+            "total_tokens": 4180,
+            "input_tokens_details": {"image_tokens": 0, "text_tokens": 20},
+            "output_tokens_details": {"image_tokens": 4160, "text_tokens": 0},
+        },
     }
-    if family == "gpt":
-        tokens = {"input_tokens": 20, "output_tokens": 4160}
-        answer |= {
-            "background": "opaque",
-            "output_format": image_format,
-            "quality": params.get("quality")
-            if params.get("quality") not in (None, "auto")
-            else "medium",
-            "size": f"{size[0]}x{size[1]}",
-            "usage": {
-                **tokens,
-                "total_tokens": 4180,
-                "input_tokens_details": {"image_tokens": 0, "text_tokens": 20},
-                "output_tokens_details": {"image_tokens": 4160, "text_tokens": 0},
-            },
-        }
-    return answer
 
 
 def _dimensions(size: Any) -> tuple[int, int]:
-    match = _FLEXIBLE.match(str(size or ""))
+    match = _SIZE.match(str(size or ""))
     return (int(match[1]), int(match[2])) if match else (1024, 1024)
 
 
@@ -271,11 +299,11 @@ def _read_image(part: Any) -> Image.Image | None:
         return None
 
 
-def _edit(state: OpenAIState, form: dict[str, Any]) -> Response[Any]:
-    model = str(form.get("model") or "dall-e-2")
+def _edit(form: dict[str, Any]) -> Response[Any]:
+    model = str(form.get("model") or "")
     params = {k: v for k, v in form.items() if not isinstance(v, dict)}
-    if (error := _check(model, params, edit=True)) is not None:
-        return _json(400 if error["error"]["code"] != "model_not_found" else 404, error)
+    if (error := _check(model, params)) is not None:
+        return _json(*error)
     source = _read_image(form.get("image", form.get("image[]")))
     if source is None:
         message = "Invalid image file or mode for image 1, please check your image file."
@@ -285,7 +313,7 @@ def _edit(state: OpenAIState, form: dict[str, Any]) -> Response[Any]:
         if mask is None or mask.format != "PNG" or mask.size != source.size:
             message = "Invalid mask image: it must be a PNG with the same dimensions as the image."
             return _json(400, openai_error(message, param="mask", code="invalid_image"))
-    return _json(200, _answer(state, model, params, source.size))
+    return _json(200, _answer(params, source.size))
 
 
 def build_openai_emulator(state: OpenAIState) -> Litestar:
@@ -323,14 +351,11 @@ def build_openai_emulator(state: OpenAIState) -> Litestar:
                 media_type=scripted.content_type,
             )
         if path.endswith("edits"):
-            return _edit(state, recorded.form)
+            return _edit(recorded.form)
         body = recorded.json if isinstance(recorded.json, dict) else {}
-        model = str(body.get("model") or "dall-e-2")
-        if (error := _check(model, body, edit=False)) is not None:
-            return _json(400 if error["error"]["code"] != "model_not_found" else 404, error)
-        size = body.get("size") or "1024x1024"
-        return _json(
-            200, _answer(state, model, body, _dimensions("1024x1024" if size == "auto" else size))
-        )
+        if (error := _check(str(body.get("model") or ""), body)) is not None:
+            return _json(*error)
+        size = body.get("size") or "auto"
+        return _json(200, _answer(body, _dimensions("1024x1024" if size == "auto" else size)))
 
     return Litestar(route_handlers=[dispatch], openapi_config=None)

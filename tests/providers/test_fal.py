@@ -109,24 +109,49 @@ async def test_status_walks_queue_progress_completion(fal: FalState) -> None:
     assert urls == [f"{fal.base_url}/files/{job_id}.png"]
 
 
+# fal's content refusal, as its error reference shows it (HTTP 422, branch on `type`).
+CONTENT_REFUSAL = {
+    "detail": [
+        {
+            "loc": ["body", "prompt"],
+            "msg": "The content was flagged by a content checker.",
+            "type": "content_policy_violation",
+            "url": "https://docs.fal.ai/errors#content_policy_violation",
+            "input": "x",
+            "categories": ["sexual"],
+        }
+    ]
+}
+INVALID_INPUT = {
+    "detail": [
+        {"loc": ["body", "num_images"], "msg": "must be at most 4", "type": "less_than_equal"}
+    ]
+}
+
+
 @pytest.mark.parametrize(
-    ("status", "headers", "code", "retryable", "retry_after"),
+    ("status", "body", "headers", "code", "retryable", "retry_after"),
     [
-        (429, {"Retry-After": "7"}, ErrorCode.PROVIDER_ERROR, True, 7.0),
-        (503, {}, ErrorCode.PROVIDER_ERROR, True, None),
-        (401, {}, ErrorCode.PROVIDER_ERROR, True, None),
-        (422, {}, ErrorCode.NO_RESULT, False, None),
+        (429, {"detail": "nope"}, {"Retry-After": "7"}, ErrorCode.PROVIDER_ERROR, True, 7.0),
+        (503, {"detail": "nope"}, {}, ErrorCode.PROVIDER_ERROR, True, None),
+        (401, {"detail": "nope"}, {}, ErrorCode.PROVIDER_ERROR, False, None),
+        (403, {"detail": "nope"}, {}, ErrorCode.PROVIDER_ERROR, False, None),
+        (404, {"detail": "Application not found"}, {}, ErrorCode.MODEL_UNAVAILABLE, False, None),
+        (422, INVALID_INPUT, {}, ErrorCode.NO_RESULT, False, None),
+        (422, CONTENT_REFUSAL, {}, ErrorCode.CONTENT_POLICY, False, None),
     ],
+    ids=["429", "503", "401", "403", "404_model", "422_invalid", "422_content_policy"],
 )
 async def test_submit_errors_map_to_the_catalogue(
     fal: FalState,
     status: int,
+    body: dict[str, Any],
     headers: dict[str, str],
     code: ErrorCode,
     retryable: bool,
     retry_after: float | None,
 ) -> None:
-    fal.recorder.script(Scripted(status, {"detail": "nope"}, headers))
+    fal.recorder.script(Scripted(status, body, headers))
     with pytest.raises(GenerationError) as caught:
         await provider(fal).submit(
             build_request("x", "fal-ai/flux/dev", {}, default_side=64, source=None), None
@@ -136,6 +161,15 @@ async def test_submit_errors_map_to_the_catalogue(
         retryable,
         retry_after,
     )
+    assert len([r for r in fal.recorder.requests if r.method == "POST"]) == 1
+    if code is ErrorCode.MODEL_UNAVAILABLE:
+        assert "fal-ai/flux/dev" in caught.value.message
+
+
+async def test_an_unknown_request_id_is_not_a_missing_model(fal: FalState) -> None:
+    with pytest.raises(GenerationError) as caught:
+        await provider(fal).status("fal-ai/flux/dev", "no-such-request")
+    assert caught.value.code is ErrorCode.NO_RESULT and not caught.value.retryable
 
 
 async def test_a_wrong_key_never_leaks(fal: FalState) -> None:
@@ -145,6 +179,7 @@ async def test_a_wrong_key_never_leaks(fal: FalState) -> None:
         )
     assert "wrong-secret" not in caught.value.message
     assert "FAL_KEY" in caught.value.message
+    assert not caught.value.retryable, "a key does not fix itself: 401 is permanent"
 
 
 def test_parse_result_errors() -> None:

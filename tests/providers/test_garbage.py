@@ -30,6 +30,9 @@ HTML = (
     "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 )
 TRUNCATED = '{"created": 1, "data": [{"b64_json": "iVBO'
+# Models served today, named explicitly: the adapters have no default.
+OPENAI_MODEL = "gpt-image-2.6-flare"
+GOOGLE_MODEL = "gemini-nano-banana-2.1"
 
 
 def bomb_png() -> bytes:
@@ -71,7 +74,7 @@ async def test_openai_garbage(
     provider = OpenAIProvider(openai_emulator.key, openai_emulator.url, timeout_s=10)
     try:
         with pytest.raises(GenerationError) as caught:
-            await provider.generate(request("gpt-image-1.5"))  # type: ignore[arg-type]
+            await provider.generate(request(OPENAI_MODEL))  # type: ignore[arg-type]
     finally:
         await provider.aclose()
     assert (caught.value.code, caught.value.retryable) == (code, retryable), caught.value.message
@@ -86,7 +89,7 @@ async def test_google_garbage(
     google_emulator.recorder.script(answer)
     provider = GoogleProvider(google_emulator.key, google_emulator.base_url, timeout_s=10)
     with pytest.raises(GenerationError) as caught:
-        await provider.generate(request("gemini-2.5-flash-image"))  # type: ignore[arg-type]
+        await provider.generate(request(GOOGLE_MODEL))  # type: ignore[arg-type]
     assert (caught.value.code, caught.value.retryable) == (code, retryable), caught.value.message
 
 
@@ -108,10 +111,15 @@ async def test_openai_answering_a_non_image_fails_the_generation_with_no_result(
     junk = base64.b64encode(b"this is not a picture").decode()
     openai_emulator.recorder.script(Scripted(200, {"created": 1, "data": [{"b64_json": junk}]}))
     rt = runtime_with(pool, tmp_path, OpenAIProvider(openai_emulator.key, openai_emulator.url))
-    generation_id = await insert_generation(pool, project_id, provider="openai")
+    generation_id = await insert_generation(pool, project_id, provider="openai", model=OPENAI_MODEL)
     await pipeline.run_generation(rt, generation_id, attempt=1)
     row = await generation_row(pool, generation_id)
     assert (row["status"], row["error_code"]) == ("failed", "no_result")
+    assert api_calls_sent(openai_emulator) == [OPENAI_MODEL]
+
+
+def api_calls_sent(state: OpenAIState) -> list[str]:
+    return [str(r.json["model"]) for r in state.recorder.requests if isinstance(r.json, dict)]
 
 
 def runtime_with(pool: AsyncConnectionPool, tmp_path: Path, provider: OpenAIProvider) -> Runtime:

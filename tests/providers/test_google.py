@@ -14,10 +14,12 @@ from google.oauth2.credentials import Credentials
 from PIL import Image
 
 from tests.emulators.google import (
+    SERVED,
+    SHUT_DOWN,
     GoogleState,
     blocked_prompt,
+    finish,
     google_error,
-    image_safety,
     png,
     rate_limited,
     server_error,
@@ -27,9 +29,10 @@ from tests.emulators.recorder import Scripted
 from tests.emulators.server import _free_port
 from worker.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, build_request
-from worker.providers.google import GoogleProvider, nearest_ratio
+from worker.providers.google import GoogleProvider, image_size, nearest_ratio
 
-MODEL = "gemini-2.5-flash-image"
+# A model served today (the catalogue supplies defaults; the adapter has none).
+MODEL = "gemini-nano-banana-2.1"
 
 
 def provider(state: GoogleState, key: str | None = None) -> GoogleProvider:
@@ -59,6 +62,11 @@ def inline_parts(body: dict[str, Any]) -> list[bytes]:
     return [base64.urlsafe_b64decode(p["inlineData"]["data"]) for p in parts if "inlineData" in p]
 
 
+def size_of(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
 async def failure(provider: GoogleProvider, req: ImageRequest) -> GenerationError:
     with pytest.raises(GenerationError) as caught:
         await provider.generate(req)
@@ -71,6 +79,16 @@ def test_nearest_ratio() -> None:
     assert nearest_ratio(1000, 800) == "5:4"
     assert nearest_ratio(700, 1000) == "2:3"
     assert nearest_ratio(2560, 1080) == "21:9"
+    assert nearest_ratio(1000, 4000) == "9:16"  # 1:4 is sent only when asked for by name
+
+
+def test_image_size_tiers() -> None:
+    assert image_size(1024, 1024) == "1K"
+    assert image_size(1344, 768) == "1K"  # Gemini's own 16:9 at 1K
+    assert image_size(1920, 1080) == "2K"
+    assert image_size(2048, 2048) == "2K"
+    assert image_size(3840, 2160) == "4K"
+    assert image_size(4096, 4096) == "4K"
 
 
 async def test_text_to_image_sends_prompt_ratio_and_seed(google_emulator: GoogleState) -> None:
@@ -84,13 +102,14 @@ async def test_text_to_image_sends_prompt_ratio_and_seed(google_emulator: Google
     assert body["contents"][0]["parts"] == [{"text": "a red fox in the snow\n\nAvoid: blur, text"}]
     config = body["generationConfig"]
     assert config["responseModalities"] == ["IMAGE"]
-    assert config["imageConfig"] == {"aspectRatio": "16:9"}
+    assert config["imageConfig"] == {"aspectRatio": "16:9", "imageSize": "1K"}
     assert config["seed"] == 42
+    assert config["candidateCount"] == 1
 
     assert result.content_type == "image/png"
-    with Image.open(io.BytesIO(result.data)) as image:
-        assert image.size == (1344 // 16, 768 // 16)
+    assert size_of(result.data) == (1344 // 16, 768 // 16)
     assert result.metadata["aspect_ratio"] == "16:9"
+    assert result.metadata["image_size"] == "1K"
     assert result.metadata["ignored_parameters"] == []
     assert result.metadata["negative_prompt_in_prompt"] is True
     assert result.metadata["seed"] == 42
@@ -102,11 +121,61 @@ async def test_exact_size_and_quality_are_reported_as_ignored(
 ) -> None:
     result = await provider(google_emulator).generate(request({"size": "800x600", "quality": "hd"}))
     _, body = sent(google_emulator)
-    assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "4:3"}
+    assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "4:3", "imageSize": "1K"}
     assert "seed" not in body["generationConfig"]
     assert body["contents"][0]["parts"] == [{"text": "a red fox in the snow"}]
     assert result.metadata["ignored_parameters"] == ["size", "quality"]
     assert "negative_prompt_in_prompt" not in result.metadata
+
+
+@pytest.mark.parametrize(
+    ("spec", "image_config", "pixels", "ignored"),
+    [
+        ({"size": "2048x2048"}, {"aspectRatio": "1:1", "imageSize": "2K"}, (2048, 2048), []),
+        # The model picks the pixels of its ratio and tier: an exact 3840x2160 is not honoured.
+        (
+            {"size": "3840x2160"},
+            {"aspectRatio": "16:9", "imageSize": "4K"},
+            (5376, 3072),
+            ["size"],
+        ),
+        ({"aspect_ratio": "1:4"}, {"aspectRatio": "1:4", "imageSize": "1K"}, (512, 2048), []),
+        ({"aspect_ratio": "21:9"}, {"aspectRatio": "21:9", "imageSize": "1K"}, (1536, 672), []),
+    ],
+    ids=["2K", "4K", "1:4", "21:9"],
+)
+async def test_image_config_sets_ratio_and_size(
+    google_emulator: GoogleState,
+    spec: dict[str, Any],
+    image_config: dict[str, str],
+    pixels: tuple[int, int],
+    ignored: list[str],
+) -> None:
+    result = await provider(google_emulator).generate(request(spec))
+    _, body = sent(google_emulator)
+    assert body["generationConfig"]["imageConfig"] == image_config
+    assert size_of(result.data) == (pixels[0] // 16, pixels[1] // 16)
+    assert result.metadata["ignored_parameters"] == ignored
+    assert result.metadata["image_size"] == image_config["imageSize"]
+
+
+@pytest.mark.parametrize("model", SERVED)
+async def test_every_served_model_answers(google_emulator: GoogleState, model: str) -> None:
+    result = await provider(google_emulator).generate(request({"size": "1024x1024"}, model=model))
+    path, body = sent(google_emulator)
+    assert path == f"/v1beta/models/{model}:generateContent"
+    assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "1:1", "imageSize": "1K"}
+    assert result.metadata["model_version"] == model
+
+
+async def test_a_ratio_the_model_lacks_is_no_result_sent_once(
+    google_emulator: GoogleState,
+) -> None:
+    req = request({"aspect_ratio": "1:8"}, model="gemini-3-pro-image")
+    error = await failure(provider(google_emulator), req)
+    assert error.code is ErrorCode.NO_RESULT and not error.retryable
+    assert "aspect ratio" in error.message and "INVALID_ARGUMENT" in error.message
+    assert len(google_emulator.recorder.requests) == 1
 
 
 async def test_image_to_image_sends_the_source_part(google_emulator: GoogleState) -> None:
@@ -139,27 +208,67 @@ async def test_edit_without_a_mask_is_refused(google_emulator: GoogleState) -> N
     assert google_emulator.recorder.requests == []
 
 
-@pytest.mark.parametrize(
-    ("answer", "code"),
-    [
-        (blocked_prompt(), ErrorCode.CONTENT_POLICY),
-        (image_safety(), ErrorCode.CONTENT_POLICY),
-        (text_only(), ErrorCode.NO_RESULT),
-        (server_error(), ErrorCode.PROVIDER_ERROR),
-        (
-            Scripted(400, google_error(400, "INVALID_ARGUMENT", "Unable to process input image.")),
-            ErrorCode.NO_RESULT,
-        ),
-    ],
-)
+REFUSALS: list[tuple[str, Scripted, ErrorCode]] = [
+    *(
+        (f"blockReason {r}", blocked_prompt(r), ErrorCode.CONTENT_POLICY)
+        for r in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "IMAGE_SAFETY")
+    ),
+    ("blockReason OTHER", blocked_prompt("OTHER"), ErrorCode.NO_RESULT),
+    *(
+        (f"finishReason {r}", finish(r), ErrorCode.CONTENT_POLICY)
+        for r in (
+            "IMAGE_SAFETY",
+            "IMAGE_PROHIBITED_CONTENT",
+            "SAFETY",
+            "PROHIBITED_CONTENT",
+            "IMAGE_RECITATION",
+        )
+    ),
+    ("finishReason NO_IMAGE", finish("NO_IMAGE"), ErrorCode.NO_RESULT),
+    ("finishReason IMAGE_OTHER", finish("IMAGE_OTHER"), ErrorCode.NO_RESULT),
+    ("text only", text_only(), ErrorCode.NO_RESULT),
+    ("500", server_error(), ErrorCode.PROVIDER_ERROR),
+    (
+        "400",
+        Scripted(400, google_error(400, "INVALID_ARGUMENT", "Unable to process input image.")),
+        ErrorCode.NO_RESULT,
+    ),
+    (
+        "403",
+        Scripted(403, google_error(403, "PERMISSION_DENIED", "Permission denied.")),
+        ErrorCode.PROVIDER_ERROR,
+    ),
+    (
+        "401",
+        Scripted(401, google_error(401, "UNAUTHENTICATED", "Invalid credentials.")),
+        ErrorCode.PROVIDER_ERROR,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "answer", "code"), REFUSALS, ids=[r[0] for r in REFUSALS])
 async def test_answers_map_to_the_catalogue(
-    google_emulator: GoogleState, answer: Scripted, code: ErrorCode
+    google_emulator: GoogleState, case: str, answer: Scripted, code: ErrorCode
 ) -> None:
     google_emulator.recorder.script(answer)
     error = await failure(provider(google_emulator), request())
     assert error.code is code
-    assert error.retryable is (code is ErrorCode.PROVIDER_ERROR)
+    # Only a server error is worth another attempt; refusals and 401/403 are final.
+    assert error.retryable is (case == "500")
     assert len(google_emulator.recorder.requests) == 1  # the SDK does not retry on its own
+    if case.startswith(("blockReason", "finishReason")):
+        assert case.split()[1] in error.message
+
+
+@pytest.mark.parametrize("model", [*SHUT_DOWN, "dall-e-3"])
+async def test_a_model_google_does_not_serve_is_model_unavailable_sent_once(
+    google_emulator: GoogleState, model: str
+) -> None:
+    error = await failure(provider(google_emulator), request(model=model))
+    assert error.code is ErrorCode.MODEL_UNAVAILABLE
+    assert not error.retryable
+    assert model in error.message and "NOT_FOUND" in error.message
+    assert len(google_emulator.recorder.requests) == 1
 
 
 async def test_echoed_image_data_is_redacted(google_emulator: GoogleState) -> None:
@@ -195,15 +304,14 @@ async def test_retry_after_header_wins(google_emulator: GoogleState) -> None:
     assert error.retry_after == 3
 
 
-async def test_bad_key_is_an_auth_error_without_the_key(google_emulator: GoogleState) -> None:
+async def test_bad_key_is_a_permanent_auth_error_without_the_key(
+    google_emulator: GoogleState,
+) -> None:
     error = await failure(provider(google_emulator, key="wrong-secret-key"), request())
     assert error.code is ErrorCode.PROVIDER_ERROR
+    assert not error.retryable, "a key does not fix itself"
     assert "GOOGLE_API_KEY" in error.message and "wrong-secret-key" not in error.message
-
-
-async def test_unknown_model_is_no_result(google_emulator: GoogleState) -> None:
-    error = await failure(provider(google_emulator), request(model="dall-e-3"))
-    assert error.code is ErrorCode.NO_RESULT and not error.retryable
+    assert len(google_emulator.recorder.requests) == 1
 
 
 async def test_connection_refused_is_a_provider_error() -> None:
@@ -227,12 +335,6 @@ async def test_emulator_refuses_a_missing_key_like_the_api(google_emulator: Goog
     assert response.json()["error"]["status"] == "PERMISSION_DENIED"
 
 
-async def test_imagen_needs_vertex(google_emulator: GoogleState) -> None:
-    error = await failure(provider(google_emulator), request(model="imagen-4.0-generate-001"))
-    assert error.code is ErrorCode.NO_RESULT and "Vertex AI" in error.message
-    assert google_emulator.recorder.requests == []
-
-
 def vertex(state: GoogleState) -> GoogleProvider:
     client = genai.Client(
         vertexai=True,
@@ -246,18 +348,26 @@ def vertex(state: GoogleState) -> GoogleProvider:
     return GoogleProvider(None, None, vertex_project="proj-1", client=client)
 
 
-@pytest.mark.filterwarnings("ignore:The generate_images method is deprecated")
-async def test_imagen_on_vertex_uses_generate_images(google_emulator: GoogleState) -> None:
-    spec = {"aspect_ratio": "9:16", "seed": 5, "negative_prompt": "blur", "quality": "hd"}
-    result = await vertex(google_emulator).generate(request(spec, model="imagen-4.0-generate-001"))
+async def test_gemini_on_vertex(google_emulator: GoogleState) -> None:
+    spec = {"aspect_ratio": "9:16", "seed": 5, "quality": "hd"}
+    result = await vertex(google_emulator).generate(request(spec, model="gemini-3-pro-image"))
     path, body = sent(google_emulator)
     assert path == (
         "/v1beta1/projects/proj-1/locations/us-central1/publishers/google/models/"
-        "imagen-4.0-generate-001:predict"
+        "gemini-3-pro-image:generateContent"
     )
-    assert body["instances"] == [{"prompt": "a red fox in the snow"}]
-    params = body["parameters"]
-    assert params["sampleCount"] == 1 and params["aspectRatio"] == "9:16"
-    assert params["negativePrompt"] == "blur" and params["seed"] == 5
+    assert body["generationConfig"]["imageConfig"] == {"aspectRatio": "9:16", "imageSize": "1K"}
     assert result.content_type == "image/png"
     assert result.metadata["ignored_parameters"] == ["quality"]
+    assert result.metadata["seed"] == 5
+
+
+async def test_a_wrong_vertex_token_is_permanent(google_emulator: GoogleState) -> None:
+    stale = vertex(google_emulator)  # holds the token the emulator has now...
+    google_emulator.token = "another-token"  # ...which then stops being valid
+    try:
+        error = await failure(stale, request())
+    finally:
+        google_emulator.token = "vertex-test-token"
+    assert error.code is ErrorCode.PROVIDER_ERROR and not error.retryable
+    assert "UNAUTHENTICATED" in error.message

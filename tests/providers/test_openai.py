@@ -14,7 +14,10 @@ import pytest
 from PIL import Image
 
 from tests.emulators.openai import (
+    SERVED,
+    SHUT_DOWN,
     OpenAIState,
+    _size_error,
     content_policy,
     empty_data,
     insufficient_quota,
@@ -31,9 +34,10 @@ from tests.emulators.server import _free_port
 from worker.errors import ErrorCode, GenerationError
 from worker.images import prepare_mask
 from worker.providers.base import ImageRequest, build_request
-from worker.providers.openai import OpenAIProvider, flexible_size, nearest_size
+from worker.providers.openai import OpenAIProvider, gpt_size
 
-MODEL = "gpt-image-1"
+# A model served today (the catalogue supplies defaults; the adapter has none).
+MODEL = "gpt-image-2.6-flare"
 PROMPT = "a red fox in the snow"
 
 
@@ -86,18 +90,21 @@ async def failure(p: OpenAIProvider, req: ImageRequest, edit: bool = False) -> G
 
 
 def test_size_choice() -> None:
-    gpt = ("1024x1024", "1536x1024", "1024x1536")
-    assert nearest_size(1024, 1024, gpt) == "1024x1024"
-    assert nearest_size(800, 600, gpt) == "1536x1024"
-    assert nearest_size(600, 900, gpt) == "1024x1536"
-    dalle3 = ("1024x1024", "1792x1024", "1024x1792")
-    assert nearest_size(1920, 1080, dalle3) == "1792x1024"
-    dalle2 = ("256x256", "512x512", "1024x1024")
-    assert nearest_size(200, 200, dalle2) == "256x256"
-    assert nearest_size(300, 200, dalle2) == "512x512"  # the smallest covering the long side
-    assert nearest_size(2000, 2000, dalle2) == "1024x1024"
-    assert flexible_size(1920, 1080) == "1920x1088"  # multiples of 16
-    assert flexible_size(4000, 1000) == "3840x1280"  # ratio capped at 3:1, long side at 3840
+    assert gpt_size(1024, 1024) == "1024x1024"
+    assert gpt_size(1200, 800) == "1200x800"  # already valid: sent as asked
+    assert gpt_size(1920, 1080) == "1920x1088"  # multiples of 16
+    assert gpt_size(4000, 1000) == "3840x1280"  # ratio capped at 3:1, long side at 3840
+    assert gpt_size(4096, 4096) == "2880x2880"  # at most 3840x2160 pixels
+    assert gpt_size(96, 64) == "992x672"  # grown to the smallest pixel count, ratio kept
+
+
+@pytest.mark.parametrize("width", [64, 100, 333, 576, 1000, 1080, 1537, 2160, 3001, 4096])
+@pytest.mark.parametrize("height", [64, 99, 512, 1024, 1333, 2048, 3840, 4096])
+def test_every_chosen_size_is_one_the_api_accepts(width: int, height: int) -> None:
+    size = gpt_size(width, height)
+    assert _size_error(size) is None, size
+    w, h = (int(v) for v in size.split("x"))
+    assert (w >= h) is (width >= height) or w == h  # the orientation is kept
 
 
 async def test_gpt_image_generation(openai_emulator: OpenAIState) -> None:
@@ -110,24 +117,44 @@ async def test_gpt_image_generation(openai_emulator: OpenAIState) -> None:
     assert call.json == {
         "model": MODEL,
         "prompt": f"{PROMPT}\n\nAvoid: blur, text",
-        "size": "1536x1024",
+        "size": "1200x800",
         "quality": "high",
         "n": 1,
     }
     assert result.content_type == "image/png"
-    assert size_of(result.data) == (1536, 1024)
-    assert result.metadata["ignored_parameters"] == ["size", "quality", "negative_prompt", "seed"]
+    assert size_of(result.data) == (1200, 800)
+    assert result.metadata["ignored_parameters"] == ["quality", "negative_prompt", "seed"]
     assert result.metadata["negative_prompt_in_prompt"] is True
-    assert result.metadata["size"] == "1536x1024"
+    assert result.metadata["size"] == "1200x800"
+    assert result.metadata["quality"] == "high"
     assert result.metadata["usage"]["total_tokens"] == 4180
-    assert "revised_prompt" not in result.metadata
+    assert "revised_prompt" not in result.metadata and "seed" not in result.metadata
+
+
+@pytest.mark.parametrize("model", SERVED)
+async def test_every_served_model_takes_the_same_parameters(
+    openai_emulator: OpenAIState, model: str
+) -> None:
+    spec = {"size": "1536x864", "quality": "medium"}
+    result = await provider(openai_emulator).generate(request(spec, model=model))
+    body = sent(openai_emulator).json
+    assert body == {
+        "model": model,
+        "prompt": PROMPT,
+        "size": "1536x864",
+        "quality": "medium",
+        "n": 1,
+    }
+    assert "response_format" not in body  # GPT image models refuse it: they answer b64_json
+    assert size_of(result.data) == (1536, 864)
+    assert result.metadata["ignored_parameters"] == []
 
 
 async def test_exact_request_ignores_nothing(openai_emulator: OpenAIState) -> None:
     spec = {"aspect_ratio": "1:1", "quality": "low"}
-    result = await provider(openai_emulator).generate(request(spec, model="gpt-image-1-mini"))
+    result = await provider(openai_emulator).generate(request(spec, model="gpt-image-2.6-sunburst"))
     assert sent(openai_emulator).json == {
-        "model": "gpt-image-1-mini",
+        "model": "gpt-image-2.6-sunburst",
         "prompt": PROMPT,
         "size": "1024x1024",
         "quality": "low",
@@ -139,43 +166,36 @@ async def test_exact_request_ignores_nothing(openai_emulator: OpenAIState) -> No
 
 async def test_aspect_ratio_without_an_exact_size_is_reported(openai_emulator: OpenAIState) -> None:
     result = await provider(openai_emulator).generate(request({"aspect_ratio": "16:9"}))
-    assert sent(openai_emulator).json["size"] == "1536x1024"
+    # 1024x576 is below the smallest pixel count: grown, and 16 px steps cannot keep 16:9.
+    assert sent(openai_emulator).json["size"] == "1088x608"
     assert result.metadata["ignored_parameters"] == ["size", "aspect_ratio"]
 
 
-async def test_flexible_sizes_and_qualities_of_newer_models(openai_emulator: OpenAIState) -> None:
-    spec = {"size": "1920x1080", "quality": "max"}
+async def test_large_sizes_and_the_extra_qualities(openai_emulator: OpenAIState) -> None:
+    spec = {"size": "3840x2160", "quality": "max"}
     result = await provider(openai_emulator).generate(request(spec, model="gpt-image-2.5-flare"))
-    assert sent(openai_emulator).json["size"] == "1920x1088"
+    assert sent(openai_emulator).json["size"] == "3840x2160"
     assert sent(openai_emulator).json["quality"] == "max"
-    assert size_of(result.data) == (1920, 1088)
-    assert result.metadata["ignored_parameters"] == ["size"]
+    assert size_of(result.data) == (3840, 2160)
+    assert result.metadata["ignored_parameters"] == []
 
 
-async def test_dalle3_asks_for_base64_and_keeps_the_revised_prompt(
+async def test_a_quality_the_model_lacks_is_no_result_sent_once(
     openai_emulator: OpenAIState,
 ) -> None:
-    spec = {"size": "1920x1080", "quality": "high"}
-    result = await provider(openai_emulator).generate(request(spec, model="dall-e-3"))
-    assert sent(openai_emulator).json == {
-        "model": "dall-e-3",
-        "prompt": PROMPT,
-        "size": "1792x1024",
-        "quality": "hd",
-        "n": 1,
-        "response_format": "b64_json",
-    }
-    assert size_of(result.data) == (1792, 1024)
-    assert result.metadata["revised_prompt"] == f"A detailed, vivid rendering of: {PROMPT}"
-    assert result.metadata["ignored_parameters"] == ["size", "quality"]
-
-
-async def test_dalle3_url_result_is_downloaded(openai_emulator: OpenAIState) -> None:
-    openai_emulator.recorder.script(url_answer(openai_emulator, 1792, 1024))
-    (stored,) = openai_emulator.files.values()
-    result = await provider(openai_emulator).generate(
-        request({"size": "1792x1024"}, model="dall-e-3")
+    error = await failure(
+        provider(openai_emulator), request({"quality": "max"}, model="gpt-image-2")
     )
+    assert error.code is ErrorCode.NO_RESULT and not error.retryable
+    assert "quality" in error.message and "invalid_value" in error.message
+    assert len(api_calls(openai_emulator)) == 1
+
+
+async def test_a_url_result_is_downloaded(openai_emulator: OpenAIState) -> None:
+    """GPT image models answer base64; an OpenAI-compatible server may answer a URL."""
+    openai_emulator.recorder.script(url_answer(openai_emulator, 1024, 1024))
+    (stored,) = openai_emulator.files.values()
+    result = await provider(openai_emulator).generate(request({"size": "1024x1024"}))
 
     assert result.data == stored
     assert result.content_type == "image/png"
@@ -183,15 +203,6 @@ async def test_dalle3_url_result_is_downloaded(openai_emulator: OpenAIState) -> 
     downloads = [r for r in openai_emulator.recorder.requests if r.method == "GET"]
     assert len(downloads) == 1 and downloads[0].path.startswith("/private/org-emulator/img-")
     assert "authorization" not in downloads[0].headers  # the key stays with OpenAI
-
-
-async def test_dalle2_square_sizes(openai_emulator: OpenAIState) -> None:
-    spec = {"size": "400x300", "quality": "standard"}
-    result = await provider(openai_emulator).generate(request(spec, model="dall-e-2"))
-    body = sent(openai_emulator).json
-    assert body["size"] == "512x512" and "quality" not in body
-    assert size_of(result.data) == (512, 512)
-    assert result.metadata["ignored_parameters"] == ["size", "quality"]
 
 
 async def test_edit_sends_image_and_mask_as_files(openai_emulator: OpenAIState) -> None:
@@ -216,7 +227,7 @@ async def test_edit_sends_image_and_mask_as_files(openai_emulator: OpenAIState) 
     assert form["mask"]["data"] == mask
     assert form["mask"]["content_type"] == "image/png"
     assert (form["prompt"], form["model"], form["n"]) == ("add a hat", MODEL, "1")
-    assert (form["size"], form["quality"]) == ("1536x1024", "medium")
+    assert (form["size"], form["quality"]) == ("992x672", "medium")
     assert "response_format" not in form
     assert size_of(result.data) == (96, 64)  # the emulator answers with the source's size
 
@@ -238,12 +249,9 @@ async def test_image_to_image_uses_the_edit_endpoint_without_mask(
     assert size_of(result.data) == (64, 64)
 
 
-async def test_edits_need_a_mask_and_an_editing_model(openai_emulator: OpenAIState) -> None:
-    p = provider(openai_emulator)
-    missing = await failure(p, request(source=png(32, 32)), edit=True)
+async def test_edits_need_a_mask(openai_emulator: OpenAIState) -> None:
+    missing = await failure(provider(openai_emulator), request(source=png(32, 32)), edit=True)
     assert missing.code is ErrorCode.MASK_MISSING
-    dalle3 = await failure(p, request(model="dall-e-3", source=png(32, 32)))
-    assert dalle3.code is ErrorCode.NO_RESULT and not dalle3.retryable
     assert api_calls(openai_emulator) == []
 
 
@@ -271,7 +279,8 @@ BAD_BASE64 = Scripted(200, {"created": 1, "data": [{"b64_json": "not base64!"}]}
     ("answer", "code", "retryable", "retry_after"),
     [
         (content_policy(), ErrorCode.CONTENT_POLICY, False, None),
-        (moderation_blocked(), ErrorCode.CONTENT_POLICY, False, None),
+        (moderation_blocked("input"), ErrorCode.CONTENT_POLICY, False, None),
+        (moderation_blocked("output", ("violence",)), ErrorCode.CONTENT_POLICY, False, None),
         (SAFETY_USER_ERROR, ErrorCode.CONTENT_POLICY, False, None),
         (rate_limited("7"), ErrorCode.PROVIDER_ERROR, True, 7.0),
         (rate_limited(None, ms="1500"), ErrorCode.PROVIDER_ERROR, True, 1.5),
@@ -283,7 +292,7 @@ BAD_BASE64 = Scripted(200, {"created": 1, "data": [{"b64_json": "not base64!"}]}
             3.0,
         ),
         (insufficient_quota(), ErrorCode.PROVIDER_ERROR, False, None),
-        (model_not_found("gpt-image-1"), ErrorCode.NO_RESULT, False, None),
+        (model_not_found("gpt-image-1"), ErrorCode.MODEL_UNAVAILABLE, False, None),
         (
             Scripted(400, openai_error("Invalid value: 'x'.", param="size", code="invalid_value")),
             ErrorCode.NO_RESULT,
@@ -300,10 +309,17 @@ BAD_BASE64 = Scripted(200, {"created": 1, "data": [{"b64_json": "not base64!"}]}
             False,
             None,
         ),
+        (
+            Scripted(401, openai_error("Invalid authorization header.")),
+            ErrorCode.PROVIDER_ERROR,
+            False,
+            None,
+        ),
     ],
     ids=[
         "content_policy_violation",
-        "moderation_blocked",
+        "moderation_blocked_input",
+        "moderation_blocked_output",
         "safety_user_error",
         "429_retry_after",
         "429_retry_after_ms",
@@ -317,6 +333,7 @@ BAD_BASE64 = Scripted(200, {"created": 1, "data": [{"b64_json": "not base64!"}]}
         "item_without_image",
         "bad_base64",
         "403",
+        "401",
     ],
 )
 async def test_errors_map_to_the_catalogue(
@@ -333,6 +350,25 @@ async def test_errors_map_to_the_catalogue(
     assert error.retry_after == retry_after
     assert len(api_calls(openai_emulator)) == 1  # the SDK itself never retries
     assert openai_emulator.key not in error.message
+
+
+@pytest.mark.parametrize("model", [*SHUT_DOWN, "gpt-image-9-nonexistent"])
+async def test_a_model_openai_does_not_serve_is_model_unavailable_sent_once(
+    openai_emulator: OpenAIState, model: str
+) -> None:
+    error = await failure(provider(openai_emulator), request(model=model))
+    assert error.code is ErrorCode.MODEL_UNAVAILABLE
+    assert not error.retryable
+    assert model in error.message and "model_not_found" in error.message
+    assert len(api_calls(openai_emulator)) == 1
+
+
+async def test_an_edit_with_a_shut_down_model_is_model_unavailable(
+    openai_emulator: OpenAIState,
+) -> None:
+    error = await failure(provider(openai_emulator), request(model="dall-e-2", source=png(32, 32)))
+    assert error.code is ErrorCode.MODEL_UNAVAILABLE and not error.retryable
+    assert api_calls(openai_emulator)[0].path == "/v1/images/edits"
 
 
 async def test_retry_after_as_an_http_date(openai_emulator: OpenAIState) -> None:
@@ -352,7 +388,7 @@ async def test_bad_key_is_a_permanent_auth_error(openai_emulator: OpenAIState) -
 
 async def test_url_that_404s_is_result_unreachable(openai_emulator: OpenAIState) -> None:
     openai_emulator.recorder.script(url_answer(openai_emulator, 1024, 1024, missing=True))
-    error = await failure(provider(openai_emulator), request(model="dall-e-3"))
+    error = await failure(provider(openai_emulator), request())
     assert error.code is ErrorCode.RESULT_UNREACHABLE and error.retryable
     assert error.message.endswith("HTTP 404")
 

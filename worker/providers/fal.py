@@ -12,6 +12,7 @@ import httpx
 
 from worker.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, JobStatus
+from worker.providers.common import scrub, status_error
 
 _STATES = {"IN_QUEUE": "queued", "IN_PROGRESS": "running", "COMPLETED": "completed"}
 
@@ -21,26 +22,40 @@ def app_id(model: str) -> str:
     return "/".join(model.split("/")[:2])
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after")
+def _detail(response: httpx.Response) -> tuple[str, list[str]]:
+    """fal's error body: `{"detail": "..."}` or `{"detail": [{"msg", "type", ...}]}` (branch on
+    `type`, never on `msg`). Returns the scrubbed message and the machine types."""
     try:
-        return float(raw) if raw else None
+        body = response.json()
     except ValueError:
-        return None
+        return "", []
+    detail = body.get("detail") if isinstance(body, dict) else body
+    if isinstance(detail, str):
+        return scrub(detail), []
+    items = [d for d in detail if isinstance(d, dict)] if isinstance(detail, list) else []
+    message = "; ".join(str(d.get("msg", "")) for d in items if d.get("msg"))
+    return scrub(message), [str(d.get("type", "")) for d in items]
 
 
-def _raise_for(response: httpx.Response, what: str) -> None:
+def _raise_for(response: httpx.Response, what: str, model: str, *, submit: bool) -> None:
+    """fal's own readings first (its 422 content refusal, a 404 for a request id), then the
+    policy every provider shares (`status_error`)."""
     if response.is_success:
         return
     status = response.status_code
-    detail = f"{what}: HTTP {status}"
-    if status == 429 or status >= 500:
-        raise GenerationError(ErrorCode.PROVIDER_ERROR, detail, retry_after=_retry_after(response))
-    if status in (401, 403):
-        raise GenerationError(ErrorCode.PROVIDER_ERROR, f"{detail} (check FAL_KEY)")
-    if status == 422 and "content" in response.text.lower() and "policy" in response.text.lower():
+    message, types = _detail(response)
+    detail = f"{what}: HTTP {status}" + (f": {message}" if message else "")
+    if status == 422 and (
+        "content_policy_violation" in types
+        or ("content" in response.text.lower() and "policy" in response.text.lower())
+    ):
         raise GenerationError(ErrorCode.CONTENT_POLICY, detail)
-    raise GenerationError(ErrorCode.NO_RESULT, f"{detail} (invalid input)")
+    if status == 404 and not submit:
+        # Status, result and cancel address a request id: a 404 there is not about the model.
+        raise GenerationError(ErrorCode.NO_RESULT, f"{detail} (unknown request)")
+    if status == 422:
+        raise GenerationError(ErrorCode.NO_RESULT, f"{detail} (invalid input)")
+    raise status_error(status, detail, model=model, credentials="FAL_KEY", headers=response.headers)
 
 
 class FalProvider:
@@ -79,7 +94,7 @@ class FalProvider:
             ignored.append("quality")
         return arguments, ignored
 
-    async def _request(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
+    async def _request(self, method: str, url: str, what: str, model: str, **kwargs: Any) -> Any:
         try:
             response = await self.client.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
@@ -88,7 +103,7 @@ class FalProvider:
             raise GenerationError(
                 ErrorCode.PROVIDER_ERROR, f"{what}: {type(exc).__name__}"
             ) from exc
-        _raise_for(response, what)
+        _raise_for(response, what, model, submit=what == "submit")
         try:
             return response.json()
         except ValueError as exc:
@@ -98,7 +113,12 @@ class FalProvider:
         arguments, _ = self.arguments(request)
         params = {"fal_webhook": webhook_url} if webhook_url else None
         body = await self._request(
-            "POST", f"{self.base_url}/{request.model}", "submit", json=arguments, params=params
+            "POST",
+            f"{self.base_url}/{request.model}",
+            "submit",
+            request.model,
+            json=arguments,
+            params=params,
         )
         request_id = body.get("request_id") if isinstance(body, dict) else None
         if not isinstance(request_id, str) or not request_id:
@@ -110,6 +130,7 @@ class FalProvider:
             "GET",
             f"{self.base_url}/{app_id(model)}/requests/{job_id}/status",
             "status",
+            model,
             params={"logs": "1"},
         )
         if not isinstance(body, dict) or body.get("status") not in _STATES:
@@ -130,13 +151,13 @@ class FalProvider:
 
     async def result_urls(self, model: str, job_id: str) -> list[str]:
         body = await self._request(
-            "GET", f"{self.base_url}/{app_id(model)}/requests/{job_id}", "result"
+            "GET", f"{self.base_url}/{app_id(model)}/requests/{job_id}", "result", model
         )
         return parse_result(body)
 
     async def cancel(self, model: str, job_id: str) -> None:
         await self._request(
-            "PUT", f"{self.base_url}/{app_id(model)}/requests/{job_id}/cancel", "cancel"
+            "PUT", f"{self.base_url}/{app_id(model)}/requests/{job_id}/cancel", "cancel", model
         )
 
 

@@ -1,18 +1,22 @@
-"""Google image models through the official `google-genai` SDK.
+"""Google's Gemini image models through the official `google-genai` SDK.
 
-Gemini image models (`gemini-2.5-flash-image`, the default) answer `generateContent` with inline
-image parts; image-to-image and edits send the source (and the mask) as extra inline parts.
-Imagen (`generate_images`) is only reachable on Vertex AI (`GOOGLE_CLOUD_PROJECT`).
+`generateContent` with `responseModalities: ["IMAGE"]` and `imageConfig` (`aspectRatio`,
+`imageSize` 1K/2K/4K) answers with inline image parts; image-to-image and edits send the source
+(and the mask) as extra inline parts. The model always comes in `ImageRequest.model` (the
+catalogue fills the default); nothing here names a model. Imagen is not offered: every Imagen
+model was shut down on 2026-08-17 (docs/providers.md, read 2026-12-02).
+
+Refusals arrive as HTTP 200 without an image: `promptFeedback.blockReason`, or a candidate's
+`finishReason`. HTTP errors follow `common.status_error` after Google's own readings (an
+`API_KEY_INVALID` 400 is an auth failure; a 429's `RetryInfo.retryDelay`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from contextlib import suppress
-from email.utils import parsedate_to_datetime
-from time import time
 from typing import Any, TypeVar
 
 import httpx
@@ -21,16 +25,37 @@ from google.genai import errors, types
 
 from worker.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
+from worker.providers.common import image_mime, scrub, status_error
 
-DEFAULT_MODEL = "gemini-2.5-flash-image"
+# Aspect ratios every current Gemini image model takes: a size is mapped to the nearest.
 RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
-IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
-# Finish reasons that mean Google's filters refused (anything else without an image: no_result).
-BLOCKED = {"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT", "BLOCKLIST"}
+# Offered by the newest models only: sent when asked for by name (an older model answers 400,
+# which is no_result), never chosen for a size.
+EXTRA_RATIOS = ("1:4", "4:1", "1:8", "8:1")
+# `imageSize` tiers and the pixels each stands for (1K is the API's default).
+IMAGE_SIZES = (("1K", 1024 * 1024), ("2K", 2048 * 2048), ("4K", 4096 * 4096))
+TIER_SIDES = (1024, 2048, 4096)
+# Finish reasons (a candidate without an image) that are Google's filters refusing.
+# NO_IMAGE, IMAGE_OTHER, OTHER, STOP and the like are no_result: nothing says a policy refused.
+BLOCKED_FINISH = {
+    "SAFETY",
+    "PROHIBITED_CONTENT",
+    "BLOCKLIST",
+    "SPII",
+    "RECITATION",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+}
+# Prompt-level blocks (`promptFeedback.blockReason`, no candidates). OTHER and
+# BLOCKED_REASON_UNSPECIFIED give no reason: no_result. MODEL_ARMOR and JAILBREAK are Vertex's.
+BLOCKED_PROMPT = {"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "IMAGE_SAFETY"}
+BLOCKED_PROMPT |= {"MODEL_ARMOR", "JAILBREAK"}
 EDIT_INSTRUCTION = (
     "Edit the first image. The second image is a mask of the same size: change only the region "
     "where the mask is transparent and keep every pixel where it is opaque unchanged. Edit: "
 )
+CREDENTIALS = "GOOGLE_API_KEY or the Vertex AI credentials"
 T = TypeVar("T")
 # google-genai 3.x sends through httpx2 (a fork with its own exception classes), older through httpx.
 _TIMEOUTS: tuple[type[BaseException], ...] = (httpx.TimeoutException, TimeoutError)
@@ -43,8 +68,6 @@ with suppress(ImportError):
         (*_TRANSPORT, httpx2.TransportError),
     )
 _DELAY = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
-# Long tokens in Google's messages (an echoed base64 field, a key) never reach users or logs.
-_SECRETISH = re.compile(r"[A-Za-z0-9+/_=-]{32,}")
 
 
 def nearest_ratio(width: int, height: int, ratios: tuple[str, ...] = RATIOS) -> str:
@@ -58,11 +81,17 @@ def nearest_ratio(width: int, height: int, ratios: tuple[str, ...] = RATIOS) -> 
     return min(ratios, key=distance)
 
 
+def image_size(width: int, height: int) -> str:
+    """The smallest `imageSize` tier with at least the requested pixels (else the largest)."""
+    for tier, pixels in IMAGE_SIZES:
+        if width * height <= pixels:
+            return tier
+    return IMAGE_SIZES[-1][0]
+
+
 def _part(data: bytes) -> types.Part:
-    """An inline image part; the type is sniffed (the lifecycle hands us PNG, JPEG or WebP)."""
-    mime = "image/jpeg" if data.startswith(b"\xff\xd8\xff") else "image/png"
-    mime = "image/webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else mime
-    return types.Part.from_bytes(data=data, mime_type=mime)
+    """An inline image part, typed by its bytes (the lifecycle hands us PNG, JPEG or WebP)."""
+    return types.Part.from_bytes(data=data, mime_type=image_mime(data))
 
 
 def _enum(value: Any) -> str | None:
@@ -76,15 +105,8 @@ def _details(exc: errors.APIError) -> list[dict[str, Any]]:
     return [d for d in details or [] if isinstance(d, dict)]
 
 
-def _retry_after(exc: errors.APIError) -> float | None:
-    """`Retry-After` (seconds or an HTTP date), else `google.rpc.RetryInfo.retryDelay` ("7s")."""
-    headers = getattr(exc.response, "headers", None)
-    if raw := (headers.get("retry-after") if headers is not None else None):
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            with suppress(TypeError, ValueError):
-                return max(0.0, parsedate_to_datetime(raw).timestamp() - time())
+def _retry_delay(exc: errors.APIError) -> float | None:
+    """Google's `google.rpc.RetryInfo.retryDelay` ("7s"), used when there is no Retry-After."""
     for detail in _details(exc):
         match = _DELAY.match(str(detail.get("retryDelay", "")))
         if str(detail.get("@type", "")).endswith("RetryInfo") and match:
@@ -92,19 +114,24 @@ def _retry_after(exc: errors.APIError) -> float | None:
     return None
 
 
-def map_api_error(exc: errors.APIError) -> GenerationError:
-    """A Google API error as a catalogue error (never with the key or request body in it)."""
+def map_api_error(exc: errors.APIError, model: str) -> GenerationError:
+    """A Google API error as a catalogue error (never with the key or request body in it):
+    Google's own readings first, then the shared status policy."""
     code = exc.code
-    message = _SECRETISH.sub("[redacted]", exc.message or "")[:300]
-    what = f"Google API {code} {exc.status or ''}".rstrip() + f": {message}"
-    if code in (401, 403) or any(d.get("reason") == "API_KEY_INVALID" for d in _details(exc)):
-        return GenerationError(
-            ErrorCode.PROVIDER_ERROR,
-            f"{what} (authentication failed: check GOOGLE_API_KEY or the Vertex AI credentials)",
-        )
-    if code in (400, 404):
-        return GenerationError(ErrorCode.NO_RESULT, what)
-    return GenerationError(ErrorCode.PROVIDER_ERROR, what, retry_after=_retry_after(exc))
+    what = f"Google API {code} {exc.status or ''}".rstrip() + f": {scrub(exc.message)}"
+    if any(d.get("reason") == "API_KEY_INVALID" for d in _details(exc)):
+        code = 401  # Google says 400 for a wrong key; it is an auth failure all the same
+    headers = getattr(exc.response, "headers", None)
+    error = status_error(
+        code,
+        what,
+        model=model,
+        credentials=CREDENTIALS,
+        headers=headers if isinstance(headers, Mapping) else None,
+    )
+    if error.retryable and error.retry_after is None:
+        error.retry_after = _retry_delay(exc)
+    return error
 
 
 class GoogleProvider:
@@ -142,8 +169,6 @@ class GoogleProvider:
         self.client = client
 
     async def generate(self, request: ImageRequest) -> ImageResult:
-        if request.model.startswith("imagen-"):
-            return await self._imagen(request)
         contents: list[Any] = [request.prompt]
         if request.source is not None:
             contents.append(_part(request.source))
@@ -152,42 +177,48 @@ class GoogleProvider:
     async def edit(self, request: ImageRequest) -> ImageResult:
         if request.source is None or request.mask is None:
             raise GenerationError(ErrorCode.MASK_MISSING, "an edit needs a source image and a mask")
-        if request.model.startswith("imagen-"):
-            raise GenerationError(ErrorCode.NO_RESULT, "edits need a Gemini image model")
         prompt = EDIT_INSTRUCTION + request.prompt
         return await self._gemini(request, [prompt, _part(request.source), _part(request.mask)])
 
-    def _metadata(self, request: ImageRequest, ratio: str) -> dict[str, Any]:
-        """What was asked for but cannot be honoured: an exact size, a quality level."""
+    def _image_config(self, request: ImageRequest) -> tuple[str, str, list[str]]:
+        """`aspectRatio`, `imageSize`, and what was asked for but cannot be honoured: an exact
+        size (the model picks the pixels of its ratio and tier), a quality level."""
+        if request.aspect_ratio in RATIOS or request.aspect_ratio in EXTRA_RATIOS:
+            ratio = request.aspect_ratio
+        else:
+            ratio = nearest_ratio(request.width, request.height)
+        tier = image_size(request.width, request.height)
         w, h = (int(x) for x in ratio.split(":"))
-        exact = request.width * h == request.height * w
-        ignored = (
-            [] if exact and max(request.width, request.height) == self.default_side else ["size"]
-        )
+        # Exact up to the half pixel a ratio-derived side was rounded by (1024x439 is 21:9).
+        exact = abs(request.width * h - request.height * w) <= max(w, h) / 2
+        ignored = [] if exact and max(request.width, request.height) in TIER_SIDES else ["size"]
         ignored += ["quality"] if request.quality else []
-        return {"model": request.model, "aspect_ratio": ratio, "ignored_parameters": ignored}
+        return ratio, tier, ignored
 
     async def _gemini(self, request: ImageRequest, contents: list[Any]) -> ImageResult:
-        ratio = request.aspect_ratio if request.aspect_ratio in RATIOS else None
-        ratio = ratio or nearest_ratio(request.width, request.height, RATIOS)
+        ratio, tier, ignored = self._image_config(request)
         if request.negative_prompt:  # no native field: ask in words
             contents[0] = f"{contents[0]}\n\nAvoid: {request.negative_prompt}"
-        modalities = ["TEXT", "IMAGE"] if request.model.startswith("gemini-2.0") else ["IMAGE"]
         config = types.GenerateContentConfig(
-            response_modalities=modalities,
-            image_config=types.ImageConfig(aspect_ratio=ratio),
+            response_modalities=["IMAGE"],
+            image_config=types.ImageConfig(aspect_ratio=ratio, image_size=tier),
             seed=request.seed,
             candidate_count=1,
         )
         response = await self._call(
+            request.model,
             self.client.aio.models.generate_content(
                 model=request.model, contents=contents, config=config
-            )
+            ),
         )
         feedback = response.prompt_feedback
         if feedback is not None and feedback.block_reason is not None:
             reason = _enum(feedback.block_reason)
-            raise GenerationError(ErrorCode.CONTENT_POLICY, f"prompt blocked by Google ({reason})")
+            code = ErrorCode.CONTENT_POLICY if reason in BLOCKED_PROMPT else ErrorCode.NO_RESULT
+            message = (
+                f": {scrub(feedback.block_reason_message)}" if feedback.block_reason_message else ""
+            )
+            raise GenerationError(code, f"prompt blocked by Google ({reason}){message}")
         candidate = response.candidates[0] if response.candidates else None
         finish = _enum(candidate.finish_reason) if candidate is not None else None
         parts = (candidate.content.parts if candidate and candidate.content else None) or []
@@ -201,14 +232,20 @@ class GoogleProvider:
         ]
         text = " ".join(p.text for p in parts if p.text).strip()
         if not images:
-            if finish in BLOCKED:
+            if finish in BLOCKED_FINISH:
                 raise GenerationError(ErrorCode.CONTENT_POLICY, f"image blocked ({finish})")
-            said = f": {text[:200]}" if text else ""
+            said = f": {scrub(text[:200])}" if text else ""
             detail = f"Gemini returned no image (finish reason {finish}){said}"
             raise GenerationError(ErrorCode.NO_RESULT, detail)
-        metadata = self._metadata(request, ratio)
-        metadata.update(model_version=response.model_version, finish_reason=finish)
-        if request.seed is not None:
+        metadata: dict[str, Any] = {
+            "model": request.model,
+            "aspect_ratio": ratio,
+            "image_size": tier,
+            "ignored_parameters": ignored,
+            "model_version": response.model_version,
+            "finish_reason": finish,
+        }
+        if request.seed is not None:  # sent in generationConfig; the answer carries none
             metadata["seed"] = request.seed
         if request.negative_prompt:
             metadata["negative_prompt_in_prompt"] = True
@@ -217,48 +254,11 @@ class GoogleProvider:
         data, content_type = images[-1]
         return ImageResult(data=data, content_type=content_type, metadata=metadata)
 
-    async def _imagen(self, request: ImageRequest) -> ImageResult:
-        if not self.vertex:
-            raise GenerationError(
-                ErrorCode.NO_RESULT,
-                f"Imagen models need Vertex AI (set GOOGLE_CLOUD_PROJECT); use {DEFAULT_MODEL}",
-            )
-        if request.source is not None:
-            raise GenerationError(ErrorCode.NO_RESULT, "Imagen does not take a source image")
-        ratio = request.aspect_ratio if request.aspect_ratio in IMAGEN_RATIOS else None
-        ratio = ratio or nearest_ratio(request.width, request.height, IMAGEN_RATIOS)
-        config = types.GenerateImagesConfig(
-            number_of_images=1,
-            aspect_ratio=ratio,
-            negative_prompt=request.negative_prompt,
-            seed=request.seed,
-            # Vertex refuses a seed while the (default) watermark is on.
-            add_watermark=False if request.seed is not None else None,
-            include_rai_reason=True,
-        )
-        response = await self._call(
-            self.client.aio.models.generate_images(
-                model=request.model, prompt=request.prompt, config=config
-            )
-        )
-        generated = response.generated_images[0] if response.generated_images else None
-        image = generated.image if generated is not None else None
-        if image is None or not image.image_bytes:
-            if generated is not None and generated.rai_filtered_reason:
-                detail = f"Imagen filtered the image: {generated.rai_filtered_reason}"
-                raise GenerationError(ErrorCode.CONTENT_POLICY, detail)
-            raise GenerationError(ErrorCode.NO_RESULT, "Imagen returned no image")
-        return ImageResult(
-            data=image.image_bytes,
-            content_type=image.mime_type or "image/png",
-            metadata=self._metadata(request, ratio),
-        )
-
-    async def _call(self, call: Awaitable[T]) -> T:
+    async def _call(self, model: str, call: Awaitable[T]) -> T:
         try:
             return await call
         except errors.APIError as exc:
-            raise map_api_error(exc) from exc
+            raise map_api_error(exc, model) from exc
         except _TIMEOUTS as exc:
             raise GenerationError(
                 ErrorCode.PROVIDER_ERROR, f"Google did not answer within {self.timeout_s:g}s"

@@ -1,9 +1,12 @@
-"""OpenAI image models through the official `openai` SDK (`AsyncOpenAI.images`).
+"""OpenAI's GPT image models through the official `openai` SDK (`AsyncOpenAI.images`).
 
-GPT image models answer with base64 (`b64_json`); the legacy DALL·E models are asked for base64
-too, but a `url` answer is downloaded. Text-to-image uses `images.generate`; image-to-image and
-inpainting use `images.edit` (with the mask for inpainting). The SDK never retries: the job queue
-does, honouring `Retry-After`.
+Text-to-image uses `images.generate`; image-to-image and inpainting use `images.edit` (with the
+mask for inpainting). The model always comes in `ImageRequest.model` (the catalogue fills the
+default); nothing here names a model. What is sent is what every GPT image model served today
+takes (read 2026-12-02, docs/providers.md): `size` as any WIDTHxHEIGHT with both sides multiples of
+16, `quality`, and no `response_format` (they always answer `b64_json`). A `url` answer, which
+only an OpenAI-compatible server behind OPENAI_BASE_URL would send, is downloaded. The SDK never
+retries: the job queue does, honouring `Retry-After`.
 """
 
 from __future__ import annotations
@@ -14,9 +17,6 @@ import math
 import os
 import re
 from collections.abc import Awaitable
-from contextlib import suppress
-from email.utils import parsedate_to_datetime
-from time import time
 from typing import Any, TypeVar
 
 import openai
@@ -27,111 +27,81 @@ from worker.errors import ErrorCode, GenerationError
 from worker.images import download
 from worker.netguard import OutboundPolicy
 from worker.providers.base import ImageRequest, ImageResult
+from worker.providers.common import EXTENSIONS, image_mime, scrub, status_error
 
-DEFAULT_MODEL = "gpt-image-1.5"
-GPT_SIZES = ("1024x1024", "1536x1024", "1024x1536")
-SIZES: dict[str, tuple[str, ...]] = {
-    "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),
-    "dall-e-2": ("256x256", "512x512", "1024x1024"),
-}
-QUALITIES: dict[str, dict[str, str]] = {
-    "gpt": {q: q for q in ("low", "medium", "high", "auto")} | {"standard": "medium", "hd": "high"},
-    "dall-e-3": {"standard": "standard", "hd": "hd", "low": "standard", "medium": "standard"}
-    | {"high": "hd"},
-    "dall-e-2": {},  # one quality only: nothing to send
-}
+# Size limits of the GPT image models: both sides multiples of 16, aspect ratio 1:3 to 3:1, the
+# long side at most 3840, at most 3840x2160 pixels. The lower bound (655,360 pixels) is the
+# smallest published for any current model; the three standard sizes are all above it.
+STEP, MAX_RATIO, MAX_LONG = 16, 3.0, 3840
+MIN_PIXELS, MAX_PIXELS = 655_360, 3840 * 2160
+# Qualities passed through as asked. `xhigh` and `max` are offered by the newer models only; an
+# older one answers 400 invalid_value, which becomes no_result naming the parameter. The DALL·E
+# names of old prompt specs are translated.
+QUALITIES = {q: q for q in ("low", "medium", "high", "xhigh", "max", "auto")}
+QUALITIES |= {"standard": "medium", "hd": "high"}
 CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# Refusals: `moderation_blocked` (type image_generation_user_error) today, the legacy
+# `content_policy_violation` before.
 SAFETY_CODES = {"content_policy_violation", "moderation_blocked"}
-# Errors no retry can fix even though their status says "try later".
+# Errors no retry can fix even though their status (429) says "try later".
 ACCOUNT_CODES = {"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"}
-# Keys and long tokens (an echoed base64 field) never reach users or logs.
+CREDENTIALS = "OPENAI_API_KEY and the organization's access"
 _RATIO = re.compile(r"^(\d+):(\d+)$")
-_SECRETISH = re.compile(r"sk-[A-Za-z0-9_*-]{6,}|[A-Za-z0-9+/_=-]{32,}")
 T = TypeVar("T")
 
 
-def family(model: str) -> str:
-    return model if model in ("dall-e-2", "dall-e-3") else "gpt"
+def _half_up(value: float) -> int:
+    return math.floor(value + 0.5)
 
 
-def flexible(model: str) -> bool:
-    """Models that take any WIDTHxHEIGHT (multiples of 16, ratio 1:3 to 3:1, up to 3840x2160)."""
-    return model == "gpt-image-2" or model.startswith(("gpt-image-2-", "gpt-image-2.5-"))
-
-
-def nearest_size(width: int, height: int, allowed: tuple[str, ...]) -> str:
-    """The allowed size closest in aspect ratio; among equals, the smallest one covering the
-    requested long side (else the largest)."""
-    target, side = math.log(width / height), max(width, height)
-
-    def key(size: str) -> tuple[float, int, int]:
-        w, h = (int(v) for v in size.split("x"))
-        covers = max(w, h) >= side
-        return (
-            round(abs(math.log(w / h) - target), 6),
-            0 if covers else 1,
-            w * h * (1 if covers else -1),
-        )
-
-    return min(allowed, key=key)
-
-
-def flexible_size(width: int, height: int) -> str:
-    ratio = min(3.0, max(1 / 3, width / height))
-    long_max, short_max = 3840, 2160
+def gpt_size(width: int, height: int) -> str:
+    """The closest size a GPT image model accepts: the ratio clamped to 1:3..3:1, scaled into
+    the pixel and edge limits, both sides multiples of 16."""
+    ratio = min(MAX_RATIO, max(1 / MAX_RATIO, width / height))
     w, h = (width, width / ratio) if width >= height else (height * ratio, height)
-    scale = min(1.0, long_max / max(w, h), short_max / min(w, h))
-    return f"{max(16, round(w * scale / 16) * 16)}x{max(16, round(h * scale / 16) * 16)}"
+    scale = min(1.0, MAX_LONG / max(w, h), math.sqrt(MAX_PIXELS / (w * h)))
+    scale = max(scale, math.sqrt(MIN_PIXELS / (w * h)))
+    # Round towards the limit being met: up when growing, down when shrinking, else half up
+    # (at 6 decimals, so 3839.9999 steps is 3840).
+    rounding = math.ceil if scale > 1 else math.floor if scale < 1 else _half_up
+    sw, sh = (max(STEP, int(rounding(round(v * scale / STEP, 6))) * STEP) for v in (w, h))
+    long, short = max(sw, sh), min(sw, sh)
+    while long > MAX_RATIO * short or long > MAX_LONG or long * short > MAX_PIXELS:
+        long -= STEP
+    while long * short < MIN_PIXELS:
+        short += STEP
+    return f"{long}x{short}" if sw >= sh else f"{short}x{long}"
 
 
 def _message(exc: openai.APIStatusError) -> str:
     """The error's own message (the SDK's `str(exc)` embeds the whole body), redacted."""
     message = exc.body.get("message") if isinstance(exc.body, dict) else None
-    return _SECRETISH.sub("[redacted]", message if isinstance(message, str) else "")[:300]
+    return scrub(message if isinstance(message, str) else "")
 
 
-def retry_after(headers: Any) -> float | None:
-    """`retry-after-ms`, else `Retry-After` in seconds or as an HTTP date."""
-    if (raw_ms := headers.get("retry-after-ms")) is not None:
-        with suppress(ValueError):
-            return max(0.0, float(raw_ms) / 1000)
-    if (raw := headers.get("retry-after")) is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        with suppress(TypeError, ValueError):
-            return max(0.0, parsedate_to_datetime(raw).timestamp() - time())
-    return None
-
-
-def map_status_error(exc: openai.APIStatusError) -> GenerationError:
-    """An HTTP error from OpenAI as a catalogue error (never with the key or an image in it)."""
+def map_status_error(exc: openai.APIStatusError, model: str) -> GenerationError:
+    """An HTTP error from OpenAI as a catalogue error (never with the key or an image in it):
+    OpenAI's own codes first (refusals, account problems), then the shared status policy."""
     status, message = exc.status_code, _message(exc)
     code = f" ({exc.code})" if exc.code else ""
-    detail = f"OpenAI {status}{code}: {message}".rstrip(": ")
+    param = f" [{exc.param}]" if isinstance(exc.param, str) and exc.param else ""
+    detail = f"OpenAI {status}{code}{param}: {message}".rstrip(": ")
     safety = exc.type == "image_generation_user_error" and re.search(
         r"safety|moderation|content polic", message, re.IGNORECASE
     )
     if status == 400 and (exc.code in SAFETY_CODES or safety):
         return GenerationError(ErrorCode.CONTENT_POLICY, detail)
-    if status in (401, 403):
-        hint = "authentication failed: check OPENAI_API_KEY and the organization's access"
-        return GenerationError(ErrorCode.PROVIDER_ERROR, f"{detail} ({hint})", permanent=True)
     if exc.code in ACCOUNT_CODES:
         return GenerationError(ErrorCode.PROVIDER_ERROR, f"{detail} (account)", permanent=True)
-    if status < 500 and status not in (408, 409, 429):
-        return GenerationError(ErrorCode.NO_RESULT, detail)
-    return GenerationError(
-        ErrorCode.PROVIDER_ERROR, detail, retry_after=retry_after(exc.response.headers)
+    return status_error(
+        status, detail, model=model, credentials=CREDENTIALS, headers=exc.response.headers
     )
 
 
 def _file(name: str, data: bytes) -> tuple[str, bytes, str]:
-    """A multipart file; the type is sniffed (sources may be PNG, JPEG or WebP)."""
-    kind = "jpeg" if data.startswith(b"\xff\xd8\xff") else "png"
-    kind = "webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else kind
-    return (f"{name}.{'jpg' if kind == 'jpeg' else kind}", data, f"image/{kind}")
+    """A multipart file, typed by its bytes (sources may be PNG, JPEG or WebP)."""
+    mime = image_mime(data)
+    return (f"{name}.{EXTENSIONS[mime]}", data, mime)
 
 
 class OpenAIProvider:
@@ -164,7 +134,7 @@ class OpenAIProvider:
         if request.source is not None:
             return await self._edit(request, mask=None)
         model, args, metadata = self._arguments(request)
-        response = await self._call(self.client.images.generate(model=model, **args))
+        response = await self._call(model, self.client.images.generate(model=model, **args))
         return await self._result(response, metadata)
 
     async def edit(self, request: ImageRequest) -> ImageResult:
@@ -175,22 +145,15 @@ class OpenAIProvider:
     async def _edit(self, request: ImageRequest, mask: bytes | None) -> ImageResult:
         assert request.source is not None
         model, args, metadata = self._arguments(request)
-        if model == "dall-e-3":
-            raise GenerationError(ErrorCode.NO_RESULT, "dall-e-3 cannot edit images")
         if mask is not None:
             args["mask"] = ("mask.png", mask, "image/png")
         call = self.client.images.edit(model=model, image=_file("image", request.source), **args)
-        return await self._result(await self._call(call), metadata)
+        return await self._result(await self._call(model, call), metadata)
 
     def _arguments(self, request: ImageRequest) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """The SDK arguments, and metadata listing what was ignored or adapted."""
-        model = request.model or DEFAULT_MODEL
-        kind = family(model)
-        w, h = request.width, request.height
-        if flexible(model):
-            size = flexible_size(w, h)
-        else:
-            size = nearest_size(w, h, SIZES.get(kind, GPT_SIZES))
+        model, w, h = request.model, request.width, request.height
+        size = gpt_size(w, h)
         ignored = ["size"] if size != f"{w}x{h}" else []
         if request.aspect_ratio:
             ratio = _RATIO.match(request.aspect_ratio)
@@ -201,10 +164,7 @@ class OpenAIProvider:
         args: dict[str, Any] = {"prompt": request.prompt, "size": size, "n": 1}
         metadata: dict[str, Any] = {"size": size}
         if request.quality:
-            table = QUALITIES[kind]
-            if flexible(model) and model.startswith("gpt-image-2.5-"):
-                table = table | {"xhigh": "xhigh", "max": "max"}
-            quality = table.get(request.quality) or table.get(request.quality.lower())
+            quality = QUALITIES.get(request.quality.lower())
             if quality is not None:
                 args["quality"] = metadata["quality"] = quality
             ignored += [] if quality == request.quality else ["quality"]
@@ -212,10 +172,8 @@ class OpenAIProvider:
             args["prompt"] = f"{request.prompt}\n\nAvoid: {request.negative_prompt}"
             metadata["negative_prompt_in_prompt"] = True
             ignored.append("negative_prompt")
-        if request.seed is not None:
+        if request.seed is not None:  # no seed parameter, and none in the answer
             ignored.append("seed")
-        if kind != "gpt":  # GPT image models refuse response_format (they always send base64)
-            args["response_format"] = "b64_json"
         metadata["ignored_parameters"] = ignored
         return model, args, metadata
 
@@ -245,11 +203,11 @@ class OpenAIProvider:
         content_type = CONTENT_TYPES.get(response.output_format or "png", "image/png")
         return ImageResult(data=data, content_type=content_type, metadata=metadata)
 
-    async def _call(self, call: Awaitable[T]) -> T:
+    async def _call(self, model: str, call: Awaitable[T]) -> T:
         try:
             return await call
         except openai.APIStatusError as exc:
-            raise map_status_error(exc) from exc
+            raise map_status_error(exc, model) from exc
         except openai.APITimeoutError as exc:
             raise GenerationError(
                 ErrorCode.PROVIDER_ERROR, f"OpenAI did not answer within {self.timeout_s:g}s"
