@@ -35,6 +35,8 @@ def stack_env(services: Services) -> dict[str, str]:
         "GOOGLE_BASE_URL": services.google.base_url,
         "FAL_KEY": services.fal.key,
         "FAL_BASE_URL": services.fal.base_url,
+        "STABILITY_API_KEY": services.stability.key,
+        "STABILITY_BASE_URL": services.stability.base_url,
         "POLL_INTERVAL_S": "0.2",
     }
 
@@ -46,11 +48,17 @@ def stack_env(services: Services) -> dict[str, str]:
         ("openai", "gpt-image-2.6-flare"),
         ("google", "gemini-nano-banana-2.1"),
         ("fal", "fal-ai/flux/dev"),
+        ("stability", "sd3.5-large"),
         ("local", "pillow-v1"),
+        # No model: the catalogue's default, which each emulator serves as the provider does.
+        ("openai", None),
+        ("google", None),
+        ("fal", None),
+        ("stability", None),
     ],
 )
 async def test_each_provider_lands_its_result_in_supabase_storage(
-    http: httpx.AsyncClient, services: Services, provider: str, model: str
+    http: httpx.AsyncClient, services: Services, provider: str, model: str | None
 ) -> None:
     project_id = await create_project(http)
     generation = await create_generation(
@@ -58,10 +66,15 @@ async def test_each_provider_lands_its_result_in_supabase_storage(
         project_id,
         f"a lighthouse by {provider}",
         provider=provider,
-        model=model,
         prompt_spec={"size": "1024x1024"},
+        **({"model": model} if model else {}),
     )
-    assert generation["model"] == model
+    if model is not None:
+        assert generation["model"] == model
+    else:
+        models = (await http.get("/v1/models")).json()["data"]
+        default = next(m for m in models if m["provider"] == provider and m["default"])
+        assert (generation["model"], default["status"]) == (default["model"], "active")
     done = await wait_for(http, generation["id"], "completed", timeout=30)
     key = f"{done['workspace_id']}/{project_id}/{generation['id']}.png"
     assert (

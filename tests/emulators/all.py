@@ -9,6 +9,7 @@ from tests.emulators.fal import FalState, build_fal_emulator
 from tests.emulators.google import GoogleState, build_google_emulator
 from tests.emulators.openai import OpenAIState, build_openai_emulator
 from tests.emulators.server import serve
+from tests.emulators.stability import StabilityState, build_stability_emulator
 from tests.emulators.supabase_storage import StorageState, build_supabase_storage_emulator
 
 
@@ -25,6 +26,7 @@ class Services:
         self.openai = openai or OpenAIState()
         self.google = GoogleState()
         self.fal = fal or FalState()
+        self.stability = StabilityState()
         self.storage = storage or StorageState()
 
 
@@ -39,6 +41,9 @@ def serving(services: Services) -> Iterator[Services]:
             serve(build_google_emulator(services.google))
         )
         services.fal.base_url = stack.enter_context(serve(build_fal_emulator(services.fal)))
+        services.stability.base_url = stack.enter_context(
+            serve(build_stability_emulator(services.stability))
+        )
         services.storage.url = stack.enter_context(
             serve(build_supabase_storage_emulator(services.storage))
         )
