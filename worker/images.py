@@ -114,10 +114,14 @@ def probe(
     return ImageInfo(width, height, image_format)
 
 
-async def decode_off_loop(function: Callable[[], T]) -> T:
-    """Runs a decode of an image `probe` admitted in a thread, within the process's decode slots."""
-    async with _decode_slots:
-        return await asyncio.to_thread(function)
+async def decode_off_loop(function: Callable[[], T], *, error: ErrorCode, detail: str) -> T:
+    """Runs a decode of an image `probe` admitted in a thread, within the process's decode slots;
+    a decoder's failure is `error` with `detail`, permanently."""
+    try:
+        async with _decode_slots:
+            return await asyncio.to_thread(function)
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise GenerationError(error, detail, permanent=True) from exc
 
 
 def image_size(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
@@ -143,12 +147,11 @@ async def check_result(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Che
     info = probe(data, error=ErrorCode.NO_RESULT, max_pixels=max_pixels, formats=None)
     if info.format in KEPT_FORMATS:
         return CheckedImage(data, KEPT_FORMATS[info.format], info.width, info.height)
-    try:
-        png = await decode_off_loop(lambda: _to_png(data))
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise GenerationError(
-            ErrorCode.NO_RESULT, "the provider's result is not a readable image", permanent=True
-        ) from exc
+    png = await decode_off_loop(
+        lambda: _to_png(data),
+        error=ErrorCode.NO_RESULT,
+        detail="the provider's result is not a readable image",
+    )
     return CheckedImage(png, "image/png", info.width, info.height)
 
 
@@ -168,12 +171,11 @@ async def prepare_mask(
     """The user's mask (painted = change here), behind the gate, resized to the source and turned
     into the providers' convention: a PNG whose transparent pixels are the area to repaint."""
     probe(mask, error=ErrorCode.MASK_INVALID, max_pixels=max_pixels, formats=("PNG",))
-    try:
-        return await decode_off_loop(lambda: _mask_to_alpha(mask, size))
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise GenerationError(
-            ErrorCode.MASK_INVALID, "the mask cannot be read", permanent=True
-        ) from exc
+    return await decode_off_loop(
+        lambda: _mask_to_alpha(mask, size),
+        error=ErrorCode.MASK_INVALID,
+        detail="the mask cannot be read",
+    )
 
 
 def _mask_to_alpha(mask: bytes, size: tuple[int, int]) -> bytes:

@@ -186,12 +186,11 @@ class StabilityProvider:
         if request.source is None or request.mask is None:
             raise GenerationError(ErrorCode.MASK_MISSING, "an edit needs a source image and a mask")
         mask = request.mask
-        try:
-            converted = await decode_off_loop(lambda: stability_mask(mask))
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise GenerationError(
-                ErrorCode.MASK_INVALID, "the mask cannot be read", permanent=True
-            ) from exc
+        converted = await decode_off_loop(
+            lambda: stability_mask(mask),
+            error=ErrorCode.MASK_INVALID,
+            detail="the mask cannot be read",
+        )
         fields, metadata = self._common(request)
         metadata["endpoint"] = "inpaint"  # one endpoint, whatever the model
         mime = image_mime(request.source)
