@@ -16,9 +16,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.static_files import create_static_files_router
 
-from api.auth import ApiKeyAuthentication, KeyCache, MembershipCache
-from api.hub import Hub
-from api.jwt_auth import JwtVerifier
+from api.auth.jwt import JwtVerifier
+from api.auth.keys import ApiKeyAuthentication, KeyCache, MembershipCache
+from api.auth.webhooks import FalVerifier
 from api.limits import StreamSlots
 from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS, InvalidField
@@ -32,11 +32,11 @@ from api.routes.models import models
 from api.routes.projects import ProjectController
 from api.routes.webhooks import receive_webhook
 from api.routes.workspace_events import workspace_project_events
-from api.webhook_auth import FalVerifier
-from worker.catalogue import Catalogue
-from worker.config import Settings, load_settings
-from worker.db import create_pool
-from worker.runtime import build_storage
+from api.streams.hub import Hub
+from worker.core.catalogue import Catalogue
+from worker.core.config import Settings, load_settings
+from worker.core.db import create_pool
+from worker.storage import build_storage
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -167,7 +167,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         cors_config=cors_config(settings),
         request_max_body_size=MAX_BODY_BYTES,
-        # ops: logging is configured once for every command (worker/logs.py); Litestar's
+        # ops: logging is configured once for every command (worker/core/logs.py); Litestar's
         # default config would replace the root handler and its JSON formatter.
         logging_config=None,
     )

@@ -19,8 +19,8 @@ from litestar.status_codes import HTTP_429_TOO_MANY_REQUESTS
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
 
-from api.auth import Principal
-from worker.sqlfiles import query
+from api.auth.keys import Principal
+from worker.core.sqlfiles import query
 
 WINDOW_S = 60
 STREAM_RETRY_AFTER_S = 5

@@ -7,8 +7,8 @@ import base64
 import binascii
 
 from api.problems import InvalidField
-from worker.errors import MESSAGES, ErrorCode, GenerationError
-from worker.images import probe
+from worker.core.errors import MESSAGES, ErrorCode, GenerationError
+from worker.core.images import probe
 
 PREFIX = "data:image/png;base64,"
 MAX_MASK_BYTES = 8 * 1024 * 1024

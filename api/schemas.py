@@ -8,7 +8,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from worker.models import Generation, Project
+from worker.core.models import Generation, Project
 
 NO_NUL = r"^[^\x00]*$"
 HTTP_URL = r"^https?://[^\s\x00]+$"

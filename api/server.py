@@ -9,7 +9,7 @@ import uvicorn
 from litestar import Litestar
 
 from api.app import create_app
-from worker.config import Settings
+from worker.core.config import Settings
 
 # Below the web service's maxShutdownDelaySeconds in render.yaml (30 s, tested), so open
 # connections never hold a deploy and uvicorn exits before Render's SIGKILL.
@@ -45,7 +45,7 @@ def serve(settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips="*",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
-        # Logging is configured once for every command (worker/logs.py): uvicorn's loggers,
+        # Logging is configured once for every command (worker/core/logs.py): uvicorn's loggers,
         # access log included, propagate to that handler and its JSON formatter, at LOG_LEVEL.
         log_config=None,
         access_log=True,

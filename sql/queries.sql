@@ -364,6 +364,9 @@ SELECT provider, model, status, deprecated_on, shutdown_date, replacement, capab
 FROM models
 ORDER BY provider, is_default DESC, status = 'shutdown', model;
 
+-- name: list_providers
+SELECT name FROM providers ORDER BY name;
+
 -- name: clear_default_model
 -- `imagejobs models default`, first half: the provider's current default steps down.
 UPDATE models SET is_default = false, updated_at = now()

@@ -17,10 +17,10 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from worker.apikeys import create_api_key
-from worker.db import create_pool
-from worker.embedded import start_embedded_postgres, with_database
-from worker.migrate import migrate
+from worker.core.apikeys import create_api_key
+from worker.core.db import create_pool
+from worker.core.migrate import migrate
+from worker.devtools.embedded import start_embedded_postgres, with_database
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest_plugins = ["tests.providers.fal_fixtures"]

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from api.server import GRACEFUL_SHUTDOWN_S
-from worker.cli import build_parser
-from worker.config import load_settings
+from worker.cli.admin import build_parser
+from worker.core.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,13 +21,13 @@ from msgspec import Meta
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from api.auth import Principal
+from api.auth.keys import Principal
 from api.limits import CreationRateLimit, TooManyRequests
 from api.masks import decode_mask
 from api.routes.generations import fetch_generation
 from api.schemas import NO_NUL, GenerationList
-from worker.models import Generation
-from worker.sqlfiles import query
+from worker.core.models import Generation
+from worker.core.sqlfiles import query
 from worker.storage.base import Storage
 
 MAX_EDIT_BODY = 12 * 1024 * 1024

@@ -12,14 +12,14 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from api.auth import QUERY_TOKEN_OPT, Principal, StreamCredential
-from api.hub import Subscription
+from api.auth.keys import QUERY_TOKEN_OPT, Principal, StreamCredential
 from api.limits import StreamSlot, TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
-from api.sse import end_when_unauthorized, generation_stream, parse_last_event_id
-from api.streams import project_stream, workflow_stream
-from worker.sqlfiles import query
+from api.streams.generation import end_when_unauthorized, generation_stream, parse_last_event_id
+from api.streams.hub import Subscription
+from api.streams.project import project_stream, workflow_stream
+from worker.core.sqlfiles import query
 
 QUERY_TOKEN_NOTE = (
     " Browsers' EventSource cannot send headers: this route also accepts the key as "

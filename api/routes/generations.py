@@ -23,16 +23,15 @@ from psycopg import errors
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from api.auth import Principal
+from api.auth.keys import Principal
 from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList, metadata_problem
-from worker.catalogue import Catalogue
-from worker.models import Generation
-from worker.netguard import OutboundPolicy, OutboundRefused
-from worker.providers.registry import NAMES, REFUSED
-from worker.sqlfiles import query
+from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
+from worker.core.models import Generation
+from worker.core.netguard import OutboundPolicy, OutboundRefused
+from worker.core.sqlfiles import query
 
 StatusFilter = Literal["pending", "processing", "completed", "failed", "cancelled"]
 
@@ -101,12 +100,14 @@ def refuse_unsafe_urls(data: GenerationCreate, policy: OutboundPolicy) -> None:
             raise InvalidField(field, str(exc)) from exc
 
 
-def check_provider(provider: str) -> None:
-    """Providers come from the registry; a few we deliberately do not offer say why."""
-    if provider in REFUSED:
-        raise InvalidField("provider", REFUSED[provider])
-    if provider not in NAMES:
-        raise InvalidField("provider", f"unknown provider {provider!r}: one of {', '.join(NAMES)}")
+async def check_provider(state: State, provider: str) -> None:
+    """Providers come from the catalogue; a few we deliberately do not offer say why."""
+    if provider in REFUSED_PROVIDERS:
+        raise InvalidField("provider", REFUSED_PROVIDERS[provider])
+    catalogue: Catalogue = state.catalogue
+    known = await catalogue.providers()
+    if provider not in known:
+        raise InvalidField("provider", f"unknown provider {provider!r}: one of {', '.join(known)}")
 
 
 async def deprecation_headers(state: State, generation: Generation) -> dict[str, str]:
@@ -174,7 +175,7 @@ class GenerationController(Controller):
         ] = None,
     ) -> Response[Generation]:
         principal = request.user
-        check_provider(data.provider)
+        await check_provider(state, data.provider)
         refuse_unsafe_urls(data, OutboundPolicy.from_settings(state.settings))
         if problem := metadata_problem(data.metadata):
             raise InvalidField(*problem)

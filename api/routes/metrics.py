@@ -10,7 +10,7 @@ from litestar.exceptions import NotAuthorizedException
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.metrics import db_families, render
-from worker.config import Settings
+from worker.core.config import Settings
 
 
 @get("/metrics", summary="Prometheus metrics", tags=["health"], include_in_schema=False)

@@ -6,7 +6,7 @@ import msgspec
 from litestar import get
 from litestar.datastructures import State
 
-from worker.catalogue import ModelEntry, list_models
+from worker.core.catalogue import ModelEntry, list_models
 
 
 class ModelList(msgspec.Struct):

@@ -11,11 +11,11 @@ from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.rows import class_row
 
-from api.auth import Principal
+from api.auth.keys import Principal
 from api.pagination import check_limit, decode_cursor, page
 from api.schemas import ProjectCreate, ProjectList
-from worker.models import Project
-from worker.sqlfiles import query
+from worker.core.models import Project
+from worker.core.sqlfiles import query
 
 
 async def fetch_project(state: State, project_id: UUID, workspace_id: UUID) -> Project:

@@ -16,11 +16,11 @@ from psycopg import errors
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from api.auth.webhooks import SignatureError, verify_standard
 from api.problems import InvalidField, invalid_shape
-from api.webhook_auth import SignatureError, verify_standard
-from worker.models import TERMINAL_STATUSES, Generation
-from worker.providers.webhooks import PARSERS, WebhookOutcome
-from worker.sqlfiles import query
+from worker.core.models import TERMINAL_STATUSES, Generation
+from worker.core.sqlfiles import query
+from worker.core.webhook_payloads import PARSERS, WebhookOutcome
 
 logger = logging.getLogger(__name__)
 

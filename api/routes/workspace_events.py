@@ -9,10 +9,10 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.response import ServerSentEvent
 
-from api.auth import QUERY_TOKEN_OPT, Principal
+from api.auth.keys import QUERY_TOKEN_OPT, Principal
 from api.limits import TooManyRequests
 from api.routes.events import QUERY_TOKEN_NOTE, stream_response
-from api.workspace_stream import workspace_project_stream
+from api.streams.workspace import workspace_project_stream
 
 
 @get(

@@ -14,7 +14,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from tests.emulators.server import serve
-from worker.config import load_settings
+from worker.core.config import load_settings
 
 WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"test-secret-for-incoming-webhooks").decode()
 

@@ -20,13 +20,13 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from api.auth import KeyCache, Principal, StreamCredential
+from api.auth.keys import KeyCache, Principal, StreamCredential
 from tests.api.test_isolation import close, open_stream, wait_until
 from tests.conftest import Tenant
 from tests.emulators.server import serve
-from worker.apikeys import create_api_key, hash_key
-from worker.config import load_settings
-from worker.sqlfiles import query
+from worker.core.apikeys import create_api_key, hash_key
+from worker.core.config import load_settings
+from worker.core.sqlfiles import query
 
 Client = AsyncTestClient[Litestar]
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Hub
-from api.sse import generation_stream
+from api.streams.generation import generation_stream
+from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Hub
 
 
 def notification(generation_id: str, event_id: int, **extra: Any) -> str:

@@ -20,7 +20,7 @@ from api.app import create_app
 from tests.conftest import Tenant
 from tests.emulators.server import serve
 from tests.sse_client import SSEEvent, read_sse
-from worker.config import load_settings
+from worker.core.config import load_settings
 
 
 @pytest.fixture(scope="module")

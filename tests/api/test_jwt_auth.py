@@ -21,7 +21,7 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from api.jwt_auth import LEEWAY_S, JwksUnavailable, JwtVerifier, TokenError
+from api.auth.jwt import LEEWAY_S, JwksUnavailable, JwtVerifier, TokenError
 from tests.api.test_isolation import close, open_stream, wait_until
 from tests.conftest import Tenant
 from tests.emulators.server import serve
@@ -32,7 +32,7 @@ from tests.emulators.supabase_auth import (
     generate_key,
     unsigned_segments,
 )
-from worker.config import load_settings
+from worker.core.config import load_settings
 
 Client = AsyncTestClient[Litestar]
 

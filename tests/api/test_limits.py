@@ -17,12 +17,12 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from api.auth import Principal
+from api.auth.keys import Principal
 from api.limits import limit_subject
 from tests.api.conftest import WEBHOOK_SECRET, Jwks
 from tests.conftest import Tenant
 from tests.emulators.server import _free_port
-from worker.config import load_settings
+from worker.core.config import load_settings
 
 Client = AsyncTestClient[Litestar]
 RATE_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "ratelimit-policy")

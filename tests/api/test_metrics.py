@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.app import create_app
 from tests.conftest import Tenant
 from tests.sql.helpers import update_generation, walk_to
-from worker.config import load_settings
+from worker.core.config import load_settings
 
 Client = AsyncTestClient[Litestar]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

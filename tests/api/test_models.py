@@ -18,7 +18,7 @@ from tests.api.test_api_keys import imagejobs
 from tests.api.test_metrics import scrape
 from tests.conftest import Tenant
 from tests.sql.helpers import insert_generation
-from worker.catalogue import default_model_warnings
+from worker.core.catalogue import default_model_warnings
 
 Client = AsyncTestClient[Litestar]
 

@@ -16,14 +16,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
-from api.hub import Hub
-from api.sse import generation_stream
-from api.streams import project_stream
+from api.streams.generation import generation_stream
+from api.streams.hub import Hub
+from api.streams.project import project_stream
 from tests.conftest import Tenant
 from tests.emulators.server import serve
 from tests.sse_client import SSEEvent, read_sse
-from worker.config import load_settings
-from worker.sqlfiles import query
+from worker.core.config import load_settings
+from worker.core.sqlfiles import query
 
 
 @pytest.fixture

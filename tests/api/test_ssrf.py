@@ -14,8 +14,8 @@ from api.problems import InvalidField
 from api.routes.generations import refuse_unsafe_urls
 from api.schemas import GenerationCreate
 from tests.conftest import Tenant
-from worker.config import load_settings
-from worker.netguard import OutboundPolicy
+from worker.core.config import load_settings
+from worker.core.netguard import OutboundPolicy
 
 Client = AsyncTestClient[Litestar]
 

@@ -17,7 +17,7 @@ from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 
-from api.webhook_auth import JWKS_TTL_S, FalVerifier, SignatureError
+from api.auth.webhooks import JWKS_TTL_S, FalVerifier, SignatureError
 from tests.api.conftest import WEBHOOK_SECRET, Jwks
 from tests.conftest import Tenant
 

@@ -22,9 +22,9 @@ import pytest
 from tests.e2e.conftest import free_port
 from tests.faults.conftest import FAST_RESCUE, Ledger
 from tests.sse_client import SSEEvent, read_sse
-from worker.apikeys import create_api_key
-from worker.db import create_pool
-from worker.migrate import migrate
+from worker.core.apikeys import create_api_key
+from worker.core.db import create_pool
+from worker.core.migrate import migrate
 
 pytestmark = pytest.mark.faults
 

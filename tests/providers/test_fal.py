@@ -12,12 +12,13 @@ from psycopg_pool import AsyncConnectionPool
 from tests.emulators.fal import FalState
 from tests.emulators.recorder import Scripted
 from tests.worker.conftest import event_trail, generation_row, insert_generation
-from worker import pipeline
-from worker.config import load_settings
-from worker.errors import ErrorCode, GenerationError
+from worker.core.config import load_settings
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.webhook_payloads import parse_fal_result
 from worker.providers.base import build_request
-from worker.providers.fal import FalProvider, app_id, parse_result
-from worker.runtime import Runtime
+from worker.providers.fal import FalProvider, app_id
+from worker.queue import pipeline
+from worker.queue.runtime import Runtime
 from worker.storage.local import LocalStorage
 
 
@@ -184,12 +185,12 @@ async def test_a_wrong_key_never_leaks(fal: FalState) -> None:
 
 def test_parse_result_errors() -> None:
     with pytest.raises(GenerationError) as no_image:
-        parse_result({"images": []})
+        parse_fal_result({"images": []})
     assert no_image.value.code is ErrorCode.NO_RESULT
     with pytest.raises(GenerationError) as flagged:
-        parse_result({"images": [], "has_nsfw_concepts": [True]})
+        parse_fal_result({"images": [], "has_nsfw_concepts": [True]})
     assert flagged.value.code is ErrorCode.CONTENT_POLICY
-    assert parse_result({"image": {"url": "https://x/y.png"}}) == ["https://x/y.png"]
+    assert parse_fal_result({"image": {"url": "https://x/y.png"}}) == ["https://x/y.png"]
 
 
 async def test_without_a_webhook_the_generation_is_polled_to_completion(

@@ -18,13 +18,13 @@ from tests.emulators.openai import OpenAIState
 from tests.emulators.recorder import Scripted
 from tests.providers.test_fal import drive, runtime
 from tests.worker.conftest import generation_row, insert_generation, make_runtime
-from worker import pipeline
-from worker.errors import ErrorCode, GenerationError
-from worker.images import check_result
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.images import check_result
 from worker.providers.base import build_request
 from worker.providers.google import GoogleProvider
 from worker.providers.openai import OpenAIProvider
-from worker.runtime import Runtime
+from worker.queue import pipeline
+from worker.queue.runtime import Runtime
 
 HTML = (
     "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"

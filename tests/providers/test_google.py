@@ -27,7 +27,7 @@ from tests.emulators.google import (
 )
 from tests.emulators.recorder import Scripted
 from tests.emulators.server import _free_port
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, build_request
 from worker.providers.google import GoogleProvider, image_size, nearest_ratio
 

@@ -31,8 +31,8 @@ from tests.emulators.openai import (
 )
 from tests.emulators.recorder import Recorded, Scripted
 from tests.emulators.server import _free_port
-from worker.errors import ErrorCode, GenerationError
-from worker.images import prepare_mask
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.images import prepare_mask
 from worker.providers.base import ImageRequest, build_request
 from worker.providers.openai import OpenAIProvider, gpt_size
 

@@ -29,8 +29,8 @@ from tests.emulators.stability import (
     server_error,
     stability_error,
 )
-from worker.errors import ErrorCode, GenerationError
-from worker.images import check_result, prepare_mask
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.images import check_result, prepare_mask
 from worker.providers.base import ImageRequest, build_request
 from worker.providers.common import nearest_ratio
 from worker.providers.stability import StabilityProvider, endpoint, stability_mask

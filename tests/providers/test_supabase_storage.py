@@ -16,7 +16,7 @@ from storage3.exceptions import StorageApiError
 from tests.emulators.recorder import Scripted
 from tests.emulators.server import serve
 from tests.emulators.supabase_storage import StorageState
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
 from worker.storage.base import result_key
 from worker.storage.supabase import SupabaseStorage
 

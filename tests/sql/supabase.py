@@ -18,8 +18,8 @@ import psycopg
 from psycopg import sql
 
 from tests.sql.helpers import Conn
-from worker.embedded import with_database
-from worker.migrate import migrate
+from worker.core.migrate import migrate
+from worker.devtools.embedded import with_database
 
 ROLES = ("anon", "authenticated", "service_role")
 

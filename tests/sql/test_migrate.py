@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from tests.sql.helpers import Conn, create_project, fetch_value, generation, insert_generation
-from worker.embedded import with_database
-from worker.migrate import MIGRATION_LOCK_KEY, migrate
-from worker.sqlfiles import migration_files
+from worker.core.migrate import MIGRATION_LOCK_KEY, migrate
+from worker.core.sqlfiles import migration_files
+from worker.devtools.embedded import with_database
 
 FILES = [path.name for path in migration_files()]
 EVERYTHING = [f"procrastinate {importlib.metadata.version('procrastinate')} schema", *FILES]

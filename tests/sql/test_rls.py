@@ -17,7 +17,7 @@ from psycopg import errors, sql
 
 from tests.sql.helpers import Conn, fetch_value, insert_generation
 from tests.sql.supabase import acting_as, supabase_database
-from worker.migrate import migrate
+from worker.core.migrate import migrate
 
 # Readable by the members of the row's workspace.
 MEMBER_TABLES = ("projects", "image_generations", "image_events", "workflow_nodes")

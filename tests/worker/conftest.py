@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from worker.config import load_settings
+from worker.core.config import load_settings
 from worker.providers.base import Provider
-from worker.runtime import Runtime
+from worker.queue.runtime import Runtime
 from worker.storage.local import LocalStorage
 
 

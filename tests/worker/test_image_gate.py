@@ -19,11 +19,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.bombs import large_png
 from tests.worker.conftest import generation_row, insert_generation, make_runtime
-from worker.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
-from worker.images import DEFAULT_MAX_PIXELS, check_result, image_size, prepare_mask, probe
-from worker.pipeline import run_edit, run_generation
+from worker.core.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
+from worker.core.images import DEFAULT_MAX_PIXELS, check_result, image_size, prepare_mask, probe
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.local import LocalProvider
+from worker.queue.pipeline import run_edit, run_generation
 
 
 def png(width: int, height: int, color: tuple[int, int, int, int] = (0, 0, 255, 255)) -> bytes:

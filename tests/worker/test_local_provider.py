@@ -5,7 +5,7 @@ import io
 import pytest
 from PIL import Image
 
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import build_request, parse_size
 from worker.providers.local import LocalProvider, render
 
@@ -67,7 +67,7 @@ async def test_local_provider_honours_its_delay() -> None:
 
 
 async def test_prepare_mask_resizes_and_marks_painted_pixels_transparent() -> None:
-    from worker.images import prepare_mask
+    from worker.core.images import prepare_mask
 
     mask = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
     mask.paste((255, 255, 255, 255), (0, 0, 32, 64))  # the left half is painted: change it
@@ -82,7 +82,7 @@ async def test_prepare_mask_resizes_and_marks_painted_pixels_transparent() -> No
 
 
 async def test_local_edit_changes_only_the_masked_area() -> None:
-    from worker.images import prepare_mask
+    from worker.core.images import prepare_mask
 
     source = io.BytesIO()
     Image.new("RGB", (128, 128), (0, 0, 255)).save(source, format="PNG")

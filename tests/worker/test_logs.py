@@ -14,10 +14,10 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.worker.conftest import insert_generation, make_runtime
-from worker.logs import JsonFormatter, choose_format, configure_logging
-from worker.pipeline import run_generation
+from worker.core.logs import JsonFormatter, choose_format, configure_logging
+from worker.core.redact import install_log_redaction
 from worker.providers.local import LocalProvider
-from worker.redact import install_log_redaction
+from worker.queue.pipeline import run_generation
 
 PROMPT = "a secret lighthouse only the customer knows about"
 

@@ -16,13 +16,19 @@ from procrastinate.jobs import Job
 from psycopg_pool import AsyncConnectionPool
 
 from tests.worker.conftest import event_trail, generation_row, insert_generation, make_runtime
-from worker.config import ConfigError, load_settings
-from worker.errors import ErrorCode, GenerationError
-from worker.images import download
-from worker.netguard import IPAddress, OutboundPolicy, OutboundRefused, PrivateAccess, address_kind
-from worker.outgoing import DeliveryRefused, WebhookBackoff, deliver
-from worker.pipeline import finish_from_urls, run_generation
+from worker.core.config import ConfigError, load_settings
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.images import download
+from worker.core.netguard import (
+    IPAddress,
+    OutboundPolicy,
+    OutboundRefused,
+    PrivateAccess,
+    address_kind,
+)
 from worker.providers.local import LocalProvider
+from worker.queue.outgoing import DeliveryRefused, WebhookBackoff, deliver
+from worker.queue.pipeline import finish_from_urls, run_generation
 
 DEVELOPMENT = OutboundPolicy.from_settings(load_settings({}))
 PRODUCTION = OutboundPolicy.from_settings(load_settings({"APP_ENV": "production"}))

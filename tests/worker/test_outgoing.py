@@ -18,9 +18,9 @@ from standardwebhooks import Webhook
 
 from tests.emulators.server import serve
 from tests.worker.conftest import insert_generation
-from worker.logs import configure_logging
-from worker.outgoing import BACKOFF_S, DeliveryFailed, WebhookBackoff, deliver
-from worker.redact import install_log_redaction
+from worker.core.logs import configure_logging
+from worker.core.redact import install_log_redaction
+from worker.queue.outgoing import BACKOFF_S, DeliveryFailed, WebhookBackoff, deliver
 
 SECRET = "whsec_" + "c2VjcmV0LWZvci1vdXRnb2luZy13ZWJob29rcw=="
 

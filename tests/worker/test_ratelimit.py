@@ -11,10 +11,10 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from tests.worker.conftest import generation_row, insert_generation, make_runtime
-from worker import pipeline
+from worker.core.sqlfiles import query
 from worker.providers.local import LocalProvider
-from worker.ratelimit import RateLimiter
-from worker.sqlfiles import query
+from worker.queue import pipeline
+from worker.queue.ratelimit import RateLimiter
 
 
 async def test_workers_together_never_exceed_the_rate(pool: AsyncConnectionPool) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.config import load_settings
-from worker.redact import REDACTED, install_log_redaction, secret_values
+from worker.core.config import load_settings
+from worker.core.redact import REDACTED, install_log_redaction, secret_values
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from PIL import Image
 from psycopg_pool import AsyncConnectionPool
 
 from tests.worker.conftest import event_trail, generation_row, insert_generation, make_runtime
-from worker.errors import ErrorCode, GenerationError
-from worker.pipeline import run_generation
+from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.local import LocalProvider
-from worker.tasks import TransientRetry
+from worker.queue.pipeline import run_generation
+from worker.queue.tasks import TransientRetry
 
 
 class FailingProvider:

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from worker.config import load_settings
-from worker.safety import production_problems
+from worker.core.config import load_settings
+from worker.core.safety import production_problems
 
 SAFE = {
     "APP_ENV": "production",

@@ -21,10 +21,11 @@ from tests.conftest import Tenant
 from tests.emulators.sentry import SentryInbox
 from tests.emulators.server import serve
 from tests.worker.conftest import insert_generation, make_runtime
-from worker import observability, tasks
-from worker.config import load_settings
-from worker.errors import ErrorCode, GenerationError
+from worker.core import observability
+from worker.core.config import load_settings
+from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
+from worker.queue import tasks
 
 PROMPT = "a portrait of my neighbour, private"
 

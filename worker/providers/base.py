@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
 
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 _RATIO = re.compile(r"^(\d{1,3}):(\d{1,3})$")

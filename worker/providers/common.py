@@ -10,7 +10,7 @@ from contextlib import suppress
 from email.utils import parsedate_to_datetime
 from time import time
 
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
 
 # Keys and long tokens (an echoed key, a base64 field) never reach users or logs.
 _SECRETISH = re.compile(r"sk-[A-Za-z0-9_*-]{6,}|[A-Za-z0-9+/_=-]{32,}")

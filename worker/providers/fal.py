@@ -10,7 +10,8 @@ from typing import Any
 
 import httpx
 
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.webhook_payloads import parse_fal_result
 from worker.providers.base import ImageRequest, JobStatus
 from worker.providers.common import scrub, status_error
 
@@ -153,23 +154,9 @@ class FalProvider:
         body = await self._request(
             "GET", f"{self.base_url}/{app_id(model)}/requests/{job_id}", "result", model
         )
-        return parse_result(body)
+        return parse_fal_result(body)
 
     async def cancel(self, model: str, job_id: str) -> None:
         await self._request(
             "PUT", f"{self.base_url}/{app_id(model)}/requests/{job_id}/cancel", "cancel", model
         )
-
-
-def parse_result(body: Any) -> list[str]:
-    """Image URLs of a finished fal request (also the `payload` of its webhook)."""
-    if not isinstance(body, dict):
-        raise GenerationError(ErrorCode.NO_RESULT, "the provider's result is not an object")
-    images = body.get("images") or ([body["image"]] if isinstance(body.get("image"), dict) else [])
-    urls = [str(image["url"]) for image in images if isinstance(image, dict) and image.get("url")]
-    nsfw = body.get("has_nsfw_concepts")
-    if isinstance(nsfw, list) and nsfw and all(nsfw):
-        raise GenerationError(ErrorCode.CONTENT_POLICY, "the safety checker flagged the result")
-    if not urls:
-        raise GenerationError(ErrorCode.NO_RESULT, "the provider returned no image")
-    return urls

@@ -23,7 +23,7 @@ import httpx
 from google import genai
 from google.genai import errors, types
 
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.common import image_mime, scrub, status_error
 

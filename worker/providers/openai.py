@@ -23,9 +23,9 @@ import openai
 from openai import AsyncOpenAI
 from openai.types import ImagesResponse
 
-from worker.errors import ErrorCode, GenerationError
-from worker.images import download
-from worker.netguard import OutboundPolicy
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.images import download
+from worker.core.netguard import OutboundPolicy
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.common import EXTENSIONS, image_mime, scrub, status_error
 

@@ -6,7 +6,7 @@ imported when built, so listing providers (the API, the CLI) never loads a provi
 models a provider serves, and its default, are data: the `models` table (sql/015).
 
 Adding a provider: its adapter module in this folder, an entry here, its settings in
-worker/config.py, one catalogue migration (a `providers` row and its `models`), its emulator in
+worker/core/config.py, one catalogue migration (a `providers` row and its `models`), its emulator in
 tests/emulators/, and docs/providers.md.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:
-    from worker.config import Settings
+    from worker.core.config import Settings
     from worker.providers.base import AsyncProvider, Provider
 
 Capability = Literal["generate", "image_to_image", "inpaint"]
@@ -42,7 +42,7 @@ def _local(settings: Settings) -> Provider:
 def _openai(settings: Settings) -> Provider | None:
     if not (settings.openai_api_key or settings.openai_base_url):
         return None
-    from worker.netguard import OutboundPolicy
+    from worker.core.netguard import OutboundPolicy
     from worker.providers.openai import OpenAIProvider
 
     return OpenAIProvider(
@@ -102,12 +102,6 @@ PROVIDERS: dict[str, ProviderSpec] = {
 }
 NAMES: tuple[str, ...] = tuple(PROVIDERS)
 
-# Names users ask for that we deliberately do not offer, with the reason they are told.
-REFUSED: dict[str, str] = {
-    "midjourney": "Midjourney has no official public API: it cannot be offered as a provider "
-    "(see docs/providers.md)",
-}
-
 
 def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, AsyncProvider]]:
     """The adapters this process has credentials for: synchronous ones, then queue-based."""
@@ -119,3 +113,10 @@ def build_providers(settings: Settings) -> tuple[dict[str, Provider], dict[str, 
         if spec.build_queue is not None and (queue_adapter := spec.build_queue(settings)):
             queued[spec.name] = queue_adapter
     return sync, queued
+
+
+def rate_limits(settings: Settings) -> dict[str, int]:
+    """Requests per minute per provider, all workers together: each one's default, unless
+    <PROVIDER>_RPM says otherwise. A provider with no limit (local) is absent."""
+    defaults = {spec.name: spec.default_rpm for spec in PROVIDERS.values() if spec.default_rpm}
+    return {**defaults, **settings.provider_rpm}

@@ -29,9 +29,9 @@ import httpx
 import msgspec
 from PIL import Image
 
-from worker.errors import ErrorCode, GenerationError
-from worker.images import decode_off_loop
-from worker.netguard import OutboundPolicy
+from worker.core.errors import ErrorCode, GenerationError
+from worker.core.images import decode_off_loop
+from worker.core.netguard import OutboundPolicy
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.common import (
     EXTENSIONS,

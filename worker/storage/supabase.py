@@ -19,7 +19,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from worker.errors import ErrorCode, GenerationError
+from worker.core.errors import ErrorCode, GenerationError
 from worker.storage.base import check_key
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Server-Sent Events: the hub (one LISTEN per process) and the four streams."""

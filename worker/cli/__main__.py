@@ -1,0 +1,3 @@
+from worker.cli.admin import main
+
+main()

@@ -1,0 +1,1 @@
+"""Development tools: the one-process dev stack, the embedded Postgres, the benchmark."""

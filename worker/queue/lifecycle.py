@@ -1,0 +1,237 @@
+"""The only code that moves a generation from step to step.
+
+Every write is one statement, conditional on the current status (compare-and-set), so a late
+finisher can never overwrite a cancel; the triggers add the image_events rows and NOTIFYs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from worker.core.logs import prompts_at_info
+from worker.core.models import Generation
+from worker.core.observability import tag_generation
+from worker.core.sqlfiles import query
+
+logger = logging.getLogger(__name__)
+# Traces of generations started here but never finished here (a fal job finished by another
+# worker's webhook) are dropped beyond this many, so the map cannot grow without bound.
+MAX_TRACES = 10_000
+
+STEP_PROGRESS: dict[str, int] = {
+    "queued": 0,
+    "fetching": 10,
+    "uploading": 25,
+    "preparing": 25,
+    "processing": 50,
+    "saving": 80,
+    "completed": 100,
+}
+
+
+class _Trace:
+    """Where a generation is, for one log line per step: provider, step, when it began."""
+
+    __slots__ = ("provider", "started", "step", "step_started")
+
+    def __init__(self, provider: str, step: str) -> None:
+        self.provider = provider
+        self.step = step
+        self.started = self.step_started = time.monotonic()
+
+
+class Lifecycle:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self._traces: dict[UUID, _Trace] = {}
+
+    async def start(
+        self,
+        generation_id: UUID,
+        *,
+        count_attempt: bool = True,
+        straight_to_processing: Collection[str] = (),
+    ) -> Generation | None:
+        """pending/processing -> processing at `fetching`; None when there is nothing to run.
+
+        A generation of one of the `straight_to_processing` providers with no source image has
+        nothing to fetch: its `processing` step is written in the same round trip (one pipeline,
+        one transaction), so both events still happen, in order.
+        """
+        params = {"id": generation_id, "count_attempt": int(count_attempt)}
+        async with self.pool.connection() as conn, conn.pipeline():
+            cur = conn.cursor(row_factory=class_row(Generation))
+            await cur.execute(query("start_generation"), params)
+            advanced = None
+            advanced_now = False
+            if straight_to_processing:
+                advanced = await conn.execute(
+                    query("advance_to_processing"),
+                    {
+                        "id": generation_id,
+                        "providers": list(straight_to_processing),
+                        "progress": STEP_PROGRESS["processing"],
+                    },
+                )
+            generation = await cur.fetchone()
+            if generation is not None and advanced is not None and await advanced.fetchone():
+                generation.step, generation.progress = "processing", STEP_PROGRESS["processing"]
+                advanced_now = True
+        if generation is not None:
+            self._trace_start(generation, "fetching" if advanced_now else generation.step)
+            if advanced_now:
+                self._end_step(generation_id, "processing", "done")
+        return generation
+
+    def _trace_start(self, generation: Generation, step: str) -> None:
+        tag_generation(generation.provider)
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        generation_id = generation.id
+        if len(self._traces) >= MAX_TRACES:
+            self._traces.clear()
+        self._traces[generation_id] = _Trace(generation.provider, step)
+        extra = {"generation_id": generation_id, "provider": generation.provider}
+        extra |= {"step": step, "attempt": generation.attempts}
+        logger.info("generation %s started (%s)", generation_id, generation.provider, extra=extra)
+        prompt_level = logging.INFO if prompts_at_info() else logging.DEBUG
+        if logger.isEnabledFor(prompt_level):
+            logger.log(
+                prompt_level,
+                "generation %s prompt: %s",
+                generation_id,
+                generation.prompt,
+                extra={"generation_id": generation_id, "prompt": generation.prompt},
+            )
+
+    def _end_step(self, generation_id: UUID, next_step: str | None, status: str) -> None:
+        """Logs the step that just ended with its duration; `next_step` None ends the trace."""
+        trace = (
+            self._traces.get(generation_id) if next_step else self._traces.pop(generation_id, None)
+        )
+        if trace is None:
+            return
+        now = time.monotonic()
+        logger.info(
+            "generation %s %s %s in %.0f ms",
+            generation_id,
+            trace.step,
+            status,
+            (now - trace.step_started) * 1000,
+            extra={
+                "generation_id": generation_id,
+                "provider": trace.provider,
+                "step": trace.step,
+                "status": status,
+                "duration_ms": round((now - trace.step_started) * 1000, 1),
+            },
+        )
+        if next_step is None:
+            logger.info(
+                "generation %s %s after %.0f ms",
+                generation_id,
+                status,
+                (now - trace.started) * 1000,
+                extra={
+                    "generation_id": generation_id,
+                    "provider": trace.provider,
+                    "step": status,
+                    "status": status,
+                    "duration_ms": round((now - trace.started) * 1000, 1),
+                },
+            )
+        else:
+            trace.step, trace.step_started = next_step, now
+
+    async def get(self, generation_id: UUID) -> Generation | None:
+        return await self._generation("get_generation_for_worker", {"id": generation_id})
+
+    async def set_provider_job(self, generation_id: UUID, provider_job_id: str) -> bool:
+        return await self._write(
+            "set_provider_job", {"id": generation_id, "provider_job_id": provider_job_id}
+        )
+
+    async def reschedule(
+        self, generation_id: UUID, task_name: str, delay_s: float, args: dict[str, Any]
+    ) -> bool:
+        """Hands the generation to a new job of `task_name` starting in `delay_s` seconds."""
+        return await self._write(
+            "reschedule_generation",
+            {"id": generation_id, "task_name": task_name, "delay_s": delay_s, "args": Jsonb(args)},
+        )
+
+    async def webhook_delivery(self, delivery_id: str) -> tuple[str, Any] | None:
+        """(provider, payload) of a stored provider callback."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query("get_webhook_delivery"), {"id": delivery_id})
+            row = await cur.fetchone()
+        return (str(row[0]), row[1]) if row is not None else None
+
+    async def _generation(self, name: str, params: dict[str, Any]) -> Generation | None:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=class_row(Generation))
+            await cur.execute(query(name), params)
+            return await cur.fetchone()
+
+    async def exists(self, generation_id: UUID) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM image_generations WHERE id = %s", (generation_id,)
+            )
+            return await cur.fetchone() is not None
+
+    async def step(self, generation_id: UUID, step: str, progress: int | None = None) -> bool:
+        written = await self._write(
+            "set_step",
+            {"id": generation_id, "step": step, "progress": progress or STEP_PROGRESS[step]},
+        )
+        if written and self._traces:
+            trace = self._traces.get(generation_id)
+            if trace is not None and trace.step != step:
+                self._end_step(generation_id, step, "done")
+        return written
+
+    async def complete(
+        self, generation_id: UUID, result_image_url: str, metadata: dict[str, Any]
+    ) -> bool:
+        written = await self._write(
+            "complete_generation",
+            {
+                "id": generation_id,
+                "result_image_url": result_image_url,
+                "metadata": Jsonb(metadata),
+            },
+        )
+        if self._traces:
+            self._end_step(generation_id, None, "completed" if written else "superseded")
+        return written
+
+    async def fail(self, generation_id: UUID, error_code: str, error_message: str) -> bool:
+        written = await self._write(
+            "fail_generation",
+            {"id": generation_id, "error_code": error_code, "error_message": error_message[:4000]},
+        )
+        if self._traces:
+            self._end_step(generation_id, None, "failed" if written else "superseded")
+        return written
+
+    async def log(
+        self, generation_id: UUID, kind: str, message: str, data: dict[str, Any] | None = None
+    ) -> bool:
+        return await self._write(
+            "log_event",
+            {"id": generation_id, "kind": kind, "message": message, "data": Jsonb(data or {})},
+        )
+
+    async def _write(self, name: str, params: dict[str, Any]) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query(name), params)
+            return await cur.fetchone() is not None
