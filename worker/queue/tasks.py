@@ -5,13 +5,13 @@ run alike. The tasks are thin: the flow lives in worker/queue/pipeline.py."""
 from __future__ import annotations
 
 import asyncio
-import os
 from uuid import UUID
 
 import psycopg
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 
+from worker.core.config import read_setting
 from worker.core.errors import MAX_ATTEMPTS, GenerationError
 from worker.core.observability import report_task_errors
 from worker.queue import outgoing, pipeline, rescuer
@@ -117,7 +117,8 @@ async def poll_generation(
 
 
 # Once a minute; RESCUE_CRON (6 fields for seconds) lets tests and impatient operators go faster.
-RESCUE_CRON = os.environ.get("RESCUE_CRON") or "* * * * *"
+# Read alone at import, where the periodic task is declared (worker/core/config.py).
+RESCUE_CRON: str = read_setting("rescue_cron")
 
 
 @app.periodic(cron=RESCUE_CRON, periodic_id="rescue")
