@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 from email.utils import format_datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -29,11 +29,9 @@ from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList, metadata_problem
 from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
-from worker.core.models import Generation
+from worker.core.models import Generation, Status
 from worker.core.netguard import OutboundPolicy, OutboundRefused
 from worker.core.sqlfiles import query
-
-StatusFilter = Literal["pending", "processing", "completed", "failed", "cancelled"]
 
 
 async def fetch_generation(state: State, generation_id: UUID, workspace_id: UUID) -> Generation:
@@ -221,7 +219,7 @@ class GenerationController(Controller):
         request: Request[Principal, Any, Any],
         state: State,
         project_id: FromQuery[UUID | None] = None,
-        status: FromQuery[StatusFilter | None] = None,
+        status: FromQuery[Status | None] = None,
         limit: Annotated[int, QueryParameter(description="page size, 1-200")] = 50,
         cursor: Annotated[
             str | None, QueryParameter(description="next_cursor of the previous page")

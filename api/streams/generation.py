@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
 from api.streams.hub import GENERATION_CHANNEL, RESYNC, SHUTDOWN, Subscription
-from worker.core.models import TERMINAL_STATUSES, ImageEvent
+from worker.core.models import TERMINAL_STATUSES, ImageEvent, Status, Step
 from worker.core.sqlfiles import query
 
 logger = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class GenerationEventData(msgspec.Struct, omit_defaults=True):
     id: UUID | str
     event_id: int
     kind: str
-    status: str
-    step: str
+    status: Status
+    step: Step
     label: str | None
     progress: int
     ts: datetime | str | None = None

@@ -31,7 +31,7 @@ def test_secret_values_cover_keys_and_the_database_password() -> None:
         "SUPABASE_JWT_SECRET": "jwt-secret-value",
         "PORT": "8000",
     }
-    values = secret_values(load_settings(env), env)
+    values = secret_values(load_settings(env))
     assert {"sk-openai-value", "fal-key-value", "jwt-secret-value", "p@ss-word"} <= set(values)
     assert "p%40ss-word" in values
 

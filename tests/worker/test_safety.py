@@ -24,7 +24,7 @@ SAFE = {
 def problems(**changes: str | None) -> list[str]:
     env = {**SAFE, **changes}
     clean = {name: value for name, value in env.items() if value is not None}
-    return production_problems(load_settings(clean), clean)
+    return production_problems(load_settings(clean))
 
 
 def test_a_complete_production_configuration_has_no_problems() -> None:
@@ -35,15 +35,15 @@ def test_the_worker_needs_neither_user_auth_nor_the_webhook_secret() -> None:
     # What render.yaml gives the worker service: no SUPABASE_JWT_SECRET, no WEBHOOK_SECRET.
     env = {k: v for k, v in SAFE.items() if k not in ("WEBHOOK_SECRET", "SUPABASE_URL")}
     settings = load_settings(env)
-    assert production_problems(settings, env, command="worker") == []
-    assert len(production_problems(settings, env, command="api")) == 2
+    assert production_problems(settings, command="worker") == []
+    assert len(production_problems(settings, command="api")) == 2
     local = {**env, "STORAGE_BACKEND": "local"}
-    assert production_problems(load_settings(local), local, command="worker") != []
+    assert production_problems(load_settings(local), command="worker") != []
 
 
 def test_development_is_never_refused() -> None:
     env = {"APP_ENV": "development", "DATABASE_URL": "postgresql://x@h:6543/db"}
-    assert production_problems(load_settings(env), env) == []
+    assert production_problems(load_settings(env)) == []
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sentry_sdk
 from litestar import get
 from litestar.testing import AsyncTestClient
 from procrastinate import JobContext
 from procrastinate.jobs import Job
+from procrastinate.middleware import compose
+from procrastinate.tasks import Task
 from psycopg_pool import AsyncConnectionPool
 
 from api.app import create_app
@@ -25,7 +28,7 @@ from worker.core import observability
 from worker.core.config import load_settings
 from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
-from worker.queue import tasks
+from worker.queue import daemon, tasks
 
 PROMPT = "a portrait of my neighbour, private"
 
@@ -76,6 +79,15 @@ def _context(runtime: Any, task_name: str, generation_id: uuid.UUID, attempts: i
     )
 
 
+async def _run(task: Task[Any, Any, Any], context: JobContext, **kwargs: Any) -> Any:
+    """The task as the worker daemon runs it: inside the middleware it installs."""
+
+    async def run_task() -> Any:
+        return await task(context, **kwargs)
+
+    return await compose(daemon.TASK_MIDDLEWARE, run_task, context, None)()
+
+
 def _error_events(inbox: SentryInbox) -> list[dict[str, Any]]:
     return [event for event in inbox.events if event.get("level") == "error"]
 
@@ -92,7 +104,7 @@ async def test_an_unexpected_worker_error_is_reported_with_its_tags(
     runtime = make_runtime(pool, storage_dir, {"local": BrokenProvider(KeyError("choices"))})
     context = _context(runtime, "generate_image", generation_id, attempts=1)
     with pytest.raises(KeyError):
-        await tasks.generate_image.func(context, generation_id=str(generation_id))
+        await _run(tasks.generate_image, context, generation_id=str(generation_id))
     sentry_sdk.flush(timeout=5)
 
     (event,) = received.wait_for(1)
@@ -119,14 +131,18 @@ async def test_a_permanent_refusal_is_not_reported(
     runtime = make_runtime(
         pool, storage_dir, {"local": BrokenProvider(GenerationError(ErrorCode.CONTENT_POLICY))}
     )
-    await tasks.generate_image.func(
-        _context(runtime, "generate_image", refused, 0), generation_id=str(refused)
+    await _run(
+        tasks.generate_image,
+        _context(runtime, "generate_image", refused, 0),
+        generation_id=str(refused),
     )
     # A missing record is refused by raising: the filter drops it too.
     missing = uuid.uuid4()
     with pytest.raises(GenerationError):
-        await tasks.generate_image.func(
-            _context(runtime, "generate_image", missing, 0), generation_id=str(missing)
+        await _run(
+            tasks.generate_image,
+            _context(runtime, "generate_image", missing, 0),
+            generation_id=str(missing),
         )
     # A control event proves the endpoint was reachable while the refusals were dropped.
     sentry_sdk.capture_message("control", level="error")
@@ -169,3 +185,20 @@ async def test_an_unexpected_api_error_is_reported(
     assert event["exception"]["values"][-1]["type"] == "ZeroDivisionError"
     assert event["tags"]["component"] == "api"
     assert "secret-key" not in str(event)
+
+
+async def test_a_run_cut_short_by_a_lost_database_is_not_reported(
+    inbox: tuple[SentryInbox, str],
+) -> None:
+    received, dsn = inbox
+    observability.init_sentry(dsn, component="worker", environment="test")
+    context = _context(None, "generate_image", uuid.uuid4(), 0)
+
+    async def lost() -> None:
+        raise psycopg.OperationalError("the connection is lost")
+
+    with pytest.raises(psycopg.OperationalError):
+        await compose(daemon.TASK_MIDDLEWARE, lost, context, None)()
+    sentry_sdk.capture_message("control", level="error")
+    sentry_sdk.flush(timeout=5)
+    assert [event.get("message") for event in received.wait_for(1)] == ["control"]

@@ -8,7 +8,9 @@ from typing import Any
 import httpx
 import msgspec
 
-DEFAULT_URL = "http://localhost:8000"
+from worker.core.config import ClientSettings
+
+DEFAULT_URL = ClientSettings().url
 
 
 class ClientError(Exception):

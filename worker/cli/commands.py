@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import webbrowser
 from collections.abc import Callable, Coroutine
@@ -18,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from worker.cli.client import DEFAULT_URL, TERMINAL, ApiClient, ClientError, GenerationEvent
+from worker.core.config import ClientSettings, load
 
 # A stream that ends without a terminal event (the API restarting) is opened again this often.
 MAX_RECONNECTS = 5
@@ -33,8 +33,8 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
-    url = args.url or os.environ.get("IMAGEJOBS_URL") or DEFAULT_URL
-    return ApiClient(url, args.api_key or os.environ.get("IMAGEJOBS_API_KEY") or "")
+    client = load(ClientSettings)
+    return ApiClient(args.url or client.url, args.api_key or client.api_key)
 
 
 def run_client_command(

@@ -1,11 +1,30 @@
-"""Settings read once from the environment (names from CONTRACT.md section 2)."""
+"""Settings read once from the environment (names from CONTRACT.md section 2).
+
+Each setting is declared once, as a field of a Struct below: its type, its default, and an
+`Annotated[..., Setting("ENV_NAME", "doc")]` naming the environment variable with one line of
+doc. `load` derives how to read the variable from the field's type:
+
+- `int` (at least `Setting.minimum`, 0 unless said), `float`, `bool` (true/false, 1/0, yes/no,
+  on/off), `Path`, `str` and `str | None`, `Literal[...]` (one of the choices);
+- `tuple[str, ...] | None`: a comma-separated list (unset: None; set but empty: no items).
+
+An unset or empty variable means the default. Every environment variable the code reads is
+declared here (README.md's variable table is held to these declarations by
+tests/test_config_table.py); the few settings that depend on others are computed by
+`_derive`, each said there.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -16,198 +35,23 @@ class ConfigError(ValueError):
     """An environment variable has a value we cannot use."""
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    database_url: str | None = None
-    port: int = 8000
-    app_env: str = "development"
-    storage_backend: str = "local"
-    local_storage_dir: Path = Path("var/storage")
-    public_base_url: str = "http://localhost:8000"
-    local_provider_delay_ms: int = 300
-    worker_concurrency: int = 10
-    worker_shutdown_grace_s: float = 25.0
-    heartbeat_interval_s: float = 10.0
-    # A worker silent for this long is dead: the rescuer re-queues its jobs. It must exceed the
-    # heartbeat interval comfortably (draining workers keep beating, see worker/queue/daemon.py).
-    rescue_stale_s: float = 60.0
-    # Pending/processing generations whose job is gone are re-queued after this long.
-    rescue_grace_s: float = 120.0
-    db_pool_min: int = 1
-    db_pool_max: int = 10
-    sse_keepalive_s: float = 15.0
-    sentry_dsn: str | None = None
-    openai_api_key: str | None = None
-    openai_base_url: str | None = None
-    google_api_key: str | None = None
-    google_base_url: str | None = None
-    google_vertex_project: str | None = None
-    google_vertex_location: str | None = None
-    fal_key: str | None = None
-    stability_api_key: str | None = None
-    stability_base_url: str = "https://api.stability.ai"
-    fal_base_url: str = "https://queue.fal.run"
-    fal_jwks_url: str = "https://rest.alpha.fal.ai/.well-known/jwks.json"
-    poll_interval_s: float = 5.0
-    poll_timeout_s: float = 300.0
-    supabase_url: str | None = None
-    supabase_service_role_key: str | None = None
-    supabase_bucket: str = "images"
-    supabase_signed_urls: bool = False
-    supabase_signed_url_ttl_s: int = 7 * 24 * 3600
-    # Overrides of the providers' default rate limits, from <PROVIDER>_RPM.
-    provider_rpm: dict[str, int] = {}
-    provider_timeout_s: float = 120.0
-    # Where providers can call us back: PUBLIC_BASE_URL when it is https (a provider cannot
-    # reach localhost). None means queue-based providers are polled only.
-    webhook_base_url: str | None = None
-    webhook_secret: str | None = None
-    outgoing_webhook_secret: str | None = None
-    # auth: Supabase user JWTs (HS256 with the secret; ES256/RS256 from SUPABASE_URL's JWKS) and
-    # how long an API key lookup or a user's memberships are cached (revocation delay).
-    supabase_jwt_secret: str | None = None
-    auth_cache_ttl_s: float = 30.0
-    # limits: request limits and production safety (docs/security.md).
-    rate_limit_create_per_min: int = 120
-    sse_max_streams_per_key: int = 20
-    auth_api_keys_only: bool = False
-    # None: the environment's default (every origin in development, none in production).
-    cors_origins: tuple[str, ...] | None = None
-    # ssrf: which internal addresses outbound fetches may reach (see worker/core/netguard.py):
-    # "false" (public only), "loopback" or "true" (every private range; never metadata).
-    outbound_allow_private: str = "loopback"
-    # metrics: GET /metrics bearer token (None: open like /healthz) and the look-back window of
-    # the DB-derived latency/failure series.
-    metrics_token: str | None = None
-    metrics_window_s: int = 3600
-    # images: the most pixels an image (source, mask, result) may have before it is decoded.
-    image_max_pixels: int = 40_000_000
+@dataclass(frozen=True)
+class Setting:
+    """Where a field comes from: its environment variable, and what it means in one line."""
 
-    @property
-    def is_production(self) -> bool:
-        return self.app_env == "production"
+    env: str
+    doc: str
+    # ints: the smallest value accepted.
+    minimum: int = 0
+    # strs: a trailing slash is dropped (base URLs).
+    strip_slash: bool = False
+    # Reads the raw value (None when unset or empty) when the type alone cannot say how.
+    parse: Callable[[str, str | None], Any] | None = None
+    # Computed by `_derive` from this variable and others, not read on its own.
+    derived: bool = False
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if raw == "":
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = env.get(name) or default
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-def _webhook_base(public_base_url: str | None) -> str | None:
-    if public_base_url and public_base_url.startswith("https://"):
-        return public_base_url.rstrip("/")
-    return None
-
-
-def _origins(raw: str | None) -> tuple[str, ...] | None:
-    if raw is None:
-        return None
-    return tuple(origin.strip().rstrip("/") for origin in raw.split(",") if origin.strip())
-
-
-def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    env = os.environ if env is None else env
-    port = _int(env, "PORT", 8000, minimum=1)
-    return Settings(
-        database_url=env.get("DATABASE_URL") or None,
-        port=port,
-        app_env=_choice(env, "APP_ENV", "development", ("development", "production")),
-        storage_backend=_choice(env, "STORAGE_BACKEND", "local", ("local", "supabase")),
-        local_storage_dir=Path(env.get("LOCAL_STORAGE_DIR") or "var/storage"),
-        public_base_url=(env.get("PUBLIC_BASE_URL") or f"http://localhost:{port}").rstrip("/"),
-        local_provider_delay_ms=_int(env, "LOCAL_PROVIDER_DELAY_MS", 300),
-        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 10, minimum=1),
-        worker_shutdown_grace_s=_float(env, "WORKER_SHUTDOWN_GRACE_S", 25.0),
-        heartbeat_interval_s=_float(env, "WORKER_HEARTBEAT_S", 10.0),
-        rescue_stale_s=_float(env, "RESCUE_STALE_S", 60.0),
-        rescue_grace_s=_float(env, "RESCUE_GRACE_S", 120.0),
-        db_pool_min=_int(env, "DB_POOL_MIN", 1),
-        db_pool_max=_int(env, "DB_POOL_MAX", 10, minimum=1),
-        sse_keepalive_s=_float(env, "SSE_KEEPALIVE_S", 15.0),
-        sentry_dsn=env.get("SENTRY_DSN") or None,
-        openai_api_key=env.get("OPENAI_API_KEY") or None,
-        openai_base_url=env.get("OPENAI_BASE_URL") or None,
-        google_api_key=env.get("GOOGLE_API_KEY") or None,
-        google_base_url=env.get("GOOGLE_BASE_URL") or None,
-        google_vertex_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
-        google_vertex_location=env.get("GOOGLE_CLOUD_LOCATION") or None,
-        fal_key=env.get("FAL_KEY") or None,
-        stability_api_key=env.get("STABILITY_API_KEY") or None,
-        stability_base_url=(env.get("STABILITY_BASE_URL") or "https://api.stability.ai").rstrip(
-            "/"
-        ),
-        fal_base_url=(env.get("FAL_BASE_URL") or "https://queue.fal.run").rstrip("/"),
-        fal_jwks_url=env.get("FAL_JWKS_URL") or "https://rest.alpha.fal.ai/.well-known/jwks.json",
-        poll_interval_s=_float(env, "POLL_INTERVAL_S", 5.0),
-        poll_timeout_s=_float(env, "POLL_TIMEOUT_S", 300.0),
-        supabase_url=(env.get("SUPABASE_URL") or "").rstrip("/") or None,
-        supabase_service_role_key=env.get("SUPABASE_SERVICE_ROLE_KEY") or None,
-        supabase_bucket=env.get("SUPABASE_BUCKET") or "images",
-        supabase_signed_urls=_bool(env, "SUPABASE_SIGNED_URLS", False),
-        supabase_signed_url_ttl_s=_int(env, "SUPABASE_SIGNED_URL_TTL_S", 7 * 24 * 3600, minimum=60),
-        # <PROVIDER>_RPM overrides a provider's default rate limit (worker/providers/registry.py).
-        provider_rpm={
-            name.removesuffix("_RPM").lower(): _int(env, name, 0, minimum=1)
-            for name in env
-            if _RPM.match(name)
-        },
-        provider_timeout_s=_float(env, "PROVIDER_TIMEOUT_S", 120.0),
-        webhook_base_url=_webhook_base(env.get("PUBLIC_BASE_URL")),
-        webhook_secret=env.get("WEBHOOK_SECRET") or None,
-        outgoing_webhook_secret=env.get("OUTGOING_WEBHOOK_SECRET") or None,
-        # auth: Supabase user JWTs and the auth cache
-        supabase_jwt_secret=env.get("SUPABASE_JWT_SECRET") or None,
-        auth_cache_ttl_s=_float(env, "AUTH_CACHE_TTL_S", 30.0),
-        # limits: request limits and production safety.
-        rate_limit_create_per_min=_int(env, "RATE_LIMIT_CREATE_PER_MIN", 120),
-        sse_max_streams_per_key=_int(env, "SSE_MAX_STREAMS_PER_KEY", 20),
-        auth_api_keys_only=_bool(env, "AUTH_API_KEYS_ONLY", False),
-        cors_origins=_origins(env.get("CORS_ORIGINS")),
-        # ssrf: loopback only in development, public addresses only in production.
-        outbound_allow_private=_private_access(env),
-        # metrics: optional bearer token and the window of DB-derived series
-        metrics_token=env.get("METRICS_TOKEN") or None,
-        metrics_window_s=_int(env, "METRICS_WINDOW_S", 3600, minimum=60),
-        image_max_pixels=_int(env, "IMAGE_MAX_PIXELS", 40_000_000, minimum=1),
-    )
-
-
-# ssrf: OUTBOUND_ALLOW_PRIVATE, with the spellings _bool accepts as well.
+# ssrf: OUTBOUND_ALLOW_PRIVATE, with the spellings a bool accepts as well.
 _PRIVATE_ACCESS = {
     "false": "false",
     "0": "false",
@@ -220,12 +64,373 @@ _PRIVATE_ACCESS = {
     "on": "true",
 }
 
+PrivateAccessValue = Literal["false", "loopback", "true"]
 
-def _private_access(env: Mapping[str, str]) -> str:
-    raw = (env.get("OUTBOUND_ALLOW_PRIVATE") or "").strip().lower()
-    if raw == "":
-        production = env.get("APP_ENV") == "production"
-        return "false" if production else "loopback"
-    if raw not in _PRIVATE_ACCESS:
-        raise ConfigError(f"OUTBOUND_ALLOW_PRIVATE must be false, loopback or true, got {raw!r}")
-    return _PRIVATE_ACCESS[raw]
+
+def _private_access(name: str, raw: str | None) -> str | None:
+    value = (raw or "").strip().lower()
+    if value == "":
+        return None  # the environment's default, in `_derive`
+    if value not in _PRIVATE_ACCESS:
+        raise ConfigError(f"{name} must be false, loopback or true, got {value!r}")
+    return _PRIVATE_ACCESS[value]
+
+
+def _flag(name: str, raw: str | None) -> bool:
+    """A lenient switch: anything but a true spelling is off (LOG_PROMPTS never refused a start)."""
+    return (raw or "").lower() in ("1", "true", "yes", "on")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: Annotated[
+        str | None,
+        Setting(
+            "DATABASE_URL",
+            "Postgres URL; Supabase: direct or session pooler (transaction mode cannot LISTEN)",
+        ),
+    ] = None
+    port: Annotated[int, Setting("PORT", "API port", minimum=1)] = 8000
+    app_env: Annotated[
+        Literal["development", "production"], Setting("APP_ENV", "development or production")
+    ] = "development"
+    storage_backend: Annotated[
+        Literal["local", "supabase"], Setting("STORAGE_BACKEND", "where images are stored")
+    ] = "local"
+    local_storage_dir: Annotated[
+        Path, Setting("LOCAL_STORAGE_DIR", "where the local storage backend writes files")
+    ] = Path("var/storage")
+    # Derived: http://localhost:$PORT when unset.
+    public_base_url: Annotated[
+        str, Setting("PUBLIC_BASE_URL", "the base of local files' URLs", derived=True)
+    ] = "http://localhost:8000"
+    local_provider_delay_ms: Annotated[
+        int, Setting("LOCAL_PROVIDER_DELAY_MS", "simulated generation time of the local provider")
+    ] = 300
+    worker_concurrency: Annotated[
+        int, Setting("WORKER_CONCURRENCY", "jobs one worker runs at once", minimum=1)
+    ] = 10
+    worker_shutdown_grace_s: Annotated[
+        float, Setting("WORKER_SHUTDOWN_GRACE_S", "how long SIGTERM waits for running jobs")
+    ] = 25.0
+    heartbeat_interval_s: Annotated[
+        float, Setting("WORKER_HEARTBEAT_S", "seconds between a worker's heartbeats")
+    ] = 10.0
+    # A worker silent for this long is dead: the rescuer re-queues its jobs. It must exceed the
+    # heartbeat interval comfortably (draining workers keep beating, see worker/queue/daemon.py).
+    rescue_stale_s: Annotated[
+        float, Setting("RESCUE_STALE_S", "seconds of silence after which a worker is dead")
+    ] = 60.0
+    # Pending/processing generations whose job is gone are re-queued after this long.
+    rescue_grace_s: Annotated[
+        float, Setting("RESCUE_GRACE_S", "seconds before a job-less generation is re-queued")
+    ] = 120.0
+    # Read at import by worker/queue/tasks.py (the periodic task is declared there).
+    rescue_cron: Annotated[
+        str, Setting("RESCUE_CRON", "when the rescuer runs (6 fields for seconds)")
+    ] = "* * * * *"
+    db_pool_min: Annotated[int, Setting("DB_POOL_MIN", "API connection pool, smallest")] = 1
+    db_pool_max: Annotated[
+        int, Setting("DB_POOL_MAX", "API connection pool, largest", minimum=1)
+    ] = 10
+    sse_keepalive_s: Annotated[
+        float, Setting("SSE_KEEPALIVE_S", "seconds between keep-alive comments on idle streams")
+    ] = 15.0
+    sentry_dsn: Annotated[str | None, Setting("SENTRY_DSN", "error reporting to Sentry")] = None
+    openai_api_key: Annotated[str | None, Setting("OPENAI_API_KEY", "OpenAI's API key")] = None
+    openai_base_url: Annotated[
+        str | None, Setting("OPENAI_BASE_URL", "an OpenAI-compatible server")
+    ] = None
+    google_api_key: Annotated[str | None, Setting("GOOGLE_API_KEY", "Gemini's API key")] = None
+    google_base_url: Annotated[
+        str | None, Setting("GOOGLE_BASE_URL", "another Gemini endpoint")
+    ] = None
+    google_vertex_project: Annotated[
+        str | None, Setting("GOOGLE_CLOUD_PROJECT", "Vertex AI project")
+    ] = None
+    google_vertex_location: Annotated[
+        str | None, Setting("GOOGLE_CLOUD_LOCATION", "Vertex AI location")
+    ] = None
+    fal_key: Annotated[str | None, Setting("FAL_KEY", "fal's API key")] = None
+    stability_api_key: Annotated[
+        str | None, Setting("STABILITY_API_KEY", "Stability AI's API key")
+    ] = None
+    stability_base_url: Annotated[
+        str, Setting("STABILITY_BASE_URL", "Stability AI's API", strip_slash=True)
+    ] = "https://api.stability.ai"
+    fal_base_url: Annotated[str, Setting("FAL_BASE_URL", "fal's queue API", strip_slash=True)] = (
+        "https://queue.fal.run"
+    )
+    fal_jwks_url: Annotated[
+        str, Setting("FAL_JWKS_URL", "the keys fal signs its webhooks with")
+    ] = "https://rest.alpha.fal.ai/.well-known/jwks.json"
+    poll_interval_s: Annotated[
+        float, Setting("POLL_INTERVAL_S", "seconds between polls of queue-based providers")
+    ] = 5.0
+    poll_timeout_s: Annotated[
+        float, Setting("POLL_TIMEOUT_S", "seconds before a polled generation is given up")
+    ] = 300.0
+    supabase_url: Annotated[
+        str | None, Setting("SUPABASE_URL", "the Supabase project", strip_slash=True)
+    ] = None
+    supabase_service_role_key: Annotated[
+        str | None, Setting("SUPABASE_SERVICE_ROLE_KEY", "Supabase Storage's service key")
+    ] = None
+    supabase_bucket: Annotated[str, Setting("SUPABASE_BUCKET", "Supabase Storage bucket")] = (
+        "images"
+    )
+    supabase_signed_urls: Annotated[
+        bool, Setting("SUPABASE_SIGNED_URLS", "signed URLs, for private buckets")
+    ] = False
+    supabase_signed_url_ttl_s: Annotated[
+        int, Setting("SUPABASE_SIGNED_URL_TTL_S", "how long a signed URL is valid", minimum=60)
+    ] = 7 * 24 * 3600
+    # Overrides of the providers' default rate limits, from <PROVIDER>_RPM (any such variable).
+    provider_rpm: Annotated[
+        dict[str, int],
+        Setting("<PROVIDER>_RPM", "a provider's requests per minute", minimum=1, derived=True),
+    ] = {}
+    provider_timeout_s: Annotated[
+        float, Setting("PROVIDER_TIMEOUT_S", "seconds one provider request may take")
+    ] = 120.0
+    # Derived, not read: where providers can call us back, PUBLIC_BASE_URL when it is https (a
+    # provider cannot reach localhost). None means queue-based providers are polled only.
+    webhook_base_url: str | None = None
+    webhook_secret: Annotated[
+        str | None, Setting("WEBHOOK_SECRET", "verifies incoming generic webhooks")
+    ] = None
+    outgoing_webhook_secret: Annotated[
+        str | None, Setting("OUTGOING_WEBHOOK_SECRET", "signs the webhooks we send")
+    ] = None
+    # auth: Supabase user JWTs (HS256 with the secret; ES256/RS256 from SUPABASE_URL's JWKS) and
+    # how long an API key lookup or a user's memberships are cached (revocation delay).
+    supabase_jwt_secret: Annotated[
+        str | None, Setting("SUPABASE_JWT_SECRET", "verifies HS256 Supabase user JWTs")
+    ] = None
+    auth_cache_ttl_s: Annotated[
+        float, Setting("AUTH_CACHE_TTL_S", "how long API keys and memberships are cached")
+    ] = 30.0
+    # limits: request limits and production safety (docs/security.md).
+    rate_limit_create_per_min: Annotated[
+        int, Setting("RATE_LIMIT_CREATE_PER_MIN", "creations per key per minute; 0 disables")
+    ] = 120
+    sse_max_streams_per_key: Annotated[
+        int, Setting("SSE_MAX_STREAMS_PER_KEY", "open event streams per key; 0 = unlimited")
+    ] = 20
+    auth_api_keys_only: Annotated[
+        bool, Setting("AUTH_API_KEYS_ONLY", "production with API keys and no user auth")
+    ] = False
+    # None: the environment's default (every origin in development, none in production).
+    cors_origins: Annotated[
+        tuple[str, ...] | None, Setting("CORS_ORIGINS", "origins allowed to call from a browser")
+    ] = None
+    # ssrf: which internal addresses outbound fetches may reach (see worker/core/netguard.py):
+    # "false" (public only), "loopback" or "true" (every private range; never metadata).
+    # Derived default: "false" in production, "loopback" otherwise.
+    outbound_allow_private: Annotated[
+        PrivateAccessValue,
+        Setting(
+            "OUTBOUND_ALLOW_PRIVATE",
+            "which internal addresses outbound fetches may reach",
+            parse=_private_access,
+            derived=True,
+        ),
+    ] = "loopback"
+    # metrics: GET /metrics bearer token (None: open like /healthz) and the look-back window of
+    # the DB-derived latency/failure series.
+    metrics_token: Annotated[str | None, Setting("METRICS_TOKEN", "bearer token for /metrics")] = (
+        None
+    )
+    metrics_window_s: Annotated[
+        int, Setting("METRICS_WINDOW_S", "look-back window of /metrics' series", minimum=60)
+    ] = 3600
+    # images: the most pixels an image (source, mask, result) may have before it is decoded.
+    image_max_pixels: Annotated[
+        int, Setting("IMAGE_MAX_PIXELS", "the most pixels an image may have", minimum=1)
+    ] = 40_000_000
+    # logs (worker/core/logs.py, which reads them before the rest: see `read_setting`).
+    log_format: Annotated[
+        str | None, Setting("LOG_FORMAT", "json or text; otherwise guessed from the terminal")
+    ] = None
+    log_level: Annotated[str, Setting("LOG_LEVEL", "the root logger's level")] = "INFO"
+    log_prompts: Annotated[
+        bool, Setting("LOG_PROMPTS", "prompts logged at INFO, not only DEBUG", parse=_flag)
+    ] = False
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+
+class ClientSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The CLI's client commands: read without the server's settings (no database)."""
+
+    url: Annotated[str, Setting("IMAGEJOBS_URL", "the API the client commands call")] = (
+        "http://localhost:8000"
+    )
+    api_key: Annotated[str, Setting("IMAGEJOBS_API_KEY", "the client commands' API key")] = ""
+
+
+class BenchSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """`imagejobs bench` (worker/devtools/bench)."""
+
+    database_url: Annotated[
+        str | None, Setting("BENCH_DATABASE_URL", "a Postgres server for the benchmark")
+    ] = None
+
+
+# Every Struct whose fields are read from the environment.
+DECLARED: tuple[type[msgspec.Struct], ...] = (Settings, ClientSettings, BenchSettings)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One field's declaration, as `load` reads it."""
+
+    field: str
+    setting: Setting
+    type: Any
+    default: Any
+
+
+@functools.cache
+def declarations(cls: type[msgspec.Struct]) -> tuple[Declared, ...]:
+    """The fields of `cls` read from the environment, in order."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    found = []
+    for info in msgspec.structs.fields(cls):
+        hint = hints[info.name]
+        if typing.get_origin(hint) is not Annotated:
+            continue
+        base, *extras = typing.get_args(hint)
+        setting = next((extra for extra in extras if isinstance(extra, Setting)), None)
+        if setting is None:
+            continue
+        default = info.default
+        if default is msgspec.NODEFAULT:
+            default = info.default_factory()
+        found.append(Declared(info.name, setting, base, default))
+    return tuple(found)
+
+
+def _int(name: str, raw: str | None, default: int, minimum: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str | None, default: float) -> float:
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _bool(name: str, raw: str | None, default: bool) -> bool:
+    value = (raw or "").strip().lower()
+    if value == "":
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _choice(name: str, raw: str | None, default: str, choices: tuple[str, ...]) -> str:
+    value = raw or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _items(raw: str | None) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    return tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+
+
+def _read(declared: Declared, env: Mapping[str, str]) -> Any:
+    """One variable, read as its field's type says."""
+    setting, kind, default = declared.setting, declared.type, declared.default
+    name, raw = setting.env, env.get(setting.env)
+    if setting.parse is not None:
+        return setting.parse(name, raw or None)
+    optional = isinstance(kind, UnionType) and NoneType in typing.get_args(kind)
+    if optional:
+        (kind,) = [arg for arg in typing.get_args(kind) if arg is not NoneType]
+    if kind is bool:
+        return _bool(name, raw, default)
+    if kind is int:
+        return _int(name, raw, default, setting.minimum)
+    if kind is float:
+        return _float(name, raw, default)
+    if kind is Path:
+        return Path(raw) if raw else default
+    if typing.get_origin(kind) is Literal:
+        return _choice(name, raw, default, typing.get_args(kind))
+    if typing.get_origin(kind) is tuple:
+        return _items(raw)
+    if kind is str:
+        value = raw or default
+        if setting.strip_slash and value:
+            value = value.rstrip("/")
+        return (value or None) if optional else value
+    raise TypeError(f"{declared.field}: no reader for {kind!r}")
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def load(cls: type[S], env: Mapping[str, str] | None = None) -> S:
+    """`cls` with each declared field read from `env` (the process environment by default)."""
+    env = os.environ if env is None else env
+    values = {d.field: _read(d, env) for d in declarations(cls) if not d.setting.derived}
+    if cls is Settings:
+        values |= _derive(values, env)
+    return cls(**values)
+
+
+def _derive(values: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """The settings that depend on more than their own variable."""
+    declared = {d.field: d for d in declarations(Settings)}
+    public = env.get("PUBLIC_BASE_URL")
+    rpm = declared["provider_rpm"].setting
+    return {
+        # PUBLIC_BASE_URL, or this process's own port on localhost.
+        "public_base_url": (public or f"http://localhost:{values['port']}").rstrip("/"),
+        # Providers can call back only a public https address.
+        "webhook_base_url": (
+            public.rstrip("/") if public and public.startswith("https://") else None
+        ),
+        # <PROVIDER>_RPM for any provider (worker/providers/registry.py knows which exist).
+        "provider_rpm": {
+            name.removesuffix("_RPM").lower(): _int(name, env[name], 0, rpm.minimum)
+            for name in env
+            if _RPM.match(name)
+        },
+        # Public addresses only in production, loopback too in development.
+        "outbound_allow_private": (
+            _read(declared["outbound_allow_private"], env)
+            or ("false" if values["app_env"] == "production" else "loopback")
+        ),
+    }
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    return load(Settings, env)
+
+
+def read_setting(field: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting alone, for what must be read before (or without) the rest: the logging
+    set-up, the rescuer's schedule at import. Validated like `load_settings` would."""
+    env = os.environ if env is None else env
+    (declared,) = [d for d in declarations(Settings) if d.field == field]
+    return _read(declared, env)

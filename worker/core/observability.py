@@ -1,7 +1,7 @@
 """Error reporting to Sentry (`SENTRY_DSN`), shared by the API and the worker.
 
 What is reported: unexpected exceptions in API requests (sentry-sdk's Litestar integration) and in
-worker tasks (`report_task_errors`, tagged with task, generation_id, provider, attempt).
+worker tasks (the `report_task_errors` task middleware, tagged with task, generation_id, provider, attempt).
 What is not: a provider's or the catalogue's permanent refusals (content policy, invalid input,
 a missing record) — they are the product working as designed, recorded on the generation — and
 runs cut short by a shutdown. Transient catalogue errors that will be retried are warnings.
@@ -12,14 +12,14 @@ and masks scrubbed wherever they appear.
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import psycopg
 import sentry_sdk
 from litestar.exceptions import SerializationException
 from procrastinate import JobContext
+from procrastinate.middleware import AsyncCallNext
+from procrastinate.worker import Worker
 from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
@@ -37,9 +37,6 @@ SCRUBBED_KEYS = [
     "webhook_secret",
     "database_url",
 ]
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class _State:
@@ -121,28 +118,25 @@ def _interrupted(error: BaseException) -> bool:
     return isinstance(error, asyncio.CancelledError | psycopg.OperationalError)
 
 
-def report_task_errors(
-    task: Callable[P, Awaitable[R]],
-) -> Callable[P, Awaitable[R]]:
-    """Wraps a `pass_context` procrastinate task: each run in its own scope, errors captured."""
-
-    @functools.wraps(task)
-    async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-        if not _State.enabled:
-            return await task(*args, **kwargs)
-        context = args[0]
-        with sentry_sdk.isolation_scope() as scope:
-            if isinstance(context, JobContext) and context.job is not None:
-                scope.set_tag("task", context.job.task_name)
-                scope.set_tag("attempt", str(context.job.attempts + 1))
-                scope.set_tag("job_id", str(context.job.id))
-            if "generation_id" in kwargs:
-                scope.set_tag("generation_id", str(kwargs["generation_id"]))
-            try:
-                return await task(*args, **kwargs)
-            except Exception as error:
-                if not _interrupted(error):
-                    sentry_sdk.capture_exception(error)
-                raise
-
-    return run
+async def report_task_errors(
+    call_next: AsyncCallNext, context: JobContext, worker: Worker | None
+) -> Any:
+    """A procrastinate task middleware (installed once, in worker/queue/daemon.py): each run in
+    its own scope tagged with the task, attempt, job and generation; errors captured, except runs
+    cut short by a shutdown or a lost database."""
+    if not _State.enabled:
+        return await call_next()
+    with sentry_sdk.isolation_scope() as scope:
+        job = context.job
+        if job is not None:
+            scope.set_tag("task", job.task_name)
+            scope.set_tag("attempt", str(job.attempts + 1))
+            scope.set_tag("job_id", str(job.id))
+            if "generation_id" in job.task_kwargs:
+                scope.set_tag("generation_id", str(job.task_kwargs["generation_id"]))
+        try:
+            return await call_next()
+        except Exception as error:
+            if not _interrupted(error):
+                sentry_sdk.capture_exception(error)
+            raise

@@ -5,9 +5,8 @@ their own handlers (uvicorn's) are covered too, and exceptions' text as well as 
 from __future__ import annotations
 
 import logging
-import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -41,8 +40,7 @@ def _database_passwords(database_url: str | None) -> list[str]:
     return found
 
 
-def secret_values(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
-    env = os.environ if env is None else env
+def secret_values(settings: Settings) -> list[str]:
     values = [
         settings.webhook_secret,
         settings.outgoing_webhook_secret,
@@ -52,7 +50,7 @@ def secret_values(settings: Settings, env: Mapping[str, str] | None = None) -> l
         settings.stability_api_key,
         settings.supabase_service_role_key,
         settings.sentry_dsn,
-        env.get("SUPABASE_JWT_SECRET"),
+        settings.supabase_jwt_secret,
         *_database_passwords(settings.database_url),
     ]
     found = {v for v in values if v and len(v) >= MIN_SECRET_LENGTH}

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-
 import psycopg
 
 from worker.core.config import Settings
@@ -22,25 +19,23 @@ def _ports(database_url: str) -> list[str]:
     return [port.strip() for port in str(params.get("port") or "5432").split(",")]
 
 
-def auth_configured(settings: Settings, env: Mapping[str, str]) -> bool:
+def auth_configured(settings: Settings) -> bool:
     """User JWTs can be verified (a shared secret or the project's JWKS), or the operator said
     API keys alone are intended."""
-    jwt_secret = env.get("SUPABASE_JWT_SECRET") or ""
-    return bool(jwt_secret or settings.supabase_url or settings.auth_api_keys_only)
+    return bool(
+        settings.supabase_jwt_secret or settings.supabase_url or settings.auth_api_keys_only
+    )
 
 
-def production_problems(
-    settings: Settings, env: Mapping[str, str] | None = None, *, command: str = "api"
-) -> list[str]:
+def production_problems(settings: Settings, *, command: str = "api") -> list[str]:
     """Each reason not to run this configuration in production; empty outside production.
     Messages name variables, never their values. User auth and the webhook secret are the
     API's concerns: the worker neither authenticates callers nor verifies webhooks."""
     if not settings.is_production:
         return []
-    env = os.environ if env is None else env
     problems = []
     serves_http = command == "api"
-    if serves_http and not auth_configured(settings, env):
+    if serves_http and not auth_configured(settings):
         problems.append(
             "no user authentication: set SUPABASE_JWT_SECRET or SUPABASE_URL, "
             "or AUTH_API_KEYS_ONLY=true to serve API keys only"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-import os
 import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -122,7 +121,7 @@ class OpenAIProvider:
         if client is None:
             # A keyless OpenAI-compatible server (OPENAI_BASE_URL alone) still gets a client; the
             # real API then answers 401, which becomes a permanent provider_error.
-            key = api_key or os.environ.get("OPENAI_API_KEY") or "unset"
+            key = api_key or "unset"
             client = AsyncOpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=0)
         self.client = client
 

@@ -16,11 +16,13 @@ import os
 import signal
 import socket
 
+from procrastinate.middleware import TaskMiddleware
 from procrastinate.worker import Worker
 
 from worker.core.catalogue import default_model_warnings
 from worker.core.config import Settings
 from worker.core.db import create_pool
+from worker.core.observability import report_task_errors
 from worker.queue.runtime import build_runtime
 from worker.queue.tasks import QUEUE, WEBHOOK_QUEUE, app
 
@@ -44,6 +46,10 @@ async def keep_beating_while_draining(
         except Exception as exc:
             logger.warning("drain heartbeat failed: %s", type(exc).__name__)
         await asyncio.sleep(interval_s)
+
+
+# Around every task this worker runs: Sentry's per-run scope (worker/core/observability.py).
+TASK_MIDDLEWARE: list[TaskMiddleware] = [report_task_errors]
 
 
 async def run_worker(settings: Settings) -> None:
@@ -90,6 +96,7 @@ async def run_worker(settings: Settings) -> None:
                     install_signal_handlers=False,
                     fetch_job_polling_interval=5.0,
                     update_heartbeat_interval=settings.heartbeat_interval_s,
+                    task_middleware=TASK_MIDDLEWARE,
                 )
                 keeper = asyncio.create_task(
                     keep_beating_while_draining(

@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from worker.core.logs import prompts_at_info
-from worker.core.models import Generation
+from worker.core.models import Generation, Step
 from worker.core.observability import tag_generation
 from worker.core.sqlfiles import query
 
@@ -42,7 +42,7 @@ class _Trace:
 
     __slots__ = ("provider", "started", "step", "step_started")
 
-    def __init__(self, provider: str, step: str) -> None:
+    def __init__(self, provider: str, step: Step) -> None:
         self.provider = provider
         self.step = step
         self.started = self.step_started = time.monotonic()
@@ -91,7 +91,7 @@ class Lifecycle:
                 self._end_step(generation_id, "processing", "done")
         return generation
 
-    def _trace_start(self, generation: Generation, step: str) -> None:
+    def _trace_start(self, generation: Generation, step: Step) -> None:
         tag_generation(generation.provider)
         if not logger.isEnabledFor(logging.INFO):
             return
@@ -112,7 +112,7 @@ class Lifecycle:
                 extra={"generation_id": generation_id, "prompt": generation.prompt},
             )
 
-    def _end_step(self, generation_id: UUID, next_step: str | None, status: str) -> None:
+    def _end_step(self, generation_id: UUID, next_step: Step | None, status: str) -> None:
         """Logs the step that just ended with its duration; `next_step` None ends the trace."""
         trace = (
             self._traces.get(generation_id) if next_step else self._traces.pop(generation_id, None)
@@ -188,7 +188,7 @@ class Lifecycle:
             )
             return await cur.fetchone() is not None
 
-    async def step(self, generation_id: UUID, step: str, progress: int | None = None) -> bool:
+    async def step(self, generation_id: UUID, step: Step, progress: int | None = None) -> bool:
         written = await self._write(
             "set_step",
             {"id": generation_id, "step": step, "progress": progress or STEP_PROGRESS[step]},

@@ -5,15 +5,14 @@ run alike. The tasks are thin: the flow lives in worker/queue/pipeline.py."""
 from __future__ import annotations
 
 import asyncio
-import os
 from uuid import UUID
 
 import psycopg
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 
+from worker.core.config import read_setting
 from worker.core.errors import MAX_ATTEMPTS, GenerationError
-from worker.core.observability import report_task_errors
 from worker.queue import outgoing, pipeline, rescuer
 from worker.queue.outgoing import WebhookBackoff
 from worker.queue.runtime import Runtime
@@ -62,7 +61,6 @@ def _attempt(context: JobContext) -> int:
 
 
 @app.task(name=pipeline.GENERATE_TASK, queue=QUEUE, pass_context=True, retry=TransientRetry())
-@report_task_errors
 async def generate_image(context: JobContext, generation_id: str, resume: bool = False) -> None:
     await pipeline.run_generation(
         Runtime.from_context(context), UUID(generation_id), _attempt(context), resume=resume
@@ -70,13 +68,11 @@ async def generate_image(context: JobContext, generation_id: str, resume: bool =
 
 
 @app.task(name=pipeline.EDIT_TASK, queue=QUEUE, pass_context=True, retry=TransientRetry())
-@report_task_errors
 async def edit_image(context: JobContext, generation_id: str) -> None:
     await pipeline.run_edit(Runtime.from_context(context), UUID(generation_id), _attempt(context))
 
 
 @app.task(name="finish_from_webhook", queue=QUEUE, pass_context=True, retry=TransientRetry())
-@report_task_errors
 async def finish_from_webhook(context: JobContext, generation_id: str, delivery_id: str) -> None:
     await pipeline.finish_from_webhook(
         Runtime.from_context(context), UUID(generation_id), delivery_id, _attempt(context)
@@ -84,13 +80,11 @@ async def finish_from_webhook(context: JobContext, generation_id: str, delivery_
 
 
 @app.task(name="cancel_provider_job", queue=QUEUE, pass_context=True, retry=ShutdownRetry())
-@report_task_errors
 async def cancel_provider_job(context: JobContext, generation_id: str) -> None:
     await pipeline.cancel_provider_job(Runtime.from_context(context), UUID(generation_id))
 
 
 @app.task(name="deliver_webhook", queue=WEBHOOK_QUEUE, pass_context=True, retry=WebhookBackoff())
-@report_task_errors
 async def deliver_webhook(
     context: JobContext, generation_id: str, event_id: int, type: str
 ) -> None:
@@ -107,7 +101,6 @@ async def deliver_webhook(
 
 
 @app.task(name=pipeline.POLL_TASK, queue=QUEUE, pass_context=True, retry=ShutdownRetry())
-@report_task_errors
 async def poll_generation(
     context: JobContext, generation_id: str, submitted_at: float, seen_logs: int = 0
 ) -> None:
@@ -117,12 +110,12 @@ async def poll_generation(
 
 
 # Once a minute; RESCUE_CRON (6 fields for seconds) lets tests and impatient operators go faster.
-RESCUE_CRON = os.environ.get("RESCUE_CRON") or "* * * * *"
+# Read alone at import, where the periodic task is declared (worker/core/config.py).
+RESCUE_CRON: str = read_setting("rescue_cron")
 
 
 @app.periodic(cron=RESCUE_CRON, periodic_id="rescue")
 @app.task(name="rescue_stalled", queue=QUEUE, pass_context=True, queueing_lock="rescue_stalled")
-@report_task_errors
 async def rescue_stalled(context: JobContext, timestamp: int) -> None:
     runtime = Runtime.from_context(context)
     settings = runtime.settings

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from worker.core.config import BenchSettings, load
 from worker.devtools.bench import scenarios
 from worker.devtools.bench.harness import Bench, Result, bench_database
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("BENCH_DATABASE_URL"),
+        default=load(BenchSettings).database_url,
         help="a server to use (default: embedded)",
     )
     parser.add_argument(
