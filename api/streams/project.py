@@ -108,7 +108,7 @@ async def project_stream(
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     """A `project` event first and on every counter change; a `generation` event for every
     change of any of its generations, in commit order; `Last-Event-ID` resumes after that event
-    without skipping one that committed late (see sql/005_commit_ordered_events.sql)."""
+    without skipping one that committed late (see sql/migrations/005_commit_ordered_events.sql)."""
     cursor: Cursor | None = None
     waiting: set[int] = set()  # notified, but their transaction is not below the horizon yet
     behind = False  # committed events wait behind the horizon: poll, no notification will come

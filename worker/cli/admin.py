@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=None, help="overrides LOG_LEVEL (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "migrate", help="apply procrastinate's schema and sql/NNN_*.sql"
+        "migrate", help="apply procrastinate's schema and sql/migrations/NNN_*.sql"
     ).set_defaults(run=_migrate)
     commands.add_parser("api", help="serve the HTTP API on 0.0.0.0:$PORT").set_defaults(run=_api)
     commands.add_parser("worker", help="run the worker daemon until SIGTERM").set_defaults(

@@ -1,4 +1,5 @@
-"""`imagejobs migrate`: procrastinate's schema, then each sql/NNN_*.sql once, in order.
+"""`imagejobs migrate`: procrastinate's schema, then each sql/migrations/NNN_*.sql once, in order
+(recorded in the ledger by file name).
 
 Every file runs in its own transaction while the migrator holds a session advisory lock, so two
 migrators started at once (two deploys) apply each file exactly once; a second run is a no-op.
