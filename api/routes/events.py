@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -10,14 +9,15 @@ from litestar import Request, get
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal, StreamCredential
 from api.limits import StreamSlot, TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
-from api.streams.generation import end_when_unauthorized, generation_stream, parse_last_event_id
-from api.streams.hub import Subscription
+from api.streams.encoding import parse_last_event_id
+from api.streams.generation import generation_stream
+from api.streams.loop import Messages
 from api.streams.project import project_stream, workflow_stream
 from worker.core.sqlfiles import query
 
@@ -28,18 +28,13 @@ QUERY_TOKEN_NOTE = (
 )
 
 
-def stream_response(
-    request: Request[Principal, Any, Any],
-    state: State,
-    slot: StreamSlot,
-    subscription: Subscription,
-    stream: AsyncGenerator[ServerSentEventMessage, None],
-) -> ServerSentEvent:
-    """What every SSE route answers: the stream, ended when its credential no longer holds, in
-    the principal's stream slot."""
-    credential = StreamCredential(state, str(request.auth), request.user)
-    guarded = end_when_unauthorized(stream, subscription, credential)
-    return ServerSentEvent(slot.hold(guarded), headers={"X-Accel-Buffering": "no"})
+def stream_response(slot: StreamSlot, stream: Messages) -> ServerSentEvent:
+    """What every SSE route answers: the stream, in the principal's stream slot."""
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
+
+
+def credential_of(request: Request[Principal, Any, Any], state: State) -> StreamCredential:
+    return StreamCredential(state, str(request.auth), request.user)
 
 
 @get(
@@ -69,8 +64,9 @@ async def generation_events(
         generation_id,
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
+        credential_of(request, state),
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)
 
 
 @get(
@@ -99,8 +95,9 @@ async def project_events(
         project_id,
         parse_last_event_id(last_event_id),
         state.settings.sse_keepalive_s,
+        credential_of(request, state),
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)
 
 
 @get(
@@ -128,6 +125,11 @@ async def workflow_events(
     slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"workflow:{workflow_id}")
     stream = workflow_stream(
-        state.pool, subscription, workflow_id, workspace_id, state.settings.sse_keepalive_s
+        state.pool,
+        subscription,
+        workflow_id,
+        workspace_id,
+        state.settings.sse_keepalive_s,
+        credential_of(request, state),
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)

@@ -11,7 +11,7 @@ from litestar.response import ServerSentEvent
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
 from api.limits import TooManyRequests
-from api.routes.events import QUERY_TOKEN_NOTE, stream_response
+from api.routes.events import QUERY_TOKEN_NOTE, credential_of, stream_response
 from api.streams.workspace import workspace_project_stream
 
 
@@ -33,6 +33,10 @@ async def workspace_project_events(
     slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
     subscription = state.hub.subscribe(f"workspace:{workspace_id}")
     stream = workspace_project_stream(
-        state.pool, subscription, workspace_id, state.settings.sse_keepalive_s
+        state.pool,
+        subscription,
+        workspace_id,
+        state.settings.sse_keepalive_s,
+        credential_of(request, state),
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)
