@@ -113,7 +113,7 @@ class _ProjectStream(StreamLogic):
             if self.behind or len(batch) < REPLAY_PAGE:
                 break
 
-    async def _project(self) -> Messages:
+    async def _project_state(self) -> Messages:
         assert self.cursor is not None
         project = await _project(self.pool, self.project_id)
         if project is not None:
@@ -125,7 +125,7 @@ class _ProjectStream(StreamLogic):
         if self.last_event_id is not None:
             async for message in self._catch_up():
                 yield message
-        async for message in self._project():
+        async for message in self._project_state():
             yield message
 
     async def notified(self, event: HubEvent) -> Messages:
@@ -142,7 +142,7 @@ class _ProjectStream(StreamLogic):
         async for message in self._catch_up():
             yield message
         self.waiting.clear()
-        async for message in self._project():
+        async for message in self._project_state():
             yield message
 
     def pending_s(self) -> float | None:
