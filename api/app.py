@@ -19,6 +19,7 @@ from litestar.static_files import create_static_files_router
 from api.auth.jwt import JwtVerifier
 from api.auth.keys import ApiKeyAuthentication, KeyCache, MembershipCache
 from api.auth.webhooks import FalVerifier
+from api.deps import DEPENDENCIES
 from api.limits import StreamSlots
 from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS, InvalidField
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
+        dependencies=DEPENDENCIES,
         state=State(
             {
                 "settings": settings,

@@ -52,7 +52,7 @@ async def _update(state: State, name: str, generation_id: UUID, principal: Princ
         )
         updated: Generation | None = await cur.fetchone()
     if updated is None:
-        current = await fetch_generation(state, generation_id, principal.workspace_id)
+        current = await fetch_generation(state.pool, generation_id, principal.workspace_id)
         verb = "cancelled" if name == "cancel_generation" else "retried"
         raise conflict(f"a {current.status} generation cannot be {verb}")
     return updated
@@ -92,7 +92,7 @@ class GenerationActions(Controller):
             )
             rows = await cur.fetchall()
         if not rows:
-            await fetch_generation(state, generation_id, request.user.workspace_id)
+            await fetch_generation(state.pool, generation_id, request.user.workspace_id)
         return GenerationList(data=rows, next_cursor=None)
 
     @post(
@@ -112,7 +112,7 @@ class GenerationActions(Controller):
     ) -> Response[Generation]:
         principal = request.user
         mask = decode_mask(data.mask)
-        source = await fetch_generation(state, generation_id, principal.workspace_id)
+        source = await fetch_generation(state.pool, generation_id, principal.workspace_id)
         if source.status != "completed" or not source.result_image_url:
             raise conflict(
                 f"only a completed generation can be edited (this one is {source.status})"

@@ -1,23 +1,27 @@
-"""SSE endpoints. Each stream subscribes to the process's hub; none holds a database connection."""
+"""SSE endpoints. Each stream subscribes to the process's hub; none holds a database connection.
+
+The routes check what was asked for (the resource exists in the workspace, a stream slot is
+free) and hand over to the stream (api/streams/)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Request, get
-from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.response import ServerSentEvent
+from psycopg_pool import AsyncConnectionPool
 
-from api.auth.keys import QUERY_TOKEN_OPT, Principal, StreamCredential
+from api.auth.keys import QUERY_TOKEN_OPT, Principal
+from api.deps import CredentialDep, HubDep, PoolDep, SettingsDep, StreamSlotsDep
 from api.limits import StreamSlot, TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
-from api.streams.generation import end_when_unauthorized, generation_stream, parse_last_event_id
-from api.streams.hub import Subscription
+from api.streams.encoding import parse_last_event_id
+from api.streams.generation import generation_stream
+from api.streams.loop import Messages
 from api.streams.project import project_stream, workflow_stream
 from worker.core.sqlfiles import query
 
@@ -27,19 +31,12 @@ QUERY_TOKEN_NOTE = (
     "`AUTH_CACHE_TTL_S`: once revoked or expired, the stream ends with an `unauthorized` event."
 )
 
+LastEventId = Annotated[str | None, HeaderParameter(name="Last-Event-ID")]
 
-def stream_response(
-    request: Request[Principal, Any, Any],
-    state: State,
-    slot: StreamSlot,
-    subscription: Subscription,
-    stream: AsyncGenerator[ServerSentEventMessage, None],
-) -> ServerSentEvent:
-    """What every SSE route answers: the stream, ended when its credential no longer holds, in
-    the principal's stream slot."""
-    credential = StreamCredential(state, str(request.auth), request.user)
-    guarded = end_when_unauthorized(stream, subscription, credential)
-    return ServerSentEvent(slot.hold(guarded), headers={"X-Accel-Buffering": "no"})
+
+def stream_response(slot: StreamSlot, stream: Messages) -> ServerSentEvent:
+    """What every SSE route answers: the stream, in the principal's stream slot."""
+    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
 
 
 @get(
@@ -57,20 +54,21 @@ def stream_response(
 async def generation_events(
     generation_id: FromPath[UUID],
     request: Request[Principal, Any, Any],
-    state: State,
-    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    pool: PoolDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    stream_slots: StreamSlotsDep,
+    credential: CredentialDep,
+    last_event_id: LastEventId = None,
 ) -> ServerSentEvent:
-    await fetch_generation(state, generation_id, request.user.workspace_id)
-    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
-    subscription = state.hub.subscribe(f"generation:{generation_id}")
+    await fetch_generation(pool, generation_id, request.user.workspace_id)
+    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
+    subscription = hub.subscribe(f"generation:{generation_id}")
+    after = parse_last_event_id(last_event_id)
     stream = generation_stream(
-        state.pool,
-        subscription,
-        generation_id,
-        parse_last_event_id(last_event_id),
-        state.settings.sse_keepalive_s,
+        pool, subscription, generation_id, after, settings.sse_keepalive_s, credential
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)
 
 
 @get(
@@ -87,20 +85,33 @@ async def generation_events(
 async def project_events(
     project_id: FromPath[UUID],
     request: Request[Principal, Any, Any],
-    state: State,
-    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
+    pool: PoolDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    stream_slots: StreamSlotsDep,
+    credential: CredentialDep,
+    last_event_id: LastEventId = None,
 ) -> ServerSentEvent:
-    await fetch_project(state, project_id, request.user.workspace_id)
-    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
-    subscription = state.hub.subscribe(f"project:{project_id}")
+    await fetch_project(pool, project_id, request.user.workspace_id)
+    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
+    subscription = hub.subscribe(f"project:{project_id}")
+    after = parse_last_event_id(last_event_id)
     stream = project_stream(
-        state.pool,
-        subscription,
-        project_id,
-        parse_last_event_id(last_event_id),
-        state.settings.sse_keepalive_s,
+        pool, subscription, project_id, after, settings.sse_keepalive_s, credential
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)
+
+
+async def _workflow_visible(
+    pool: AsyncConnectionPool, workflow_id: UUID, workspace_id: UUID
+) -> None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            query("workflow_visible"), {"workflow_id": workflow_id, "workspace_id": workspace_id}
+        )
+        row = await cur.fetchone()
+    if not (row and row[0]):
+        raise NotFoundException(f"workflow {workflow_id} not found")
 
 
 @get(
@@ -115,19 +126,19 @@ async def project_events(
     opt={QUERY_TOKEN_OPT: True},
 )
 async def workflow_events(
-    workflow_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+    workflow_id: FromPath[UUID],
+    request: Request[Principal, Any, Any],
+    pool: PoolDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    stream_slots: StreamSlotsDep,
+    credential: CredentialDep,
 ) -> ServerSentEvent:
     workspace_id = request.user.workspace_id
-    async with state.pool.connection() as conn:
-        cur = await conn.execute(
-            query("workflow_visible"), {"workflow_id": workflow_id, "workspace_id": workspace_id}
-        )
-        row = await cur.fetchone()
-    if not (row and row[0]):
-        raise NotFoundException(f"workflow {workflow_id} not found")
-    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
-    subscription = state.hub.subscribe(f"workflow:{workflow_id}")
+    await _workflow_visible(pool, workflow_id, workspace_id)
+    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
+    subscription = hub.subscribe(f"workflow:{workflow_id}")
     stream = workflow_stream(
-        state.pool, subscription, workflow_id, workspace_id, state.settings.sse_keepalive_s
+        pool, subscription, workflow_id, workspace_id, settings.sse_keepalive_s, credential
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)

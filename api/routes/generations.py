@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from psycopg import errors
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
 from api.limits import CreationRateLimit, TooManyRequests
@@ -34,8 +35,10 @@ from worker.core.netguard import OutboundPolicy, OutboundRefused
 from worker.core.sqlfiles import query
 
 
-async def fetch_generation(state: State, generation_id: UUID, workspace_id: UUID) -> Generation:
-    async with state.pool.connection() as conn:
+async def fetch_generation(
+    pool: AsyncConnectionPool, generation_id: UUID, workspace_id: UUID
+) -> Generation:
+    async with pool.connection() as conn:
         cur = conn.cursor(row_factory=class_row(Generation))
         await cur.execute(
             query("get_generation"), {"id": generation_id, "workspace_id": workspace_id}
@@ -211,7 +214,7 @@ class GenerationController(Controller):
     async def get_generation(
         self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
     ) -> Generation:
-        return await fetch_generation(state, generation_id, request.user.workspace_id)
+        return await fetch_generation(state.pool, generation_id, request.user.workspace_id)
 
     @get("/", summary="List generations, newest first (keyset pagination)")
     async def list_generations(

@@ -10,6 +10,7 @@ from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.rows import class_row
+from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
 from api.pagination import check_limit, decode_cursor, page
@@ -18,8 +19,8 @@ from worker.core.models import Project
 from worker.core.sqlfiles import query
 
 
-async def fetch_project(state: State, project_id: UUID, workspace_id: UUID) -> Project:
-    async with state.pool.connection() as conn:
+async def fetch_project(pool: AsyncConnectionPool, project_id: UUID, workspace_id: UUID) -> Project:
+    async with pool.connection() as conn:
         cur = conn.cursor(row_factory=class_row(Project))
         await cur.execute(query("get_project"), {"id": project_id, "workspace_id": workspace_id})
         project: Project | None = await cur.fetchone()
@@ -77,4 +78,4 @@ class ProjectController(Controller):
     async def get_project(
         self, project_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
     ) -> Project:
-        return await fetch_project(state, project_id, request.user.workspace_id)
+        return await fetch_project(state.pool, project_id, request.user.workspace_id)

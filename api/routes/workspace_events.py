@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get
-from litestar.datastructures import State
 from litestar.response import ServerSentEvent
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
+from api.deps import CredentialDep, HubDep, PoolDep, SettingsDep, StreamSlotsDep
 from api.limits import TooManyRequests
 from api.routes.events import QUERY_TOKEN_NOTE, stream_response
 from api.streams.workspace import workspace_project_stream
@@ -27,12 +27,17 @@ from api.streams.workspace import workspace_project_stream
     raises=[TooManyRequests],
 )
 async def workspace_project_events(
-    request: Request[Principal, Any, Any], state: State
+    request: Request[Principal, Any, Any],
+    pool: PoolDep,
+    hub: HubDep,
+    settings: SettingsDep,
+    stream_slots: StreamSlotsDep,
+    credential: CredentialDep,
 ) -> ServerSentEvent:
     workspace_id = request.user.workspace_id
-    slot = state.stream_slots.acquire(request.user, state.settings.sse_max_streams_per_key)
-    subscription = state.hub.subscribe(f"workspace:{workspace_id}")
+    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
+    subscription = hub.subscribe(f"workspace:{workspace_id}")
     stream = workspace_project_stream(
-        state.pool, subscription, workspace_id, state.settings.sse_keepalive_s
+        pool, subscription, workspace_id, settings.sse_keepalive_s, credential
     )
-    return stream_response(request, state, slot, subscription, stream)
+    return stream_response(slot, stream)

@@ -6,37 +6,24 @@ missed; ids (image_events.id) only grow, so anything seen twice is dropped.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import re
-from collections.abc import AsyncGenerator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import msgspec
-import psycopg
 from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
-from api.streams.hub import GENERATION_CHANNEL, RESYNC, SHUTDOWN, Subscription
+from api.streams.encoding import sse_event
+from api.streams.hub import GENERATION_CHANNEL, HubEvent, Subscription
+from api.streams.loop import Messages, StreamLogic, stream_loop
 from worker.core.models import TERMINAL_STATUSES, ImageEvent, Status, Step
 from worker.core.sqlfiles import query
 
-logger = logging.getLogger(__name__)
-
 REPLAY_PAGE = 500
-DATABASE_RETRY_S = 1.0
-# Sent while the database is away: the client stays connected and nothing is lost.
-WAITING = ServerSentEventMessage(comment="waiting for the database", data=None)
-KEEPALIVE = ServerSentEventMessage(comment="keepalive", data=None)
-RECONNECT_MS = 1000
-# The last message of a stream whose server is shutting down: reconnect (to the new instance).
-RECONNECT = ServerSentEventMessage(
-    comment="server restarting, reconnect", data=None, retry=RECONNECT_MS
-)
 
 
 class GenerationEventData(msgspec.Struct, omit_defaults=True):
@@ -54,9 +41,6 @@ class GenerationEventData(msgspec.Struct, omit_defaults=True):
     error_code: str | None = None
     error_message: str | None = None
     attempts: int | None = None
-
-
-_encoder = msgspec.json.Encoder()
 
 
 def from_row(row: ImageEvent) -> GenerationEventData:
@@ -95,10 +79,9 @@ def from_notification(payload: dict[str, Any]) -> GenerationEventData:
     )
 
 
-def _message(event: GenerationEventData) -> ServerSentEventMessage:
-    return ServerSentEventMessage(
-        data=_encoder.encode(event).decode(), event="generation", id=event.event_id
-    )
+def generation_message(event: GenerationEventData) -> ServerSentEventMessage:
+    """A `generation` event; its id is the image_events.id a client resumes after."""
+    return sse_event("generation", event, event.event_id)
 
 
 def _is_terminal(event: GenerationEventData) -> bool:
@@ -152,111 +135,67 @@ async def _resume(
     return backlog, after_id, current if current is not None and _is_terminal(current) else None
 
 
-async def generation_stream(
+class _GenerationStream(StreamLogic):
+    def __init__(
+        self, pool: AsyncConnectionPool, generation_id: UUID, last_event_id: int | None
+    ) -> None:
+        self.pool = pool
+        self.generation_id = generation_id
+        self.last_event_id = last_event_id
+        self.last_sent = last_event_id or 0
+
+    def _send(self, events: list[GenerationEventData]) -> Iterator[ServerSentEventMessage]:
+        """The events not sent yet, up to the terminal one (the stream's last)."""
+        for event in events:
+            if event.event_id <= self.last_sent:
+                continue
+            self.last_sent = event.event_id
+            yield generation_message(event)
+            if _is_terminal(event):
+                self.finished = True
+                return
+
+    async def start(self) -> Messages:
+        ending: GenerationEventData | None = None
+        if self.last_event_id is None:
+            current = await _current_state(self.pool, self.generation_id)
+            backlog = [current] if current is not None else []
+        else:
+            backlog, self.last_sent, ending = await _resume(
+                self.pool, self.generation_id, self.last_sent
+            )
+        for message in self._send(backlog):
+            yield message
+        if ending is not None and not self.finished:
+            self.finished = True
+            yield generation_message(ending)
+
+    async def notified(self, event: HubEvent) -> Messages:
+        if event.payload.get("truncated"):
+            async for message in self.resync():
+                yield message
+        elif event.channel == GENERATION_CHANNEL:
+            for message in self._send([from_notification(event.payload)]):
+                yield message
+
+    async def resync(self) -> Messages:
+        events = await _events_after(self.pool, self.generation_id, self.last_sent)
+        for message in self._send(events):
+            yield message
+
+
+def generation_stream(
     pool: AsyncConnectionPool,
     subscription: Subscription,
     generation_id: UUID,
     last_event_id: int | None,
     keepalive_s: float,
-) -> AsyncGenerator[ServerSentEventMessage, None]:
-    last_sent = last_event_id or 0
-    ending: GenerationEventData | None = None
-    try:
-        while True:
-            try:
-                if last_event_id is None:
-                    current = await _current_state(pool, generation_id)
-                    backlog = [current] if current is not None else []
-                else:
-                    backlog, last_sent, ending = await _resume(pool, generation_id, last_sent)
-                break
-            except psycopg.OperationalError:
-                yield WAITING
-                await asyncio.sleep(DATABASE_RETRY_S)
-        while True:
-            for event in backlog:
-                if event.event_id <= last_sent:
-                    continue
-                last_sent = event.event_id
-                yield _message(event)
-                if _is_terminal(event):
-                    return
-            if ending is not None:
-                yield _message(ending)
-                return
-            backlog = []
-            item = await subscription.get(keepalive_s)
-            if item is SHUTDOWN:
-                yield RECONNECT
-                return
-            if item is None:
-                yield KEEPALIVE
-            elif item is RESYNC or item.payload.get("truncated"):
-                try:
-                    backlog = await _events_after(pool, generation_id, last_sent)
-                except psycopg.OperationalError:
-                    # The database is away: keep the client, try again shortly.
-                    subscription.stale = True
-                    await asyncio.sleep(DATABASE_RETRY_S)
-                    yield WAITING
-            elif item.channel == GENERATION_CHANNEL:
-                backlog = [from_notification(item.payload)]
-    finally:
-        subscription.close()
+    credential: StreamCredential | None = None,
+) -> Messages:
+    """The current state first (or, resumed, every event after `last_event_id`), then each
+    change; the stream ends after the terminal event."""
+    logic = _GenerationStream(pool, generation_id, last_event_id)
+    return stream_loop(logic, subscription, keepalive_s, credential)
 
 
-_EVENT_ID = re.compile(r"[0-9]{1,19}")
-_MAX_EVENT_ID = 2**63 - 1  # image_events.id is a bigint
-
-
-def parse_last_event_id(raw: str | None) -> int | None:
-    """The id a client resumes after, or None (as if absent) for anything that cannot be one of
-    ours: not plain ASCII digits, or past bigint. Every SSE route parses it here."""
-    if raw is None:
-        return None
-    value = raw.strip()
-    if _EVENT_ID.fullmatch(value) is None:
-        return None
-    parsed = int(value)
-    return parsed if parsed <= _MAX_EVENT_ID else None
-
-
-async def end_when_unauthorized(
-    stream: AsyncGenerator[ServerSentEventMessage, None],
-    subscription: Subscription,
-    credential: StreamCredential,
-) -> AsyncGenerator[ServerSentEventMessage, None]:
-    """Any stream, ended with an `unauthorized` event once its credential no longer holds
-    (a revoked key, an expired token, a user who left the workspace)."""
-    ended: list[ServerSentEventMessage] = []
-
-    async def watch() -> None:
-        while not ended:
-            await asyncio.sleep(credential.next_check_s())
-            try:
-                reason = await credential.check()
-            except Exception:
-                logger.exception("could not check a stream's credential again")
-                continue
-            if reason is not None:
-                ended.append(
-                    ServerSentEventMessage(
-                        event="unauthorized", data=_encoder.encode(reason).decode()
-                    )
-                )
-        subscription.shut_down()  # wakes the stream if it waits for a notification
-
-    watcher = asyncio.create_task(watch())
-    try:
-        async for message in stream:
-            if ended:
-                break
-            yield message
-        if ended:
-            yield ended[0]
-    finally:
-        watcher.cancel()
-        await stream.aclose()
-
-
-__all__ = ["RECONNECT_MS", "end_when_unauthorized", "generation_stream", "parse_last_event_id"]
+__all__ = ["GenerationEventData", "from_row", "generation_message", "generation_stream"]

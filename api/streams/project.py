@@ -3,43 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from uuid import UUID
 
 import msgspec
-import psycopg
 from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.streams.generation import (
-    DATABASE_RETRY_S,
-    KEEPALIVE,
-    RECONNECT,
-    REPLAY_PAGE,
-    WAITING,
-    GenerationEventData,
-    from_row,
-)
-from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, SHUTDOWN, Subscription
+from api.auth.keys import StreamCredential
+from api.streams.encoding import sse_event
+from api.streams.generation import REPLAY_PAGE, GenerationEventData, from_row, generation_message
+from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, HubEvent, Subscription
+from api.streams.loop import Messages, StreamLogic, stream_loop
 from worker.core.models import ImageEvent, Project
 from worker.core.sqlfiles import query
 
 NODE_BATCH_S = 0.1
-_encoder = msgspec.json.Encoder()
 
 
 def _project_message(project: Project | dict[str, Any], event_id: int) -> ServerSentEventMessage:
-    return ServerSentEventMessage(
-        data=_encoder.encode(project).decode(), event="project", id=event_id
-    )
-
-
-def _generation_message(event: GenerationEventData) -> ServerSentEventMessage:
-    return ServerSentEventMessage(
-        data=_encoder.encode(event).decode(), event="generation", id=event.event_id
-    )
+    return sse_event("project", project, event_id)
 
 
 async def _project(pool: AsyncConnectionPool, project_id: UUID) -> Project | None:
@@ -99,81 +83,88 @@ async def _project_events_after(
     return events, False
 
 
-async def project_stream(
+POLL_S = 0.1  # how often a stream polls while committed events wait behind the horizon
+MAX_WAITING = 10_000
+
+
+class _ProjectStream(StreamLogic):
+    def __init__(
+        self, pool: AsyncConnectionPool, project_id: UUID, last_event_id: int | None
+    ) -> None:
+        self.pool = pool
+        self.project_id = project_id
+        self.last_event_id = last_event_id
+        self.cursor: Cursor | None = None
+        # Notified, but their transaction is not below the horizon yet.
+        self.waiting: set[int] = set()
+        # Committed events wait behind the horizon: poll, no notification will come.
+        self.behind = False
+
+    async def _catch_up(self) -> Messages:
+        assert self.cursor is not None
+        while True:
+            batch, self.behind = await _project_events_after(
+                self.pool, self.project_id, self.cursor
+            )
+            for event, position in batch:
+                self.cursor = position
+                self.waiting.discard(event.event_id)
+                yield generation_message(event)
+            if self.behind or len(batch) < REPLAY_PAGE:
+                break
+
+    async def _project_state(self) -> Messages:
+        assert self.cursor is not None
+        project = await _project(self.pool, self.project_id)
+        if project is not None:
+            yield _project_message(project, self.cursor[1])
+
+    async def start(self) -> Messages:
+        if self.cursor is None:
+            self.cursor = await _start_cursor(self.pool, self.project_id, self.last_event_id)
+        if self.last_event_id is not None:
+            async for message in self._catch_up():
+                yield message
+        async for message in self._project_state():
+            yield message
+
+    async def notified(self, event: HubEvent) -> Messages:
+        assert self.cursor is not None
+        if event.channel == PROJECT_CHANNEL:
+            yield _project_message(event.payload, self.cursor[1])
+            return
+        if event.channel == GENERATION_CHANNEL and len(self.waiting) < MAX_WAITING:
+            self.waiting.add(int(event.payload.get("event_id", 0)))
+        async for message in self._catch_up():
+            yield message
+
+    async def resync(self) -> Messages:
+        async for message in self._catch_up():
+            yield message
+        self.waiting.clear()
+        async for message in self._project_state():
+            yield message
+
+    def pending_s(self) -> float | None:
+        return POLL_S if self.waiting or self.behind else None
+
+    def timed_out(self) -> Messages:
+        return self._catch_up()
+
+
+def project_stream(
     pool: AsyncConnectionPool,
     subscription: Subscription,
     project_id: UUID,
     last_event_id: int | None,
     keepalive_s: float,
-) -> AsyncGenerator[ServerSentEventMessage, None]:
+    credential: StreamCredential | None = None,
+) -> Messages:
     """A `project` event first and on every counter change; a `generation` event for every
     change of any of its generations, in commit order; `Last-Event-ID` resumes after that event
     without skipping one that committed late (see sql/migrations/005_commit_ordered_events.sql)."""
-    cursor: Cursor | None = None
-    waiting: set[int] = set()  # notified, but their transaction is not below the horizon yet
-    behind = False  # committed events wait behind the horizon: poll, no notification will come
-
-    async def catch_up() -> AsyncIterator[ServerSentEventMessage]:
-        nonlocal cursor, behind
-        assert cursor is not None
-        while True:
-            batch, behind = await _project_events_after(pool, project_id, cursor)
-            for event, position in batch:
-                cursor = position
-                waiting.discard(event.event_id)
-                yield _generation_message(event)
-            if behind or len(batch) < REPLAY_PAGE:
-                break
-
-    try:
-        while True:
-            try:
-                if cursor is None:
-                    cursor = await _start_cursor(pool, project_id, last_event_id)
-                if last_event_id is not None:
-                    async for message in catch_up():
-                        yield message
-                project = await _project(pool, project_id)
-                break
-            except psycopg.OperationalError:
-                yield WAITING
-                await asyncio.sleep(DATABASE_RETRY_S)
-        if project is not None:
-            yield _project_message(project, cursor[1])
-        while True:
-            item = await subscription.get(0.1 if waiting or behind else keepalive_s)
-            if item is SHUTDOWN:
-                yield RECONNECT
-                return
-            if item is None and not (waiting or behind):
-                yield KEEPALIVE
-                continue
-            if item is not None and item.channel == PROJECT_CHANNEL:
-                yield _project_message(item.payload, cursor[1])
-                continue
-            if (
-                item is not None
-                and item is not RESYNC
-                and item.channel == GENERATION_CHANNEL
-                and len(waiting) < 10_000
-            ):
-                waiting.add(int(item.payload.get("event_id", 0)))
-            try:
-                async for message in catch_up():
-                    yield message
-            except psycopg.OperationalError:
-                # The database is away: keep the client, try again shortly.
-                subscription.stale = True
-                await asyncio.sleep(DATABASE_RETRY_S)
-                yield WAITING
-                continue
-            if item is RESYNC:
-                waiting.clear()
-                project = await _project(pool, project_id)
-                if project is not None:
-                    yield _project_message(project, cursor[1])
-    finally:
-        subscription.close()
+    logic = _ProjectStream(pool, project_id, last_event_id)
+    return stream_loop(logic, subscription, keepalive_s, credential)
 
 
 class NodeState(msgspec.Struct):
@@ -201,59 +192,71 @@ async def _nodes(
         ]
 
 
-async def workflow_stream(
+class _WorkflowStream(StreamLogic):
+    def __init__(self, pool: AsyncConnectionPool, workflow_id: UUID, workspace_id: UUID) -> None:
+        self.pool = pool
+        self.workflow_id = workflow_id
+        self.workspace_id = workspace_id
+        self.last_id = 0
+        # The burst being coalesced: when it goes out, and which nodes changed (None: every one).
+        self._deadline: float | None = None
+        self._changed: set[str] | None = set()
+
+    def _open_batch(self) -> None:
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().time() + NODE_BATCH_S
+            self._changed = set()
+
+    async def _message(self, ids: list[str] | None) -> Messages:
+        nodes = await _nodes(self.pool, self.workflow_id, self.workspace_id, ids)
+        batch = NodeBatch(workflow_id=self.workflow_id, nodes=nodes)
+        yield sse_event("node", batch, self.last_id)
+
+    def start(self) -> Messages:
+        return self._message(None)
+
+    async def notified(self, event: HubEvent) -> Messages:
+        self._open_batch()
+        payload = event.payload
+        if (
+            self._changed is not None
+            and payload.get("node_id")
+            and payload.get("workspace_id") == str(self.workspace_id)
+        ):
+            # Clients choose workflow ids, so another workspace may use the same one: its
+            # changes are none of this stream's business (not even their timing).
+            self._changed.add(str(payload["node_id"]))
+            self.last_id = max(self.last_id, int(payload.get("event_id", 0)))
+        return
+        yield
+
+    async def resync(self) -> Messages:
+        self._open_batch()
+        self._changed = None
+        return
+        yield
+
+    def pending_s(self) -> float | None:
+        if self._deadline is None:
+            return None
+        return self._deadline - asyncio.get_running_loop().time()
+
+    async def timed_out(self) -> Messages:
+        changed, self._deadline, self._changed = self._changed, None, set()
+        if changed is None or changed:
+            async for message in self._message(None if changed is None else sorted(changed)):
+                yield message
+
+
+def workflow_stream(
     pool: AsyncConnectionPool,
     subscription: Subscription,
     workflow_id: UUID,
     workspace_id: UUID,
     keepalive_s: float,
-) -> AsyncGenerator[ServerSentEventMessage, None]:
+    credential: StreamCredential | None = None,
+) -> Messages:
     """`node` events: every node first, then the nodes that changed, a burst (changes within
     ~100 ms) coalesced into one event. Node data is state, so a reconnect re-sends it all."""
-    last_id = 0
-    try:
-        yield _node_message(
-            workflow_id, await _nodes(pool, workflow_id, workspace_id, None), last_id
-        )
-        while True:
-            item = await subscription.get(keepalive_s)
-            if item is SHUTDOWN:
-                yield RECONNECT
-                return
-            if item is None:
-                yield KEEPALIVE
-                continue
-            changed: set[str] | None = set()
-            deadline = asyncio.get_running_loop().time() + NODE_BATCH_S
-            while item is not None:
-                if item is SHUTDOWN:
-                    yield RECONNECT
-                    return
-                if item is RESYNC or changed is None:
-                    changed = None
-                elif item.payload.get("node_id") and item.payload.get("workspace_id") == str(
-                    workspace_id
-                ):
-                    # Clients choose workflow ids, so another workspace may use the same one:
-                    # its changes are none of this stream's business (not even their timing).
-                    changed.add(str(item.payload["node_id"]))
-                    last_id = max(last_id, int(item.payload.get("event_id", 0)))
-                remaining = deadline - asyncio.get_running_loop().time()
-                item = await subscription.get(remaining) if remaining > 0 else None
-            if changed is None or changed:
-                ids = None if changed is None else sorted(changed)
-                yield _node_message(
-                    workflow_id, await _nodes(pool, workflow_id, workspace_id, ids), last_id
-                )
-    finally:
-        subscription.close()
-
-
-def _node_message(
-    workflow_id: UUID, nodes: list[NodeState], event_id: int
-) -> ServerSentEventMessage:
-    return ServerSentEventMessage(
-        data=_encoder.encode(NodeBatch(workflow_id=workflow_id, nodes=nodes)).decode(),
-        event="node",
-        id=event_id,
-    )
+    logic = _WorkflowStream(pool, workflow_id, workspace_id)
+    return stream_loop(logic, subscription, keepalive_s, credential)

@@ -6,27 +6,24 @@ lost notifications), then each counter change as it is notified. Reconnecting st
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator
 from uuid import UUID
 
-import msgspec
-import psycopg
 from litestar.response import ServerSentEventMessage
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.streams.generation import DATABASE_RETRY_S, KEEPALIVE, RECONNECT, WAITING
-from api.streams.hub import PROJECT_CHANNEL, RESYNC, SHUTDOWN, Subscription
+from api.auth.keys import StreamCredential
+from api.streams.encoding import sse_event
+from api.streams.hub import PROJECT_CHANNEL, HubEvent, Subscription
+from api.streams.loop import Messages, StreamLogic, stream_loop
 from worker.core.models import Project
 from worker.core.sqlfiles import query
 
 MAX_PROJECTS = 200
-_encoder = msgspec.json.Encoder()
 
 
 def _message(project: object) -> ServerSentEventMessage:
-    return ServerSentEventMessage(data=_encoder.encode(project).decode(), event="project")
+    return sse_event("project", project)
 
 
 async def _projects(pool: AsyncConnectionPool, workspace_id: UUID) -> list[Project]:
@@ -44,36 +41,31 @@ async def _projects(pool: AsyncConnectionPool, workspace_id: UUID) -> list[Proje
         return await cur.fetchall()
 
 
-async def workspace_project_stream(
+class _WorkspaceProjectStream(StreamLogic):
+    def __init__(self, pool: AsyncConnectionPool, workspace_id: UUID) -> None:
+        self.pool = pool
+        self.workspace_id = workspace_id
+
+    async def start(self) -> Messages:
+        projects = await _projects(self.pool, self.workspace_id)
+        # Oldest first, so a client that prepends ends with the newest on top.
+        for project in reversed(projects):
+            yield _message(project)
+
+    def resync(self) -> Messages:
+        return self.start()
+
+    async def notified(self, event: HubEvent) -> Messages:
+        if event.channel == PROJECT_CHANNEL:
+            yield _message(event.payload)
+
+
+def workspace_project_stream(
     pool: AsyncConnectionPool,
     subscription: Subscription,
     workspace_id: UUID,
     keepalive_s: float,
-) -> AsyncGenerator[ServerSentEventMessage, None]:
-    resend = True
-    try:
-        while True:
-            if resend:
-                try:
-                    projects = await _projects(pool, workspace_id)
-                except psycopg.OperationalError:
-                    subscription.stale = True
-                    yield WAITING
-                    await asyncio.sleep(DATABASE_RETRY_S)
-                    continue
-                resend = False
-                # Oldest first, so a client that prepends ends with the newest on top.
-                for project in reversed(projects):
-                    yield _message(project)
-            item = await subscription.get(keepalive_s)
-            if item is SHUTDOWN:
-                yield RECONNECT
-                return
-            if item is None:
-                yield KEEPALIVE
-            elif item is RESYNC:
-                resend = True
-            elif item.channel == PROJECT_CHANNEL:
-                yield _message(item.payload)
-    finally:
-        subscription.close()
+    credential: StreamCredential | None = None,
+) -> Messages:
+    logic = _WorkspaceProjectStream(pool, workspace_id)
+    return stream_loop(logic, subscription, keepalive_s, credential)

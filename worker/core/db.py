@@ -11,7 +11,7 @@ import psycopg
 from psycopg.types.json import set_json_dumps, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-_encoder = msgspec.json.Encoder()
+from worker.core.jsonenc import encode_str
 
 # A connection handed back to the pool in a good state this recently is taken as alive without a
 # round trip; older ones are pinged. Checking every checkout doubled the round trips of every
@@ -23,12 +23,8 @@ _returned_at: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], float] = (
 )
 
 
-def _dumps(value: Any) -> str:
-    return _encoder.encode(value).decode()
-
-
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    set_json_dumps(_dumps, conn)
+    set_json_dumps(encode_str, conn)
     set_json_loads(msgspec.json.decode, conn)
 
 

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import msgspec
 
-# The CHECKs of sql/001_schema.sql: a generation's status and step, a project's status.
+# The CHECKs of sql/migrations/001_schema.sql: a generation's status and step, a project's status.
 Status = Literal["pending", "processing", "completed", "failed", "cancelled"]
 Step = Literal[
     "queued",

@@ -22,6 +22,7 @@ from procrastinate.jobs import Job
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 
+from worker.core.jsonenc import encode
 from worker.core.models import Generation
 from worker.core.netguard import OutboundPolicy, OutboundRefused
 from worker.core.sqlfiles import query
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 # Seconds before each retry: 5 s, 30 s, 2 min, 10 min, 30 min, then the delivery is given up.
 BACKOFF_S = (5, 30, 120, 600, 1800)
 TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-_encoder = msgspec.json.Encoder()
 
 
 class DeliveryFailed(Exception):
@@ -79,7 +79,7 @@ async def deliver(
     if generation is None or generation.webhook_url is None:
         return
     message_id = f"msg_{generation_id.hex}_{event_id}"
-    body = _encoder.encode(WebhookBody(type=event_type, data=generation))
+    body = encode(WebhookBody(type=event_type, data=generation))
     started = time.monotonic()
     status_code: int | None = None
     error: str | None = None
