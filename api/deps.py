@@ -12,6 +12,7 @@ from litestar.di import NamedDependency, Provide
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal, StreamCredential
+from api.auth.webhooks import FalVerifier
 from api.limits import StreamSlots
 from api.streams.hub import Hub
 from worker.core.catalogue import Catalogue
@@ -49,6 +50,11 @@ def provide_stream_slots(state: State) -> StreamSlots:
     return slots
 
 
+def provide_fal_verifier(state: State) -> FalVerifier:
+    verifier: FalVerifier = state.fal_verifier
+    return verifier
+
+
 def provide_credential(request: Request[Principal, Any, Any], state: State) -> StreamCredential:
     """The credential of the request, to be checked again while its stream runs."""
     return StreamCredential(state, str(request.auth), request.user)
@@ -62,6 +68,7 @@ CatalogueDep: TypeAlias = NamedDependency[Catalogue]  # named `catalogue`
 StorageDep: TypeAlias = NamedDependency[Storage]  # named `storage`
 StreamSlotsDep: TypeAlias = NamedDependency[StreamSlots]  # named `stream_slots`
 CredentialDep: TypeAlias = NamedDependency[StreamCredential]  # named `credential`
+FalVerifierDep: TypeAlias = NamedDependency[FalVerifier]  # named `fal_verifier`
 
 DEPENDENCIES: dict[str, Provide] = {
     "pool": Provide(provide_pool, sync_to_thread=False),
@@ -71,4 +78,5 @@ DEPENDENCIES: dict[str, Provide] = {
     "storage": Provide(provide_storage, sync_to_thread=False),
     "stream_slots": Provide(provide_stream_slots, sync_to_thread=False),
     "credential": Provide(provide_credential, sync_to_thread=False),
+    "fal_verifier": Provide(provide_fal_verifier, sync_to_thread=False),
 }

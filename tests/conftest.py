@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
+from tests.factories import create_project
 from worker.core.apikeys import create_api_key
 from worker.core.db import create_pool
 from worker.core.migrate import migrate
@@ -60,14 +61,7 @@ def workspace_id() -> uuid.UUID:
 
 @pytest.fixture
 async def project_id(pool: AsyncConnectionPool, workspace_id: uuid.UUID) -> uuid.UUID:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'test') RETURNING id",
-            (workspace_id,),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        return uuid.UUID(str(row[0]))
+    return await create_project(pool, workspace_id)
 
 
 class Tenant:

@@ -13,22 +13,22 @@ from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 from msgspec import Meta
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
+from api.deps import PoolDep, StorageDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.masks import decode_mask
 from api.routes.generations import fetch_generation
 from api.schemas import NO_NUL, GenerationList
 from worker.core.models import Generation
 from worker.core.sqlfiles import query
-from worker.storage.base import Storage
 
 MAX_EDIT_BODY = 12 * 1024 * 1024
 
@@ -44,15 +44,17 @@ def conflict(detail: str) -> HTTPException:
     return HTTPException(status_code=HTTP_409_CONFLICT, detail=detail)
 
 
-async def _update(state: State, name: str, generation_id: UUID, principal: Principal) -> Generation:
-    async with state.pool.connection() as conn:
+async def _update(
+    pool: AsyncConnectionPool, name: str, generation_id: UUID, principal: Principal
+) -> Generation:
+    async with pool.connection() as conn:
         cur = conn.cursor(row_factory=class_row(Generation))
         await cur.execute(
             query(name), {"id": generation_id, "workspace_id": principal.workspace_id}
         )
         updated: Generation | None = await cur.fetchone()
     if updated is None:
-        current = await fetch_generation(state.pool, generation_id, principal.workspace_id)
+        current = await fetch_generation(pool, generation_id, principal.workspace_id)
         verb = "cancelled" if name == "cancel_generation" else "retried"
         raise conflict(f"a {current.status} generation cannot be {verb}")
     return updated
@@ -64,9 +66,9 @@ class GenerationActions(Controller):
 
     @post("/cancel", summary="Cancel a pending or processing generation", status_code=200)
     async def cancel(
-        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Generation:
-        return await _update(state, "cancel_generation", generation_id, request.user)
+        return await _update(pool, "cancel_generation", generation_id, request.user)
 
     @post(
         "/retry",
@@ -76,15 +78,15 @@ class GenerationActions(Controller):
         raises=[TooManyRequests],
     )
     async def retry(
-        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Generation:
-        return await _update(state, "retry_generation", generation_id, request.user)
+        return await _update(pool, "retry_generation", generation_id, request.user)
 
     @get("/versions", summary="The edit history the generation belongs to, oldest first")
     async def versions(
-        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> GenerationList:
-        async with state.pool.connection() as conn:
+        async with pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Generation))
             await cur.execute(
                 query("list_versions"),
@@ -92,7 +94,7 @@ class GenerationActions(Controller):
             )
             rows = await cur.fetchall()
         if not rows:
-            await fetch_generation(state.pool, generation_id, request.user.workspace_id)
+            await fetch_generation(pool, generation_id, request.user.workspace_id)
         return GenerationList(data=rows, next_cursor=None)
 
     @post(
@@ -108,11 +110,12 @@ class GenerationActions(Controller):
         generation_id: FromPath[UUID],
         data: JSONBody[EditCreate],
         request: Request[Principal, Any, Any],
-        state: State,
+        pool: PoolDep,
+        storage: StorageDep,
     ) -> Response[Generation]:
         principal = request.user
         mask = decode_mask(data.mask)
-        source = await fetch_generation(state.pool, generation_id, principal.workspace_id)
+        source = await fetch_generation(pool, generation_id, principal.workspace_id)
         if source.status != "completed" or not source.result_image_url:
             raise conflict(
                 f"only a completed generation can be edited (this one is {source.status})"
@@ -122,8 +125,7 @@ class GenerationActions(Controller):
             "editedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "editMode": data.mode,
         }
-        storage: Storage = state.storage
-        async with state.pool.connection() as conn, conn.transaction():
+        async with pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=class_row(Generation))
             await cur.execute(
                 query("insert_edit"),

@@ -14,7 +14,6 @@ from uuid import UUID
 import msgspec
 import psycopg
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
@@ -25,6 +24,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
+from api.deps import CatalogueDep, PoolDep, SettingsDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
@@ -101,20 +101,18 @@ def refuse_unsafe_urls(data: GenerationCreate, policy: OutboundPolicy) -> None:
             raise InvalidField(field, str(exc)) from exc
 
 
-async def check_provider(state: State, provider: str) -> None:
+async def check_provider(catalogue: Catalogue, provider: str) -> None:
     """Providers come from the catalogue; a few we deliberately do not offer say why."""
     if provider in REFUSED_PROVIDERS:
         raise InvalidField("provider", REFUSED_PROVIDERS[provider])
-    catalogue: Catalogue = state.catalogue
     known = await catalogue.providers()
     if provider not in known:
         raise InvalidField("provider", f"unknown provider {provider!r}: one of {', '.join(known)}")
 
 
-async def deprecation_headers(state: State, generation: Generation) -> dict[str, str]:
+async def deprecation_headers(catalogue: Catalogue, generation: Generation) -> dict[str, str]:
     """RFC 9745 `Deprecation` and RFC 8594 `Sunset` for a model the catalogue marks deprecated
     (the generation's trail also gets a log row, written by the insert trigger)."""
-    catalogue: Catalogue = state.catalogue
     entry = await catalogue.entry(generation.provider, generation.model)
     if entry is None or entry.status != "deprecated":
         return {}
@@ -170,18 +168,20 @@ class GenerationController(Controller):
         self,
         data: JSONBody[GenerationCreate],
         request: Request[Principal, Any, Any],
-        state: State,
+        pool: PoolDep,
+        settings: SettingsDep,
+        catalogue: CatalogueDep,
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", max_length=255)
         ] = None,
     ) -> Response[Generation]:
         principal = request.user
-        await check_provider(state, data.provider)
-        refuse_unsafe_urls(data, OutboundPolicy.from_settings(state.settings))
+        await check_provider(catalogue, data.provider)
+        refuse_unsafe_urls(data, OutboundPolicy.from_settings(settings))
         if problem := metadata_problem(data.metadata):
             raise InvalidField(*problem)
         params = _insert_params(data, principal, idempotency_key)
-        async with state.pool.connection() as conn:
+        async with pool.connection() as conn:
             if idempotency_key is not None:
                 existing = await _by_idempotency_key(conn, principal.workspace_id, idempotency_key)
                 if existing is not None:
@@ -206,21 +206,21 @@ class GenerationController(Controller):
             status_code=HTTP_201_CREATED,
             headers={
                 "Location": f"/v1/generations/{created.id}",
-                **await deprecation_headers(state, created),
+                **await deprecation_headers(catalogue, created),
             },
         )
 
     @get("/{generation_id:uuid}", summary="A generation")
     async def get_generation(
-        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+        self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Generation:
-        return await fetch_generation(state.pool, generation_id, request.user.workspace_id)
+        return await fetch_generation(pool, generation_id, request.user.workspace_id)
 
     @get("/", summary="List generations, newest first (keyset pagination)")
     async def list_generations(
         self,
         request: Request[Principal, Any, Any],
-        state: State,
+        pool: PoolDep,
         project_id: FromQuery[UUID | None] = None,
         status: FromQuery[Status | None] = None,
         limit: Annotated[int, QueryParameter(description="page size, 1-200")] = 50,
@@ -230,7 +230,7 @@ class GenerationController(Controller):
     ) -> GenerationList:
         check_limit(limit)
         cursor_ts, cursor_id = decode_cursor(cursor)
-        async with state.pool.connection() as conn:
+        async with pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Generation))
             await cur.execute(
                 query("list_generations"),

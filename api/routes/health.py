@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from litestar import get
-from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
+
+from api.deps import HubDep, PoolDep
 
 
 @get("/healthz", summary="Liveness: the process answers", tags=["health"])
@@ -16,10 +17,10 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", summary="Readiness: the database answers and the hub is listening", tags=["health"])
-async def readyz(state: State) -> dict[str, str]:
+async def readyz(pool: PoolDep, hub: HubDep) -> dict[str, str]:
     try:
         async with asyncio.timeout(2):
-            async with state.pool.connection() as conn:
+            async with pool.connection() as conn:
                 await conn.execute("SELECT 1")
     except Exception as exc:
         raise HTTPException(
@@ -28,5 +29,5 @@ async def readyz(state: State) -> dict[str, str]:
         ) from exc
     return {
         "status": "ready",
-        "hub": "listening" if state.hub.connected.is_set() else "reconnecting",
+        "hub": "listening" if hub.connected.is_set() else "reconnecting",
     }

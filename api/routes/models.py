@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 from litestar import get
-from litestar.datastructures import State
 
+from api.deps import PoolDep
 from worker.core.catalogue import ModelEntry, list_models
 
 
@@ -14,6 +14,6 @@ class ModelList(msgspec.Struct):
 
 
 @get("/v1/models", summary="The model catalogue: status, shutdown dates, defaults", tags=["models"])
-async def models(state: State) -> ModelList:
-    async with state.pool.connection() as conn:
+async def models(pool: PoolDep) -> ModelList:
+    async with pool.connection() as conn:
         return ModelList(data=await list_models(conn))

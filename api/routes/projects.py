@@ -6,13 +6,13 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get, post
-from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
+from api.deps import PoolDep
 from api.pagination import check_limit, decode_cursor, page
 from api.schemas import ProjectCreate, ProjectList
 from worker.core.models import Project
@@ -35,9 +35,9 @@ class ProjectController(Controller):
 
     @post("/", summary="Create a project")
     async def create_project(
-        self, data: JSONBody[ProjectCreate], request: Request[Principal, Any, Any], state: State
+        self, data: JSONBody[ProjectCreate], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Project:
-        async with state.pool.connection() as conn:
+        async with pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Project))
             await cur.execute(
                 query("insert_project"),
@@ -51,7 +51,7 @@ class ProjectController(Controller):
     async def list_projects(
         self,
         request: Request[Principal, Any, Any],
-        state: State,
+        pool: PoolDep,
         limit: Annotated[int, QueryParameter(description="page size, 1-200")] = 50,
         cursor: Annotated[
             str | None, QueryParameter(description="next_cursor of the previous page")
@@ -59,7 +59,7 @@ class ProjectController(Controller):
     ) -> ProjectList:
         check_limit(limit)
         cursor_ts, cursor_id = decode_cursor(cursor)
-        async with state.pool.connection() as conn:
+        async with pool.connection() as conn:
             cur = conn.cursor(row_factory=class_row(Project))
             await cur.execute(
                 query("list_projects"),
@@ -76,6 +76,6 @@ class ProjectController(Controller):
 
     @get("/{project_id:uuid}", summary="A project with its counters and status")
     async def get_project(
-        self, project_id: FromPath[UUID], request: Request[Principal, Any, Any], state: State
+        self, project_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Project:
-        return await fetch_project(state.pool, project_id, request.user.workspace_id)
+        return await fetch_project(pool, project_id, request.user.workspace_id)

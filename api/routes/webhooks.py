@@ -8,16 +8,18 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, post
-from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_400_BAD_REQUEST
 from psycopg import errors
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
-from api.auth.webhooks import SignatureError, verify_standard
+from api.auth.webhooks import FalVerifier, SignatureError, verify_standard
+from api.deps import FalVerifierDep, PoolDep, SettingsDep
 from api.problems import InvalidField, invalid_shape
+from worker.core.config import Settings
 from worker.core.models import TERMINAL_STATUSES, Generation
 from worker.core.sqlfiles import query
 from worker.core.webhook_payloads import PARSERS, WebhookOutcome
@@ -33,10 +35,12 @@ class WebhookAnswer(msgspec.Struct):
     status: str
 
 
-async def _verify(provider: str, body: bytes, headers: dict[str, str], state: State) -> str:
+async def _verify(
+    provider: str, body: bytes, headers: dict[str, str], settings: Settings, fal: FalVerifier
+) -> str:
     if provider == "generic":
-        return verify_standard(state.settings.webhook_secret, body, headers)
-    return str(await state.fal_verifier.verify(body, headers))
+        return verify_standard(settings.webhook_secret, body, headers)
+    return str(await fal.verify(body, headers))
 
 
 @post(
@@ -47,14 +51,18 @@ async def _verify(provider: str, body: bytes, headers: dict[str, str], state: St
     request_max_body_size=1024 * 1024,
 )
 async def receive_webhook(
-    provider: FromPath[str], request: Request[Any, Any, Any], state: State
+    provider: FromPath[str],
+    request: Request[Any, Any, Any],
+    pool: PoolDep,
+    settings: SettingsDep,
+    fal_verifier: FalVerifierDep,
 ) -> Response[WebhookAnswer]:
     if provider not in PARSERS:
         raise NotFoundException(f"no webhook receiver for provider {provider!r}")
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
-        delivery_id = await _verify(provider, body, headers, state)
+        delivery_id = await _verify(provider, body, headers, settings, fal_verifier)
     except SignatureError as exc:
         raise NotAuthorizedException(str(exc)) from exc
     if len(delivery_id) > MAX_DELIVERY_ID:
@@ -73,7 +81,7 @@ async def receive_webhook(
     except msgspec.ValidationError as exc:
         raise invalid_shape(exc) from exc
     try:
-        return await _record(provider, delivery_id, payload, outcome, state)
+        return await _record(provider, delivery_id, payload, outcome, pool)
     except errors.UntranslatableCharacter as exc:
         raise InvalidField("body", "must not contain NUL characters") from exc
     except errors.CheckViolation as exc:
@@ -83,9 +91,13 @@ async def receive_webhook(
 
 
 async def _record(
-    provider: str, delivery_id: str, payload: Any, outcome: WebhookOutcome, state: State
+    provider: str,
+    delivery_id: str,
+    payload: Any,
+    outcome: WebhookOutcome,
+    pool: AsyncConnectionPool,
 ) -> Response[WebhookAnswer]:
-    async with state.pool.connection() as conn, conn.transaction():
+    async with pool.connection() as conn, conn.transaction():
         cur = conn.cursor(row_factory=class_row(Generation))
         await cur.execute(query("find_by_provider_job"), {"provider_job_id": outcome.job_id})
         generation: Generation | None = await cur.fetchone()

@@ -14,6 +14,7 @@ from PIL import Image
 from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import Tenant
+from tests.factories import create_project, insert_generation
 
 Client = AsyncTestClient[Litestar]
 
@@ -48,21 +49,11 @@ async def job_status(pool: AsyncConnectionPool, job_id: int) -> str:
 
 async def completed_generation(pool: AsyncConnectionPool, tenant: Tenant) -> str:
     """A finished generation, as a worker would have left it."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'edits') RETURNING id",
-            (tenant.workspace_id,),
-        )
-        project = await cur.fetchone()
-        assert project is not None
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, status, result_image_url) "
-            "VALUES (%s, 'a lighthouse', 'completed', 'https://cdn.example.com/a.png') RETURNING id",
-            (project[0],),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return str(row[0])
+    project_id = await create_project(pool, tenant.workspace_id, "edits")
+    generation_id = await insert_generation(
+        pool, project_id, status="completed", result_image_url="https://cdn.example.com/a.png"
+    )
+    return str(generation_id)
 
 
 async def test_cancel_a_pending_generation(

@@ -11,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.streams.generation import generation_stream
 from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Hub
+from tests.factories import insert_generation
 
 
 def notification(generation_id: str, event_id: int, **extra: Any) -> str:
@@ -75,14 +76,7 @@ async def test_malformed_notifications_are_ignored() -> None:
 async def test_an_overflowed_stream_replays_from_image_events(
     pool: AsyncConnectionPool, project_id: uuid.UUID
 ) -> None:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, job_id) VALUES (%s, 'x', -1) RETURNING id",
-            (project_id,),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        generation_id = row[0]
+    generation_id = await insert_generation(pool, project_id, job_id=-1)
     hub = Hub("unused")
     subscription = hub.subscribe(f"generation:{generation_id}")
     subscription.queue = asyncio.Queue(maxsize=1)

@@ -21,6 +21,7 @@ from api.streams.hub import Hub
 from api.streams.project import project_stream
 from tests.conftest import Tenant
 from tests.emulators.server import serve
+from tests.factories import insert_generation
 from tests.sse_client import SSEEvent, read_sse
 from worker.core.config import load_settings
 from worker.core.sqlfiles import query
@@ -35,17 +36,12 @@ async def hub(database_url: str) -> AsyncIterator[Hub]:
 
 
 async def idle_generation(pool: AsyncConnectionPool, project_id: uuid.UUID) -> uuid.UUID:
+    generation_id = await insert_generation(pool, project_id, job_id=-1)
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, job_id) VALUES (%s, 'x', -1) RETURNING id",
-            (project_id,),
-        )
-        row = await cur.fetchone()
-        assert row is not None
         await conn.execute(
-            "UPDATE image_generations SET status = 'processing' WHERE id = %s", (row[0],)
+            "UPDATE image_generations SET status = 'processing' WHERE id = %s", (generation_id,)
         )
-        return uuid.UUID(str(row[0]))
+    return generation_id
 
 
 class Reader:

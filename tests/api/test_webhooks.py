@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 from api.auth.webhooks import JWKS_TTL_S, FalVerifier, SignatureError
 from tests.api.conftest import WEBHOOK_SECRET, Jwks
 from tests.conftest import Tenant
+from tests.factories import create_project, insert_generation
 
 Client = AsyncTestClient[Litestar]
 
@@ -56,24 +57,14 @@ async def processing_generation(
 ) -> tuple[str, str]:
     """A generation waiting on a provider job, as the worker leaves it after submitting."""
     job_id = f"req-{uuid.uuid4()}"
+    project_id = await create_project(pool, tenant.workspace_id, "hooks")
+    generation_id = await insert_generation(pool, project_id, provider=provider, job_id=-1)
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'hooks') RETURNING id",
-            (tenant.workspace_id,),
-        )
-        project = await cur.fetchone()
-        assert project is not None
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, provider, job_id) VALUES (%s, 'x', %s, -1) RETURNING id",
-            (project[0], provider),
-        )
-        row = await cur.fetchone()
-        assert row is not None
         await conn.execute(
             "UPDATE image_generations SET status = 'processing', provider_job_id = %s WHERE id = %s",
-            (job_id, row[0]),
+            (job_id, generation_id),
         )
-    return str(row[0]), job_id
+    return str(generation_id), job_id
 
 
 async def counts(pool: AsyncConnectionPool, generation_id: str) -> tuple[int, int, int]:

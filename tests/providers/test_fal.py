@@ -11,7 +11,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.emulators.fal import FalState
 from tests.emulators.recorder import Scripted
-from tests.worker.conftest import event_trail, generation_row, insert_generation
+from tests.factories import insert_generation
+from tests.worker.conftest import event_trail, generation_row
 from worker.core.config import load_settings
 from worker.core.errors import ErrorCode, GenerationError
 from worker.core.webhook_payloads import parse_fal_result

@@ -16,8 +16,9 @@ from tests.emulators.fal import FalState
 from tests.emulators.google import GoogleState
 from tests.emulators.openai import OpenAIState
 from tests.emulators.recorder import Scripted
+from tests.factories import insert_generation
 from tests.providers.test_fal import drive, runtime
-from tests.worker.conftest import generation_row, insert_generation, make_runtime
+from tests.worker.conftest import generation_row, make_runtime
 from worker.core.errors import ErrorCode, GenerationError
 from worker.core.images import check_result
 from worker.providers.base import build_request

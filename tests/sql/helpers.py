@@ -12,7 +12,11 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from tests.factories import create_project, insert_generation
+
 Conn: TypeAlias = psycopg.AsyncConnection[Any]
+
+__all__ = ["create_project", "insert_generation"]
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 
@@ -104,28 +108,6 @@ async def fetch_value(conn: Conn, query: LiteralString, params: Any = None) -> A
     row = await cur.fetchone()
     assert row is not None, f"no row for {query!r} {params!r}"
     return row[0]
-
-
-async def create_project(conn: Conn, workspace_id: uuid.UUID, name: str = "sql-tests") -> uuid.UUID:
-    value = await fetch_value(
-        conn,
-        "INSERT INTO projects (workspace_id, name) VALUES (%s, %s) RETURNING id",
-        (workspace_id, name),
-    )
-    return uuid.UUID(str(value))
-
-
-async def insert_generation(conn: Conn, project_id: uuid.UUID, **columns: Any) -> uuid.UUID:
-    """INSERT with plain SQL, as a person with psql would; `prompt` defaults to a fixed text."""
-    values: dict[str, Any] = {"prompt": "a lighthouse at dusk", **columns, "project_id": project_id}
-    query = sql.SQL("INSERT INTO image_generations ({}) VALUES ({}) RETURNING id").format(
-        sql.SQL(", ").join(map(sql.Identifier, values)),
-        sql.SQL(", ").join(map(sql.Placeholder, values)),
-    )
-    cur = await conn.execute(query, values)
-    row = await cur.fetchone()
-    assert row is not None
-    return uuid.UUID(str(row[0]))
 
 
 async def update_generation(conn: Conn, generation_id: uuid.UUID, **columns: Any) -> None:

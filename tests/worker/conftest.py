@@ -21,22 +21,6 @@ def make_runtime(
     return Runtime(settings, pool, providers, LocalStorage(storage_dir, "http://files.test"))
 
 
-async def insert_generation(
-    pool: AsyncConnectionPool, project_id: uuid.UUID, **columns: object
-) -> uuid.UUID:
-    values = {"prompt": "a lighthouse at dusk", **columns}
-    names = ", ".join(values)
-    placeholders = ", ".join(f"%({k})s" for k in values)
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            f"INSERT INTO image_generations (project_id, {names}) VALUES (%(project_id)s, {placeholders}) RETURNING id",
-            {"project_id": project_id, **values},
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return uuid.UUID(str(row[0]))
-
-
 async def generation_row(pool: AsyncConnectionPool, generation_id: uuid.UUID) -> dict[str, object]:
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT * FROM image_generations WHERE id = %s", (generation_id,))

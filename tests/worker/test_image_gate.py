@@ -18,7 +18,8 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from tests.bombs import large_png
-from tests.worker.conftest import generation_row, insert_generation, make_runtime
+from tests.factories import insert_generation
+from tests.worker.conftest import generation_row, make_runtime
 from worker.core.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
 from worker.core.images import DEFAULT_MAX_PIXELS, check_result, image_size, prepare_mask, probe
 from worker.providers.base import ImageRequest, ImageResult

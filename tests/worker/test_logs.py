@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from tests.worker.conftest import insert_generation, make_runtime
+from tests.factories import insert_generation
+from tests.worker.conftest import make_runtime
 from worker.core.logs import JsonFormatter, choose_format, configure_logging
 from worker.core.redact import install_log_redaction
 from worker.providers.local import LocalProvider

@@ -15,7 +15,8 @@ import pytest
 from procrastinate.jobs import Job
 from psycopg_pool import AsyncConnectionPool
 
-from tests.worker.conftest import event_trail, generation_row, insert_generation, make_runtime
+from tests.factories import insert_generation
+from tests.worker.conftest import event_trail, generation_row, make_runtime
 from worker.core.config import ConfigError, load_settings
 from worker.core.errors import ErrorCode, GenerationError
 from worker.core.images import download

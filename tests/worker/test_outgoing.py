@@ -17,7 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 
 from tests.emulators.server import serve
-from tests.worker.conftest import insert_generation
+from tests.factories import insert_generation
 from worker.core.logs import configure_logging
 from worker.core.redact import install_log_redaction
 from worker.queue.outgoing import BACKOFF_S, DeliveryFailed, WebhookBackoff, deliver

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
-from tests.worker.conftest import generation_row, insert_generation, make_runtime
+from tests.factories import insert_generation
+from tests.worker.conftest import generation_row, make_runtime
 from worker.core.sqlfiles import query
 from worker.providers.local import LocalProvider
 from worker.queue import pipeline

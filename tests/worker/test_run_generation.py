@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 from psycopg_pool import AsyncConnectionPool
 
-from tests.worker.conftest import event_trail, generation_row, insert_generation, make_runtime
+from tests.factories import insert_generation
+from tests.worker.conftest import event_trail, generation_row, make_runtime
 from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.local import LocalProvider

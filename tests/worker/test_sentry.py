@@ -23,7 +23,8 @@ from api.app import create_app
 from tests.conftest import Tenant
 from tests.emulators.sentry import SentryInbox
 from tests.emulators.server import serve
-from tests.worker.conftest import insert_generation, make_runtime
+from tests.factories import insert_generation
+from tests.worker.conftest import make_runtime
 from worker.core import observability
 from worker.core.config import load_settings
 from worker.core.errors import ErrorCode, GenerationError

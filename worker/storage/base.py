@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from uuid import UUID
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
+@runtime_checkable  # DI (api/deps.py) checks what it hands a route
 class Storage(Protocol):
     async def prepare(self) -> None:
         """Once at start-up: make sure the destination exists (directory, bucket)."""
