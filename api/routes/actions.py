@@ -17,7 +17,6 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 from msgspec import Meta
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,8 +26,8 @@ from api.limits import CreationRateLimit, TooManyRequests
 from api.masks import decode_mask
 from api.routes.generations import fetch_generation
 from api.schemas import NO_NUL, GenerationList
+from worker.core import store
 from worker.core.models import Generation
-from worker.core.sqlfiles import query
 
 MAX_EDIT_BODY = 12 * 1024 * 1024
 
@@ -44,18 +43,16 @@ def conflict(detail: str) -> HTTPException:
     return HTTPException(status_code=HTTP_409_CONFLICT, detail=detail)
 
 
-async def _update(
-    pool: AsyncConnectionPool, name: str, generation_id: UUID, principal: Principal
+async def cancel_or_retry(
+    pool: AsyncConnectionPool,
+    verb: Literal["cancelled", "retried"],
+    generation_id: UUID,
+    principal: Principal,
 ) -> Generation:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(Generation))
-        await cur.execute(
-            query(name), {"id": generation_id, "workspace_id": principal.workspace_id}
-        )
-        updated: Generation | None = await cur.fetchone()
+    change = store.cancel_generation if verb == "cancelled" else store.retry_generation
+    updated = await change(pool, generation_id, principal.workspace_id)
     if updated is None:
         current = await fetch_generation(pool, generation_id, principal.workspace_id)
-        verb = "cancelled" if name == "cancel_generation" else "retried"
         raise conflict(f"a {current.status} generation cannot be {verb}")
     return updated
 
@@ -68,7 +65,7 @@ class GenerationActions(Controller):
     async def cancel(
         self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Generation:
-        return await _update(pool, "cancel_generation", generation_id, request.user)
+        return await cancel_or_retry(pool, "cancelled", generation_id, request.user)
 
     @post(
         "/retry",
@@ -80,19 +77,13 @@ class GenerationActions(Controller):
     async def retry(
         self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Generation:
-        return await _update(pool, "retry_generation", generation_id, request.user)
+        return await cancel_or_retry(pool, "retried", generation_id, request.user)
 
     @get("/versions", summary="The edit history the generation belongs to, oldest first")
     async def versions(
         self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> GenerationList:
-        async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Generation))
-            await cur.execute(
-                query("list_versions"),
-                {"id": generation_id, "workspace_id": request.user.workspace_id},
-            )
-            rows = await cur.fetchall()
+        rows = await store.list_versions(pool, generation_id, request.user.workspace_id)
         if not rows:
             await fetch_generation(pool, generation_id, request.user.workspace_id)
         return GenerationList(data=rows, next_cursor=None)
@@ -126,9 +117,8 @@ class GenerationActions(Controller):
             "editMode": data.mode,
         }
         async with pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=class_row(Generation))
-            await cur.execute(
-                query("insert_edit"),
+            created = await store.insert_edit(
+                conn,
                 {
                     "id": source.id,
                     "workspace_id": principal.workspace_id,
@@ -138,13 +128,11 @@ class GenerationActions(Controller):
                     "edit_mode": data.mode,
                 },
             )
-            created: Generation | None = await cur.fetchone()
             if created is None:
                 raise conflict("the generation changed while the edit was being created")
             key = f"{created.workspace_id}/{created.project_id}/{created.id}-mask-{uuid.uuid4().hex[:8]}.png"
             mask_url = await storage.put(key, mask, "image/png")
-            await cur.execute(query("set_mask_url"), {"id": created.id, "mask_url": mask_url})
-            created = await cur.fetchone()
+            created = await store.set_mask_url(conn, created.id, mask_url)
         assert created is not None
         return Response(
             created,

@@ -19,7 +19,6 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from psycopg import errors
-from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -29,21 +28,16 @@ from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList, metadata_problem
+from worker.core import store
 from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
 from worker.core.models import Generation, Status
 from worker.core.netguard import OutboundPolicy, OutboundRefused
-from worker.core.sqlfiles import query
 
 
 async def fetch_generation(
     pool: AsyncConnectionPool, generation_id: UUID, workspace_id: UUID
 ) -> Generation:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(Generation))
-        await cur.execute(
-            query("get_generation"), {"id": generation_id, "workspace_id": workspace_id}
-        )
-        generation: Generation | None = await cur.fetchone()
+    generation = await store.get_generation(pool, generation_id, workspace_id)
     if generation is None:
         raise NotFoundException(f"generation {generation_id} not found")
     return generation
@@ -73,17 +67,6 @@ def _insert_params(
         "idempotency_key": idempotency_key,
         "metadata": Jsonb(data.metadata),
     }
-
-
-async def _by_idempotency_key(
-    conn: psycopg.AsyncConnection[Any], workspace_id: UUID, key: str
-) -> Generation | None:
-    cur = conn.cursor(row_factory=class_row(Generation))
-    await cur.execute(
-        query("get_generation_by_idempotency_key"),
-        {"workspace_id": workspace_id, "idempotency_key": key},
-    )
-    return await cur.fetchone()
 
 
 def refuse_unsafe_urls(data: GenerationCreate, policy: OutboundPolicy) -> None:
@@ -183,24 +166,24 @@ class GenerationController(Controller):
         params = _insert_params(data, principal, idempotency_key)
         async with pool.connection() as conn:
             if idempotency_key is not None:
-                existing = await _by_idempotency_key(conn, principal.workspace_id, idempotency_key)
+                existing = await store.get_generation_by_idempotency_key(
+                    conn, principal.workspace_id, idempotency_key
+                )
                 if existing is not None:
                     return Response(existing, status_code=HTTP_200_OK)
             try:
-                # One statement, committed on its own: the row, its job and its counters.
-                cur = conn.cursor(row_factory=class_row(Generation))
-                await cur.execute(query("insert_generation"), params)
-                created = await cur.fetchone()
+                created = await store.insert_generation(conn, params)
             except errors.UniqueViolation:
                 # A concurrent request with the same key won the race; its row is the answer.
                 assert idempotency_key is not None
-                existing = await _by_idempotency_key(conn, principal.workspace_id, idempotency_key)
+                existing = await store.get_generation_by_idempotency_key(
+                    conn, principal.workspace_id, idempotency_key
+                )
                 if existing is None:
                     raise
                 return Response(existing, status_code=HTTP_200_OK)
             except (errors.IntegrityError, errors.DataError) as exc:
                 raise _constraint_error(exc) from exc
-        assert created is not None
         return Response(
             created,
             status_code=HTTP_201_CREATED,
@@ -230,19 +213,14 @@ class GenerationController(Controller):
     ) -> GenerationList:
         check_limit(limit)
         cursor_ts, cursor_id = decode_cursor(cursor)
-        async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Generation))
-            await cur.execute(
-                query("list_generations"),
-                {
-                    "workspace_id": request.user.workspace_id,
-                    "project_id": project_id,
-                    "status": status,
-                    "cursor_ts": cursor_ts,
-                    "cursor_id": cursor_id,
-                    "limit": limit + 1,
-                },
-            )
-            rows = await cur.fetchall()
+        rows = await store.list_generations(
+            pool,
+            request.user.workspace_id,
+            project_id=project_id,
+            status=status,
+            cursor_ts=cursor_ts,
+            cursor_id=cursor_id,
+            limit=limit + 1,
+        )
         data, next_cursor = page(rows, limit)
         return GenerationList(data=data, next_cursor=next_cursor)

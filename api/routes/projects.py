@@ -8,22 +8,18 @@ from uuid import UUID
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, QueryParameter
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
 from api.deps import PoolDep
 from api.pagination import check_limit, decode_cursor, page
 from api.schemas import ProjectCreate, ProjectList
+from worker.core import store
 from worker.core.models import Project
-from worker.core.sqlfiles import query
 
 
 async def fetch_project(pool: AsyncConnectionPool, project_id: UUID, workspace_id: UUID) -> Project:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(Project))
-        await cur.execute(query("get_project"), {"id": project_id, "workspace_id": workspace_id})
-        project: Project | None = await cur.fetchone()
+    project = await store.get_project(pool, project_id, workspace_id)
     if project is None:
         raise NotFoundException(f"project {project_id} not found")
     return project
@@ -37,15 +33,7 @@ class ProjectController(Controller):
     async def create_project(
         self, data: JSONBody[ProjectCreate], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Project:
-        async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Project))
-            await cur.execute(
-                query("insert_project"),
-                {"workspace_id": request.user.workspace_id, "name": data.name},
-            )
-            project: Project | None = await cur.fetchone()
-        assert project is not None
-        return project
+        return await store.insert_project(pool, request.user.workspace_id, data.name)
 
     @get("/", summary="List projects, newest first")
     async def list_projects(
@@ -59,18 +47,13 @@ class ProjectController(Controller):
     ) -> ProjectList:
         check_limit(limit)
         cursor_ts, cursor_id = decode_cursor(cursor)
-        async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Project))
-            await cur.execute(
-                query("list_projects"),
-                {
-                    "workspace_id": request.user.workspace_id,
-                    "cursor_ts": cursor_ts,
-                    "cursor_id": cursor_id,
-                    "limit": limit + 1,
-                },
-            )
-            rows = await cur.fetchall()
+        rows = await store.list_projects(
+            pool,
+            request.user.workspace_id,
+            cursor_ts=cursor_ts,
+            cursor_id=cursor_id,
+            limit=limit + 1,
+        )
         data, next_cursor = page(rows, limit)
         return ProjectList(data=data, next_cursor=next_cursor)
 
