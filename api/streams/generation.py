@@ -13,15 +13,14 @@ from uuid import UUID
 
 import msgspec
 from litestar.response import ServerSentEventMessage
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
 from api.streams.encoding import sse_event
 from api.streams.hub import GENERATION_CHANNEL, HubEvent, Subscription
 from api.streams.loop import Messages, StreamLogic, stream_loop
+from worker.core import store
 from worker.core.models import TERMINAL_STATUSES, ImageEvent, Status, Step
-from worker.core.sqlfiles import query
 
 REPLAY_PAGE = 500
 
@@ -91,32 +90,15 @@ def _is_terminal(event: GenerationEventData) -> bool:
 async def _events_after(
     pool: AsyncConnectionPool, generation_id: UUID, after_id: int
 ) -> list[GenerationEventData]:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(ImageEvent))
-        await cur.execute(
-            query("generation_events_after"),
-            {"generation_id": generation_id, "after_id": after_id, "limit": REPLAY_PAGE},
-        )
-        return [from_row(row) for row in await cur.fetchall()]
+    rows = await store.generation_events_after(pool, generation_id, after_id, REPLAY_PAGE)
+    return [from_row(row) for row in rows]
 
 
 async def _current_state(
     pool: AsyncConnectionPool, generation_id: UUID
 ) -> GenerationEventData | None:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(ImageEvent))
-        await cur.execute(query("latest_state_event"), {"generation_id": generation_id})
-        row = await cur.fetchone()
+    row = await store.latest_state_event(pool, generation_id)
     return from_row(row) if row is not None else None
-
-
-async def _last_event_id(pool: AsyncConnectionPool, generation_id: UUID) -> int:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            query("generation_last_event_id"), {"generation_id": generation_id}
-        )
-        row = await cur.fetchone()
-    return int(row[0]) if row is not None and row[0] is not None else 0
 
 
 async def _resume(
@@ -128,7 +110,7 @@ async def _resume(
     event is in the backlog, its terminal state: sent last, again, so the stream ends."""
     backlog = await _events_after(pool, generation_id, after_id)
     if not backlog:
-        after_id = min(after_id, await _last_event_id(pool, generation_id))
+        after_id = min(after_id, await store.generation_last_event_id(pool, generation_id))
     if any(_is_terminal(event) for event in backlog):
         return backlog, after_id, None
     current = await _current_state(pool, generation_id)

@@ -2,8 +2,9 @@
 pool or a connection and returning records (worker/core/models.py), so callers hold neither
 connections nor row factories. Modelled on procrastinate's manager.
 
-Grown by use: generations and projects (the API's routes) are here; the lifecycle, the streams
-and the rate limits still run their queries themselves (docs/decisions.md, session 3).
+Grown by use: generations, projects and a generation's events (the API's routes and the
+generation stream) are here; the lifecycle, the project streams and the rate limits still run
+their queries themselves (docs/decisions.md, session 3).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.models import Generation, Project, Status
+from worker.core.models import Generation, ImageEvent, Project, Status
 from worker.core.sqlfiles import query
 
 Conn: TypeAlias = psycopg.AsyncConnection[Any]
@@ -164,3 +165,33 @@ async def list_projects(
             "limit": limit,
         },
     )
+
+
+# --- events ------------------------------------------------------------------------------------
+
+
+async def generation_events_after(
+    db: Db, generation_id: UUID, after_id: int, limit: int
+) -> list[ImageEvent]:
+    """A generation's events past `after_id`, oldest first, at most `limit` (SSE replay)."""
+    return await fetch_all(
+        db,
+        "generation_events_after",
+        ImageEvent,
+        {"generation_id": generation_id, "after_id": after_id, "limit": limit},
+    )
+
+
+async def latest_state_event(db: Db, generation_id: UUID) -> ImageEvent | None:
+    """The event that carries the generation's current state (the first SSE event)."""
+    return await fetch_one(db, "latest_state_event", ImageEvent, {"generation_id": generation_id})
+
+
+async def generation_last_event_id(db: Db, generation_id: UUID) -> int:
+    """The id of the generation's newest event; 0 when it has none."""
+    async with connection(db) as conn:
+        cur = await conn.execute(
+            query("generation_last_event_id"), {"generation_id": generation_id}
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0
