@@ -7,27 +7,13 @@ job is never deferred), for tests that drive it by hand."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
 
-Conn: TypeAlias = psycopg.AsyncConnection[Any]
-Db: TypeAlias = Conn | AsyncConnectionPool
+from worker.core.store import Db, connection
 
 PROMPT = "a lighthouse at dusk"
-
-
-@asynccontextmanager
-async def _connection(db: Db) -> AsyncIterator[Conn]:
-    if isinstance(db, AsyncConnectionPool):
-        async with db.connection() as conn:
-            yield conn
-    else:
-        yield db
 
 
 async def _insert(db: Db, table: str, values: dict[str, Any]) -> uuid.UUID:
@@ -36,7 +22,7 @@ async def _insert(db: Db, table: str, values: dict[str, Any]) -> uuid.UUID:
         sql.SQL(", ").join(map(sql.Identifier, values)),
         sql.SQL(", ").join(map(sql.Placeholder, values)),
     )
-    async with _connection(db) as conn:
+    async with connection(db) as conn:
         cur = await conn.execute(query, values)
         row = await cur.fetchone()
     assert row is not None

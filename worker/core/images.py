@@ -13,7 +13,7 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 
 from worker.core.config import Settings
 from worker.core.errors import ErrorCode, GenerationError
-from worker.core.netguard import OutboundPolicy, OutboundRefused, stream_get
+from worker.core.netguard import OutboundPolicy, OutboundRefused, read_capped, stream_get
 
 MAX_SOURCE_BYTES = 25 * 1024 * 1024
 SOURCE_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
@@ -45,15 +45,7 @@ async def download(
         ):
             if response.status_code != 200:
                 raise GenerationError(error, f"HTTP {response.status_code}")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > max_bytes:
-                raise too_large
-            chunks = bytearray()
-            async for chunk in response.aiter_bytes():
-                chunks += chunk
-                if len(chunks) > max_bytes:
-                    raise too_large
-            return bytes(chunks)
+            return await read_capped(response, max_bytes, too_large)
     except OutboundRefused as exc:
         raise GenerationError(refused or error, str(exc), permanent=True) from exc
     except TimeoutError as exc:

@@ -319,3 +319,17 @@ async def stream_get(
         await response.aclose()
         current = policy.check_url(current.join(response.headers["location"]))
     raise OutboundRefused(f"more than {policy.max_redirects} redirects")
+
+
+async def read_capped(response: httpx.Response, max_bytes: int, too_large: Exception) -> bytes:
+    """A streamed body read into memory, raising `too_large` as soon as it passes `max_bytes`
+    (a declared Content-Length over it is refused before reading)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise too_large
+    return bytes(body)

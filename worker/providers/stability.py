@@ -31,7 +31,7 @@ from PIL import Image
 
 from worker.core.errors import ErrorCode, GenerationError
 from worker.core.images import decode_off_loop
-from worker.core.netguard import OutboundPolicy
+from worker.core.netguard import OutboundPolicy, read_capped
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.common import (
     EXTENSIONS,
@@ -47,9 +47,10 @@ GENERATE_PATH = "/v2beta/stable-image/generate/"
 INPAINT_PATH = "/v2beta/stable-image/edit/inpaint"
 # Endpoints chosen by a model of the same name.
 NAMED_ENDPOINTS = ("ultra", "core")
-# The SD3 endpoint's path segment (an endpoint name, not a model id): every model that is not a
-# named endpoint goes there, with its id in the `model` field.
-SD3_ENDPOINT = "sd3"
+# Every model that is not a named endpoint goes to this one, with its id in the `model` field
+# (the SD 3.5 family); its last path segment names it in metadata.
+MODEL_FIELD_PATH = "/v2beta/stable-image/generate/sd3"
+SD3_ENDPOINT = MODEL_FIELD_PATH.removeprefix(GENERATE_PATH)
 # Endpoints that take a source image; `core` is text-to-image only.
 IMAGE_TO_IMAGE = ("ultra", SD3_ENDPOINT)
 RATIOS = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21")
@@ -258,15 +259,8 @@ class StabilityProvider:
                     "POST", self.base_url + path, files=parts, headers={"accept": ACCEPT}
                 ) as response,
             ):
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
-                    raise too_large
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_ANSWER_BYTES:
-                        raise too_large
-                return response.status_code, response.headers, bytes(body)
+                body = await read_capped(response, MAX_ANSWER_BYTES, too_large)
+                return response.status_code, response.headers, body
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise GenerationError(
                 ErrorCode.PROVIDER_ERROR, f"Stability did not answer within {self.timeout_s:g}s"
