@@ -20,7 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
-from worker.core.sqlfiles import query
+from worker.core import store
 
 WINDOW_S = 60
 STREAM_RETRY_AFTER_S = 5
@@ -59,14 +59,10 @@ class RateDecision(msgspec.Struct, frozen=True):
 
 
 async def hit_rate(pool: AsyncConnectionPool, subject: str, limit: int) -> RateDecision:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            query("hit_api_rate"),
-            {"rate_key": f"create:{subject}", "max_requests": limit, "window_s": WINDOW_S},
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    return RateDecision(allowed=row[0], remaining=row[1], reset_s=row[2])
+    allowed, remaining, reset_s = await store.hit_api_rate(
+        pool, f"create:{subject}", limit, WINDOW_S
+    )
+    return RateDecision(allowed=allowed, remaining=remaining, reset_s=reset_s)
 
 
 class CreationRateLimit:

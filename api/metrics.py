@@ -14,10 +14,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.sqlfiles import query
+from worker.core.store import fetch_dicts
 
 LATENCY_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
@@ -30,13 +29,6 @@ class SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._families
-
-
-async def _rows(pool: AsyncConnectionPool, name: str, params: Any = None) -> list[dict[str, Any]]:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(query(name), params)
-        return await cur.fetchall()
 
 
 def _histogram(name: str, doc: str, label: str, rows: list[dict[str, Any]]) -> Metric:
@@ -60,7 +52,7 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
         "Generations by status, provider and model (global, from the database)",
         labels=["status", "provider", "model"],
     )
-    for row in await _rows(pool, "metrics_generations"):
+    for row in await fetch_dicts(pool, "metrics_generations"):
         generations.add_metric([row["status"], row["provider"], row["model"]], float(row["n"]))
 
     depth = GaugeMetricFamily(
@@ -71,7 +63,7 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
         "Age of the oldest waiting job in each queue",
         labels=["queue"],
     )
-    for row in await _rows(pool, "metrics_queues"):
+    for row in await fetch_dicts(pool, "metrics_queues"):
         depth.add_metric([row["queue"]], float(row["depth"]))
         oldest.add_metric([row["queue"]], float(row["oldest_age_s"]))
 
@@ -81,7 +73,7 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
         "(storage_error = upload failure, timeout = polling timeout)",
         labels=["provider", "error_code"],
     )
-    for row in await _rows(pool, "metrics_failures", windowed):
+    for row in await fetch_dicts(pool, "metrics_failures", windowed):
         failures.add_metric([row["provider"], row["error_code"]], float(row["n"]))
 
     webhooks = GaugeMetricFamily(
@@ -89,7 +81,7 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
         "Outgoing webhook delivery attempts in the window by outcome",
         labels=["outcome"],
     )
-    for row in await _rows(pool, "metrics_webhooks", windowed):
+    for row in await fetch_dicts(pool, "metrics_webhooks", windowed):
         webhooks.add_metric([row["outcome"]], float(row["n"]))
 
     shutdowns = GaugeMetricFamily(
@@ -97,7 +89,7 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
         "Days until each provider's default model shuts down (the models catalogue)",
         labels=["provider", "model", "status"],
     )
-    for row in await _rows(pool, "metrics_model_shutdowns"):
+    for row in await fetch_dicts(pool, "metrics_model_shutdowns"):
         if row["days"] is not None:
             shutdowns.add_metric([row["provider"], row["model"], row["status"]], float(row["days"]))
 
@@ -117,13 +109,13 @@ async def db_families(pool: AsyncConnectionPool, window_s: int) -> list[Metric]:
             "imagejobs_generation_duration_seconds",
             "Creation-to-finish latency of generations finished in the window",
             "provider",
-            await _rows(pool, "metrics_end_to_end", windowed),
+            await fetch_dicts(pool, "metrics_end_to_end", windowed),
         ),
         _histogram(
             "imagejobs_step_duration_seconds",
             "Time spent in each step, for status events in the window",
             "step",
-            await _rows(pool, "metrics_steps", windowed),
+            await fetch_dicts(pool, "metrics_steps", windowed),
         ),
     ]
 

@@ -37,8 +37,8 @@ from api.auth.jwt import (
     expires_at,
     looks_like_jwt,
 )
-from worker.core.apikeys import hash_key
-from worker.core.sqlfiles import query
+from worker.core import store
+from worker.core.apikeys import find_api_key, hash_key
 
 CACHE_TTL_S = 30.0
 # A stream re-checks its credential every AUTH_CACHE_TTL_S, but not more often than this (a TTL of
@@ -91,13 +91,8 @@ class KeyCache:
         hit, cached = self._cache.get(digest)
         if hit and not fresh:
             return cached
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("find_api_key"), {"key_hash": digest})
-            row = await cur.fetchone()
-            principal = None
-            if row is not None:
-                principal = Principal(workspace_id=row[1], key_id=row[0])
-                await conn.execute(query("touch_api_key"), {"id": row[0]})
+        found = await find_api_key(pool, key)
+        principal = Principal(workspace_id=found[1], key_id=found[0]) if found else None
         self._cache.put(digest, principal)
         return principal
 
@@ -114,9 +109,7 @@ class MembershipCache:
         hit, cached = self._cache.get(user_id)
         if hit and cached is not None and not fresh:
             return cached
-        async with pool.connection() as conn:
-            cur = await conn.execute(query("user_workspaces"), {"user_id": user_id})
-            workspaces = frozenset(row[0] for row in await cur.fetchall())
+        workspaces = await store.user_workspaces(pool, user_id)
         self._cache.put(user_id, workspaces)
         return workspaces
 

@@ -116,7 +116,7 @@ class GenerationActions(Controller):
             "editedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "editMode": data.mode,
         }
-        async with pool.connection() as conn, conn.transaction():
+        async with store.transaction(pool) as conn:
             created = await store.insert_edit(
                 conn,
                 {

@@ -12,18 +12,16 @@ from litestar import Request, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent
-from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
-from api.deps import CredentialDep, HubDep, PoolDep, SettingsDep, StreamSlotsDep
-from api.limits import StreamSlot, TooManyRequests
+from api.deps import PoolDep, StreamsDep
+from api.limits import TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
 from api.streams.encoding import parse_last_event_id
 from api.streams.generation import generation_stream
-from api.streams.loop import Messages
 from api.streams.project import project_stream, workflow_stream
-from worker.core.sqlfiles import query
+from worker.core import store
 
 QUERY_TOKEN_NOTE = (
     " Browsers' EventSource cannot send headers: this route also accepts the key as "
@@ -32,11 +30,6 @@ QUERY_TOKEN_NOTE = (
 )
 
 LastEventId = Annotated[str | None, HeaderParameter(name="Last-Event-ID")]
-
-
-def stream_response(slot: StreamSlot, stream: Messages) -> ServerSentEvent:
-    """What every SSE route answers: the stream, in the principal's stream slot."""
-    return ServerSentEvent(slot.hold(stream), headers={"X-Accel-Buffering": "no"})
 
 
 @get(
@@ -55,20 +48,17 @@ async def generation_events(
     generation_id: FromPath[UUID],
     request: Request[Principal, Any, Any],
     pool: PoolDep,
-    hub: HubDep,
-    settings: SettingsDep,
-    stream_slots: StreamSlotsDep,
-    credential: CredentialDep,
+    streams: StreamsDep,
     last_event_id: LastEventId = None,
 ) -> ServerSentEvent:
     await fetch_generation(pool, generation_id, request.user.workspace_id)
-    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
-    subscription = hub.subscribe(f"generation:{generation_id}")
     after = parse_last_event_id(last_event_id)
-    stream = generation_stream(
-        pool, subscription, generation_id, after, settings.sse_keepalive_s, credential
+    return streams.open(
+        f"generation:{generation_id}",
+        lambda subscription: generation_stream(
+            pool, subscription, generation_id, after, streams.keepalive_s, streams.credential
+        ),
     )
-    return stream_response(slot, stream)
 
 
 @get(
@@ -86,32 +76,17 @@ async def project_events(
     project_id: FromPath[UUID],
     request: Request[Principal, Any, Any],
     pool: PoolDep,
-    hub: HubDep,
-    settings: SettingsDep,
-    stream_slots: StreamSlotsDep,
-    credential: CredentialDep,
+    streams: StreamsDep,
     last_event_id: LastEventId = None,
 ) -> ServerSentEvent:
     await fetch_project(pool, project_id, request.user.workspace_id)
-    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
-    subscription = hub.subscribe(f"project:{project_id}")
     after = parse_last_event_id(last_event_id)
-    stream = project_stream(
-        pool, subscription, project_id, after, settings.sse_keepalive_s, credential
+    return streams.open(
+        f"project:{project_id}",
+        lambda subscription: project_stream(
+            pool, subscription, project_id, after, streams.keepalive_s, streams.credential
+        ),
     )
-    return stream_response(slot, stream)
-
-
-async def _workflow_visible(
-    pool: AsyncConnectionPool, workflow_id: UUID, workspace_id: UUID
-) -> None:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            query("workflow_visible"), {"workflow_id": workflow_id, "workspace_id": workspace_id}
-        )
-        row = await cur.fetchone()
-    if not (row and row[0]):
-        raise NotFoundException(f"workflow {workflow_id} not found")
 
 
 @get(
@@ -129,16 +104,14 @@ async def workflow_events(
     workflow_id: FromPath[UUID],
     request: Request[Principal, Any, Any],
     pool: PoolDep,
-    hub: HubDep,
-    settings: SettingsDep,
-    stream_slots: StreamSlotsDep,
-    credential: CredentialDep,
+    streams: StreamsDep,
 ) -> ServerSentEvent:
     workspace_id = request.user.workspace_id
-    await _workflow_visible(pool, workflow_id, workspace_id)
-    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
-    subscription = hub.subscribe(f"workflow:{workflow_id}")
-    stream = workflow_stream(
-        pool, subscription, workflow_id, workspace_id, settings.sse_keepalive_s, credential
+    if not await store.workflow_visible(pool, workflow_id, workspace_id):
+        raise NotFoundException(f"workflow {workflow_id} not found")
+    return streams.open(
+        f"workflow:{workflow_id}",
+        lambda subscription: workflow_stream(
+            pool, subscription, workflow_id, workspace_id, streams.keepalive_s, streams.credential
+        ),
     )
-    return stream_response(slot, stream)

@@ -164,7 +164,7 @@ class GenerationController(Controller):
         if problem := metadata_problem(data.metadata):
             raise InvalidField(*problem)
         params = _insert_params(data, principal, idempotency_key)
-        async with pool.connection() as conn:
+        async with store.connection(pool) as conn:
             if idempotency_key is not None:
                 existing = await store.get_generation_by_idempotency_key(
                     conn, principal.workspace_id, idempotency_key

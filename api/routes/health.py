@@ -9,6 +9,7 @@ from litestar.exceptions import HTTPException
 from litestar.status_codes import HTTP_503_SERVICE_UNAVAILABLE
 
 from api.deps import HubDep, PoolDep
+from worker.core import store
 
 
 @get("/healthz", summary="Liveness: the process answers", tags=["health"])
@@ -20,8 +21,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(pool: PoolDep, hub: HubDep) -> dict[str, str]:
     try:
         async with asyncio.timeout(2):
-            async with pool.connection() as conn:
-                await conn.execute("SELECT 1")
+            await store.ping(pool)
     except Exception as exc:
         raise HTTPException(
             status_code=HTTP_503_SERVICE_UNAVAILABLE,

@@ -15,5 +15,4 @@ class ModelList(msgspec.Struct):
 
 @get("/v1/models", summary="The model catalogue: status, shutdown dates, defaults", tags=["models"])
 async def models(pool: PoolDep) -> ModelList:
-    async with pool.connection() as conn:
-        return ModelList(data=await list_models(conn))
+    return ModelList(data=await list_models(pool))

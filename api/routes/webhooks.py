@@ -12,16 +12,14 @@ from litestar.exceptions import NotAuthorizedException, NotFoundException
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_400_BAD_REQUEST
 from psycopg import errors
-from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.webhooks import FalVerifier, SignatureError, verify_standard
 from api.deps import FalVerifierDep, PoolDep, SettingsDep
 from api.problems import InvalidField, invalid_shape
+from worker.core import store
 from worker.core.config import Settings
-from worker.core.models import TERMINAL_STATUSES, Generation
-from worker.core.sqlfiles import query
+from worker.core.models import TERMINAL_STATUSES
 from worker.core.webhook_payloads import PARSERS, WebhookOutcome
 
 logger = logging.getLogger(__name__)
@@ -97,37 +95,24 @@ async def _record(
     outcome: WebhookOutcome,
     pool: AsyncConnectionPool,
 ) -> Response[WebhookAnswer]:
-    async with pool.connection() as conn, conn.transaction():
-        cur = conn.cursor(row_factory=class_row(Generation))
-        await cur.execute(query("find_by_provider_job"), {"provider_job_id": outcome.job_id})
-        generation: Generation | None = await cur.fetchone()
-        recorded = await conn.execute(
-            query("record_webhook_delivery"),
-            {
-                "id": delivery_id,
-                "provider": provider,
-                "generation_id": generation.id if generation else None,
-                "payload": Jsonb(payload),
-            },
-        )
-        if await recorded.fetchone() is None:
+    async with store.transaction(pool) as conn:
+        generation = await store.find_by_provider_job(conn, outcome.job_id)
+        generation_id = generation.id if generation else None
+        if not await store.record_webhook_delivery(
+            conn, delivery_id, provider, generation_id, payload
+        ):
             return Response(WebhookAnswer("duplicate"), status_code=HTTP_200_OK)
         if generation is None:
             logger.warning("webhook %s names an unknown job %r", delivery_id, outcome.job_id)
             return Response(WebhookAnswer("unknown_job"), status_code=HTTP_200_OK)
         if generation.status in TERMINAL_STATUSES:
             return Response(WebhookAnswer("ignored"), status_code=HTTP_200_OK)
-        await conn.execute(
-            query("log_event"),
-            {
-                "id": generation.id,
-                "kind": "webhook",
-                "message": f"Provider callback: {outcome.state}",
-                "data": Jsonb({"delivery_id": delivery_id, "state": outcome.state}),
-            },
+        await store.log_event(
+            conn,
+            generation.id,
+            "webhook",
+            f"Provider callback: {outcome.state}",
+            {"delivery_id": delivery_id, "state": outcome.state},
         )
-        await conn.execute(
-            query("defer_webhook_result"),
-            {"generation_id": generation.id, "delivery_id": delivery_id},
-        )
+        await store.defer_webhook_result(conn, generation.id, delivery_id)
     return Response(WebhookAnswer("accepted"), status_code=HTTP_202_ACCEPTED)

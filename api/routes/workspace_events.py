@@ -9,9 +9,9 @@ from litestar import Request, get
 from litestar.response import ServerSentEvent
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
-from api.deps import CredentialDep, HubDep, PoolDep, SettingsDep, StreamSlotsDep
+from api.deps import PoolDep, StreamsDep
 from api.limits import TooManyRequests
-from api.routes.events import QUERY_TOKEN_NOTE, stream_response
+from api.routes.events import QUERY_TOKEN_NOTE
 from api.streams.workspace import workspace_project_stream
 
 
@@ -29,15 +29,12 @@ from api.streams.workspace import workspace_project_stream
 async def workspace_project_events(
     request: Request[Principal, Any, Any],
     pool: PoolDep,
-    hub: HubDep,
-    settings: SettingsDep,
-    stream_slots: StreamSlotsDep,
-    credential: CredentialDep,
+    streams: StreamsDep,
 ) -> ServerSentEvent:
     workspace_id = request.user.workspace_id
-    slot = stream_slots.acquire(request.user, settings.sse_max_streams_per_key)
-    subscription = hub.subscribe(f"workspace:{workspace_id}")
-    stream = workspace_project_stream(
-        pool, subscription, workspace_id, settings.sse_keepalive_s, credential
+    return streams.open(
+        f"workspace:{workspace_id}",
+        lambda subscription: workspace_project_stream(
+            pool, subscription, workspace_id, streams.keepalive_s, streams.credential
+        ),
     )
-    return stream_response(slot, stream)

@@ -8,7 +8,6 @@ from uuid import UUID
 
 import msgspec
 from litestar.response import ServerSentEventMessage
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
@@ -16,8 +15,9 @@ from api.streams.encoding import sse_event
 from api.streams.generation import REPLAY_PAGE, GenerationEventData, from_row, generation_message
 from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, HubEvent, Subscription
 from api.streams.loop import Messages, StreamLogic, stream_loop
-from worker.core.models import ImageEvent, Project
-from worker.core.sqlfiles import query
+from worker.core import store
+from worker.core.models import Project
+from worker.core.store import Cursor
 
 NODE_BATCH_S = 0.1
 
@@ -26,15 +26,6 @@ def _project_message(project: Project | dict[str, Any], event_id: int) -> Server
     return sse_event("project", project, event_id)
 
 
-async def _project(pool: AsyncConnectionPool, project_id: UUID) -> Project | None:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(Project))
-        await cur.execute(query("get_project_for_stream"), {"id": project_id})
-        project: Project | None = await cur.fetchone()
-    return project
-
-
-Cursor = tuple[str, int]  # (txid, id): the position of the last event sent, in commit order
 BEGINNING: Cursor = ("0", 0)  # before every event; `Last-Event-ID: 0` asks for this
 
 
@@ -43,17 +34,12 @@ async def _start_cursor(
 ) -> Cursor:
     if last_event_id == 0:
         return BEGINNING
-    async with pool.connection() as conn:
+    async with store.connection(pool) as conn:
         if last_event_id is not None:
-            cur = await conn.execute(
-                query("project_cursor_of_event"), {"id": last_event_id, "project_id": project_id}
-            )
-            row = await cur.fetchone()
-            if row is not None:
-                return str(row[0]), last_event_id
-        cur = await conn.execute(query("project_cursor_now"), {"project_id": project_id})
-        latest = await cur.fetchone()
-    return (str(latest[0]), int(latest[1])) if latest is not None else BEGINNING
+            cursor = await store.project_cursor_of_event(conn, project_id, last_event_id)
+            if cursor is not None:
+                return cursor
+        return await store.project_cursor_now(conn, project_id) or BEGINNING
 
 
 async def _project_events_after(
@@ -61,24 +47,10 @@ async def _project_events_after(
 ) -> tuple[list[tuple[GenerationEventData, Cursor]], bool]:
     """The events past the cursor that can be sent in commit order, and whether committed ones
     wait behind the horizon (an older transaction, anywhere in the cluster, is still open)."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            query("project_events_after"),
-            {
-                "project_id": project_id,
-                "txid": cursor[0],
-                "after_id": cursor[1],
-                "limit": REPLAY_PAGE,
-            },
-        )
-        assert cur.description is not None
-        names = [column.name for column in cur.description]
-        rows = [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
     events: list[tuple[GenerationEventData, Cursor]] = []
-    for row in rows:
-        if not row.pop("ready"):
+    for event, ready in await store.project_events_after(pool, project_id, cursor, REPLAY_PAGE):
+        if not ready:
             return events, True  # ordered by txid: every later one waits too
-        event = ImageEvent(**row)
         events.append((from_row(event), (str(event.txid), event.id)))
     return events, False
 
@@ -115,7 +87,7 @@ class _ProjectStream(StreamLogic):
 
     async def _project_state(self) -> Messages:
         assert self.cursor is not None
-        project = await _project(self.pool, self.project_id)
+        project = await store.get_project_for_stream(self.pool, self.project_id)
         if project is not None:
             yield _project_message(project, self.cursor[1])
 
@@ -181,15 +153,8 @@ class NodeBatch(msgspec.Struct):
 async def _nodes(
     pool: AsyncConnectionPool, workflow_id: UUID, workspace_id: UUID, ids: list[str] | None
 ) -> list[NodeState]:
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            query("workflow_nodes"),
-            {"workflow_id": workflow_id, "workspace_id": workspace_id, "ids": ids},
-        )
-        return [
-            NodeState(id=str(r[0]), node_type=str(r[1]), node_data=dict(r[2]))
-            for r in await cur.fetchall()
-        ]
+    rows = await store.workflow_nodes(pool, workflow_id, workspace_id, ids)
+    return [NodeState(id=id, node_type=kind, node_data=data) for id, kind, data in rows]
 
 
 class _WorkflowStream(StreamLogic):

@@ -9,15 +9,14 @@ from __future__ import annotations
 from uuid import UUID
 
 from litestar.response import ServerSentEventMessage
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
 from api.streams.encoding import sse_event
 from api.streams.hub import PROJECT_CHANNEL, HubEvent, Subscription
 from api.streams.loop import Messages, StreamLogic, stream_loop
+from worker.core import store
 from worker.core.models import Project
-from worker.core.sqlfiles import query
 
 MAX_PROJECTS = 200
 
@@ -27,18 +26,9 @@ def _message(project: object) -> ServerSentEventMessage:
 
 
 async def _projects(pool: AsyncConnectionPool, workspace_id: UUID) -> list[Project]:
-    async with pool.connection() as conn:
-        cur = conn.cursor(row_factory=class_row(Project))
-        await cur.execute(
-            query("list_projects"),
-            {
-                "workspace_id": workspace_id,
-                "cursor_ts": None,
-                "cursor_id": None,
-                "limit": MAX_PROJECTS,
-            },
-        )
-        return await cur.fetchall()
+    return await store.list_projects(
+        pool, workspace_id, cursor_ts=None, cursor_id=None, limit=MAX_PROJECTS
+    )
 
 
 class _WorkspaceProjectStream(StreamLogic):

@@ -9,10 +9,8 @@ from datetime import datetime
 from uuid import UUID
 
 import msgspec
-import psycopg
-from psycopg.rows import class_row, scalar_row
 
-from worker.core.sqlfiles import query
+from worker.core.store import Db, connection, execute, fetch_all, fetch_row
 
 KEY_PREFIX = "ij_"
 # How much of a key is stored in clear (`api_keys.prefix`), for people to recognise it.
@@ -27,12 +25,11 @@ def hash_key(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-async def create_api_key(
-    conn: psycopg.AsyncConnection[object], workspace_id: UUID, name: str = ""
-) -> str:
+async def create_api_key(db: Db, workspace_id: UUID, name: str = "") -> str:
     key = new_key()
-    await conn.execute(
-        query("insert_api_key"),
+    await execute(
+        db,
+        "insert_api_key",
         {
             "workspace_id": workspace_id,
             "name": name,
@@ -59,17 +56,21 @@ class RevokeError(Exception):
     """The argument names no key, or more than one."""
 
 
-async def list_api_keys(
-    conn: psycopg.AsyncConnection[object], workspace_id: UUID
-) -> list[ApiKeyInfo]:
-    cur = conn.cursor(row_factory=class_row(ApiKeyInfo))
-    await cur.execute(query("list_api_keys"), {"workspace_id": workspace_id})
-    return await cur.fetchall()
+async def find_api_key(db: Db, key: str) -> tuple[UUID, UUID] | None:
+    """(key id, workspace id) of a live key, whose last use it records; None for any other."""
+    async with connection(db) as conn:
+        row = await fetch_row(conn, "find_api_key", {"key_hash": hash_key(key)})
+        if row is None:
+            return None
+        await execute(conn, "touch_api_key", {"id": row[0]})
+    return row[0], row[1]
 
 
-async def revoke_api_key(
-    conn: psycopg.AsyncConnection[object], ref: str
-) -> tuple[ApiKeyInfo, bool]:
+async def list_api_keys(db: Db, workspace_id: UUID) -> list[ApiKeyInfo]:
+    return await fetch_all(db, "list_api_keys", ApiKeyInfo, {"workspace_id": workspace_id})
+
+
+async def revoke_api_key(db: Db, ref: str) -> tuple[ApiKeyInfo, bool]:
     """Revokes the key named by `ref`: its id, its prefix as `list` prints it, or the key itself.
     Returns the key and whether this call revoked it (False: it was revoked already)."""
     ref = ref.strip()
@@ -77,11 +78,12 @@ async def revoke_api_key(
         key_id: UUID | None = UUID(ref)
     except ValueError:
         key_id = None
-    cur = conn.cursor(row_factory=class_row(ApiKeyInfo))
-    await cur.execute(
-        query("find_api_keys_to_revoke"), {"id": key_id, "prefix": ref, "key_hash": hash_key(ref)}
+    matches = await fetch_all(
+        db,
+        "find_api_keys_to_revoke",
+        ApiKeyInfo,
+        {"id": key_id, "prefix": ref, "key_hash": hash_key(ref)},
     )
-    matches = await cur.fetchall()
     # Never echo a whole key back (terminals and CI logs keep what they print).
     whole_key = ref.startswith(KEY_PREFIX) and len(ref) > PREFIX_LENGTH
     shown = ref[:PREFIX_LENGTH] + "..." if whole_key else ref
@@ -93,9 +95,7 @@ async def revoke_api_key(
     key = matches[0]
     if key.revoked_at is not None:
         return key, False
-    done = conn.cursor(row_factory=scalar_row)
-    await done.execute(query("revoke_api_key"), {"id": key.id})
-    revoked_at: datetime | None = await done.fetchone()
-    if revoked_at is None:  # revoked concurrently
+    revoked = await fetch_row(db, "revoke_api_key", {"id": key.id})
+    if revoked is None:  # revoked concurrently
         return key, False
-    return msgspec.structs.replace(key, revoked_at=revoked_at), True
+    return msgspec.structs.replace(key, revoked_at=revoked[0]), True

@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import time
 from datetime import date
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 import psycopg
-from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.sqlfiles import query
+from worker.core.store import (
+    Db,
+    connection,
+    execute,
+    fetch_all,
+    fetch_one,
+    fetch_rows,
+    transaction,
+)
 
 ModelStatus = Literal["active", "deprecated", "shutdown"]
 
@@ -39,30 +46,24 @@ class ModelEntry(msgspec.Struct, kw_only=True):
     source: str
 
 
-async def list_models(conn: psycopg.AsyncConnection[Any]) -> list[ModelEntry]:
-    cur = conn.cursor(row_factory=class_row(ModelEntry))
-    await cur.execute(query("list_models"))
-    return await cur.fetchall()
+async def list_models(db: Db) -> list[ModelEntry]:
+    return await fetch_all(db, "list_models", ModelEntry, {})
 
 
 class ShutDownDefault(ValueError):
     """A shut-down model cannot be a provider's default."""
 
 
-async def set_default(
-    conn: psycopg.AsyncConnection[Any], provider: str, model: str, *, source: str
-) -> ModelEntry:
+async def set_default(db: Db, provider: str, model: str, *, source: str) -> ModelEntry:
     params = {"provider": provider, "model": model, "source": source}
-    cur = conn.cursor(row_factory=class_row(ModelEntry))
     try:
-        async with conn.transaction():
-            await conn.execute(query("clear_default_model"), params)
-            await cur.execute(query("set_default_model"), params)
+        async with transaction(db) as conn:
+            await execute(conn, "clear_default_model", params)
+            entry = await fetch_one(conn, "set_default_model", ModelEntry, params)
     except psycopg.errors.ForeignKeyViolation as exc:
         raise ValueError(f"unknown provider {provider!r}") from exc
     except psycopg.errors.CheckViolation as exc:
         raise ShutDownDefault(f"{provider} {model} is shut down and cannot be a default") from exc
-    entry = await cur.fetchone()
     assert entry is not None
     return entry
 
@@ -80,10 +81,9 @@ class Catalogue:
 
     async def _fresh(self) -> dict[tuple[str, str], ModelEntry]:
         if time.monotonic() - self._loaded_at > self.ttl_s:
-            async with self.pool.connection() as conn:
+            async with connection(self.pool) as conn:
                 entries = await list_models(conn)
-                cur = await conn.execute(query("list_providers"))
-                self._providers = tuple(str(row[0]) for row in await cur.fetchall())
+                self._providers = tuple(str(r[0]) for r in await fetch_rows(conn, "list_providers"))
             self._entries = {(e.provider, e.model): e for e in entries}
             self._loaded_at = time.monotonic()
         return self._entries
@@ -112,11 +112,12 @@ class Catalogue:
 WARN_DAYS = 90
 
 
-async def default_model_warnings(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+async def default_model_warnings(db: Db) -> list[str]:
     """One line for each provider default that is deprecated or shuts down within WARN_DAYS."""
-    cur = await conn.execute(query("metrics_model_shutdowns"))
     warnings = []
-    for provider, model, status, shutdown_date, days in await cur.fetchall():
+    for provider, model, status, shutdown_date, days in await fetch_rows(
+        db, "metrics_model_shutdowns"
+    ):
         if status == "active" and (days is None or days > WARN_DAYS):
             continue
         when = f"shuts down on {shutdown_date} ({days} days)" if shutdown_date else status

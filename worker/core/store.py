@@ -2,24 +2,25 @@
 pool or a connection and returning records (worker/core/models.py), so callers hold neither
 connections nor row factories. Modelled on procrastinate's manager.
 
-Grown by use: generations, projects and a generation's events (the API's routes and the
-generation stream) are here; the lifecycle, the project streams and the rate limits still run
-their queries themselves (docs/decisions.md, session 3).
+Every query the API and the worker run goes through here. Modules that own a record type of
+their own (API keys, the model catalogue, metrics) call the generic helpers below with it; the
+rest have a typed function, grouped by table as sql/queries/ is.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.models import Generation, ImageEvent, Project, Status
+from worker.core.models import Generation, ImageEvent, Project, Status, Step
 from worker.core.sqlfiles import query
 
 Conn: TypeAlias = psycopg.AsyncConnection[Any]
@@ -37,6 +38,13 @@ async def connection(db: Db) -> AsyncIterator[Conn]:
         yield db
 
 
+@asynccontextmanager
+async def transaction(db: Db) -> AsyncIterator[Conn]:
+    """A connection inside one transaction: the block's statements commit together or not at all."""
+    async with connection(db) as conn, conn.transaction():
+        yield conn
+
+
 async def fetch_one(db: Db, name: str, row: type[R], params: Mapping[str, Any]) -> R | None:
     async with connection(db) as conn:
         cur = conn.cursor(row_factory=class_row(row))
@@ -49,6 +57,47 @@ async def fetch_all(db: Db, name: str, row: type[R], params: Mapping[str, Any]) 
         cur = conn.cursor(row_factory=class_row(row))
         await cur.execute(query(name), params)
         return await cur.fetchall()
+
+
+async def fetch_dicts(
+    db: Db, name: str, params: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    async with connection(db) as conn:
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(query(name), params)
+        return await cur.fetchall()
+
+
+async def fetch_row(
+    db: Db, name: str, params: Mapping[str, Any] | None = None
+) -> tuple[Any, ...] | None:
+    async with connection(db) as conn:
+        cur = await conn.execute(query(name), params)
+        return await cur.fetchone()
+
+
+async def fetch_rows(
+    db: Db, name: str, params: Mapping[str, Any] | None = None
+) -> list[tuple[Any, ...]]:
+    async with connection(db) as conn:
+        cur = await conn.execute(query(name), params)
+        return await cur.fetchall()
+
+
+async def execute(db: Db, name: str, params: Mapping[str, Any] | None = None) -> None:
+    async with connection(db) as conn:
+        await conn.execute(query(name), params)
+
+
+async def wrote(db: Db, name: str, params: Mapping[str, Any]) -> bool:
+    """Runs a compare-and-set write (`... WHERE <expected state> RETURNING id`): whether it
+    matched, i.e. whether the row was in the state the write expected."""
+    return await fetch_row(db, name, params) is not None
+
+
+async def ping(db: Db) -> None:
+    async with connection(db) as conn:
+        await conn.execute("SELECT 1")
 
 
 # --- generations -------------------------------------------------------------------------------
@@ -134,6 +183,97 @@ async def set_mask_url(db: Db, generation_id: UUID, mask_url: str) -> Generation
     )
 
 
+async def get_generation_for_worker(db: Db, generation_id: UUID) -> Generation | None:
+    """The row whatever its workspace: the worker acts for every workspace."""
+    return await fetch_one(db, "get_generation_for_worker", Generation, {"id": generation_id})
+
+
+async def start_generation(
+    db: Db,
+    generation_id: UUID,
+    *,
+    count_attempt: bool,
+    straight_to_processing: Collection[str] = (),
+    processing_progress: int = 50,
+) -> tuple[Generation | None, bool]:
+    """pending/processing → processing at `fetching` (None: nothing to run), and whether it went
+    on to `processing` in the same round trip (a provider in `straight_to_processing` with no
+    source image has nothing to fetch). One pipeline, one transaction: both events happen, in
+    order."""
+    async with connection(db) as conn, conn.pipeline():
+        cur = conn.cursor(row_factory=class_row(Generation))
+        await cur.execute(
+            query("start_generation"), {"id": generation_id, "count_attempt": int(count_attempt)}
+        )
+        advanced = None
+        if straight_to_processing:
+            advanced = await conn.execute(
+                query("advance_to_processing"),
+                {
+                    "id": generation_id,
+                    "providers": list(straight_to_processing),
+                    "progress": processing_progress,
+                },
+            )
+        generation = await cur.fetchone()
+        advanced_now = bool(
+            generation is not None and advanced is not None and await advanced.fetchone()
+        )
+    if generation is not None and advanced_now:
+        generation.step, generation.progress = "processing", processing_progress
+    return generation, advanced_now
+
+
+async def set_step(db: Db, generation_id: UUID, step: Step, progress: int) -> bool:
+    return await wrote(db, "set_step", {"id": generation_id, "step": step, "progress": progress})
+
+
+async def set_provider_job(db: Db, generation_id: UUID, provider_job_id: str) -> bool:
+    return await wrote(
+        db, "set_provider_job", {"id": generation_id, "provider_job_id": provider_job_id}
+    )
+
+
+async def reschedule_generation(
+    db: Db, generation_id: UUID, task_name: str, delay_s: float, args: dict[str, Any]
+) -> bool:
+    return await wrote(
+        db,
+        "reschedule_generation",
+        {"id": generation_id, "task_name": task_name, "delay_s": delay_s, "args": Jsonb(args)},
+    )
+
+
+async def complete_generation(
+    db: Db, generation_id: UUID, result_image_url: str, metadata: dict[str, Any]
+) -> bool:
+    return await wrote(
+        db,
+        "complete_generation",
+        {"id": generation_id, "result_image_url": result_image_url, "metadata": Jsonb(metadata)},
+    )
+
+
+async def fail_generation(db: Db, generation_id: UUID, error_code: str, error_message: str) -> bool:
+    return await wrote(
+        db,
+        "fail_generation",
+        {"id": generation_id, "error_code": error_code, "error_message": error_message},
+    )
+
+
+async def find_by_provider_job(db: Db, provider_job_id: str | None) -> Generation | None:
+    return await fetch_one(
+        db, "find_by_provider_job", Generation, {"provider_job_id": provider_job_id}
+    )
+
+
+async def rescue_orphaned_generations(db: Db, grace_s: float) -> list[UUID]:
+    """Gives a new job to pending/processing generations whose job is gone; their ids."""
+    rows = await fetch_rows(db, "rescue_orphaned_generations", {"grace_s": grace_s})
+    return [row[0] for row in rows]
+
+
 # --- projects ----------------------------------------------------------------------------------
 
 
@@ -167,6 +307,34 @@ async def list_projects(
     )
 
 
+async def get_project_for_stream(db: Db, project_id: UUID) -> Project | None:
+    """The row whatever its workspace: the stream checked access when it opened."""
+    return await fetch_one(db, "get_project_for_stream", Project, {"id": project_id})
+
+
+# --- workflow nodes ----------------------------------------------------------------------------
+
+
+async def workflow_nodes(
+    db: Db, workflow_id: UUID, workspace_id: UUID, ids: list[str] | None = None
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(id, node_type, node_data) of a workflow's nodes, or of those of them named in `ids`."""
+    rows = await fetch_rows(
+        db,
+        "workflow_nodes",
+        {"workflow_id": workflow_id, "workspace_id": workspace_id, "ids": ids},
+    )
+    return [(str(r[0]), str(r[1]), dict(r[2])) for r in rows]
+
+
+async def workflow_visible(db: Db, workflow_id: UUID, workspace_id: UUID) -> bool:
+    """Whether the workspace has a node or a generation in the workflow."""
+    row = await fetch_row(
+        db, "workflow_visible", {"workflow_id": workflow_id, "workspace_id": workspace_id}
+    )
+    return bool(row and row[0])
+
+
 # --- events ------------------------------------------------------------------------------------
 
 
@@ -195,3 +363,115 @@ async def generation_last_event_id(db: Db, generation_id: UUID) -> int:
         )
         row = await cur.fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+async def log_event(
+    db: Db, generation_id: UUID, kind: str, message: str, data: dict[str, Any] | None = None
+) -> bool:
+    """An event row of a generation that is not terminal yet; whether it was written."""
+    return await wrote(
+        db,
+        "log_event",
+        {"id": generation_id, "kind": kind, "message": message, "data": Jsonb(data or {})},
+    )
+
+
+Cursor: TypeAlias = tuple[str, int]  # (txid, id): a position in a project's commit order
+
+
+async def project_events_after(
+    db: Db, project_id: UUID, cursor: Cursor, limit: int
+) -> list[tuple[ImageEvent, bool]]:
+    """A project's events past `cursor` in commit order, each with whether it is below the
+    horizon (no transaction still open could commit an event before it)."""
+    rows = await fetch_dicts(
+        db,
+        "project_events_after",
+        {"project_id": project_id, "txid": cursor[0], "after_id": cursor[1], "limit": limit},
+    )
+    events = []
+    for row in rows:
+        ready = bool(row.pop("ready"))
+        events.append((ImageEvent(**row), ready))
+    return events
+
+
+async def project_cursor_of_event(db: Db, project_id: UUID, event_id: int) -> Cursor | None:
+    row = await fetch_row(db, "project_cursor_of_event", {"id": event_id, "project_id": project_id})
+    return (str(row[0]), event_id) if row is not None else None
+
+
+async def project_cursor_now(db: Db, project_id: UUID) -> Cursor | None:
+    """After the project's newest event below the horizon; None when it has none."""
+    row = await fetch_row(db, "project_cursor_now", {"project_id": project_id})
+    return (str(row[0]), int(row[1])) if row is not None else None
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+
+
+async def record_webhook_delivery(
+    db: Db, delivery_id: str, provider: str, generation_id: UUID | None, payload: Any
+) -> bool:
+    """Stores a provider callback once; False when this delivery id was stored before."""
+    return await wrote(
+        db,
+        "record_webhook_delivery",
+        {
+            "id": delivery_id,
+            "provider": provider,
+            "generation_id": generation_id,
+            "payload": Jsonb(payload),
+        },
+    )
+
+
+async def get_webhook_delivery(db: Db, delivery_id: str) -> tuple[str, Any] | None:
+    """(provider, payload) of a stored provider callback."""
+    row = await fetch_row(db, "get_webhook_delivery", {"id": delivery_id})
+    return (str(row[0]), row[1]) if row is not None else None
+
+
+async def defer_webhook_result(db: Db, generation_id: UUID, delivery_id: str) -> None:
+    await execute(
+        db, "defer_webhook_result", {"generation_id": generation_id, "delivery_id": delivery_id}
+    )
+
+
+async def record_webhook_attempt(db: Db, attempt: Mapping[str, Any]) -> None:
+    """One outgoing delivery attempt (generation_id, event_id, message_id, type, attempt,
+    status_code, error, duration_ms)."""
+    await execute(db, "record_webhook_attempt", attempt)
+
+
+# --- rate limits and members -------------------------------------------------------------------
+
+
+async def acquire_rate(db: Db, provider: str, max_requests: int, window_s: float) -> float:
+    """0 when a provider request may be sent now (and it is counted); else seconds to wait."""
+    row = await fetch_row(
+        db,
+        "acquire_rate",
+        {"provider": provider, "max_requests": max_requests, "window_s": window_s},
+    )
+    assert row is not None
+    return 0.0 if row[0] else float(row[1])
+
+
+async def hit_api_rate(
+    db: Db, rate_key: str, max_requests: int, window_s: int
+) -> tuple[bool, int, int]:
+    """Counts one request against `rate_key`: (allowed, remaining, seconds to reset)."""
+    row = await fetch_row(
+        db,
+        "hit_api_rate",
+        {"rate_key": rate_key, "max_requests": max_requests, "window_s": window_s},
+    )
+    assert row is not None
+    return bool(row[0]), int(row[1]), int(row[2])
+
+
+async def user_workspaces(db: Db, user_id: UUID) -> frozenset[UUID]:
+    return frozenset(
+        row[0] for row in await fetch_rows(db, "user_workspaces", {"user_id": user_id})
+    )

@@ -80,9 +80,8 @@ async def run_worker(settings: Settings) -> None:
     async with pool, app.open_async(pool):
         runtime = build_runtime(settings, pool)
         await runtime.storage.prepare()
-        async with pool.connection() as conn:
-            for warning in await default_model_warnings(conn):
-                logger.warning(warning)
+        for warning in await default_model_warnings(pool):
+            logger.warning(warning)
         delay = 1.0
         try:
             while not stopping.is_set():

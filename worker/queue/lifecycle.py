@@ -12,14 +12,12 @@ from collections.abc import Collection
 from typing import Any
 from uuid import UUID
 
-from psycopg.rows import class_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from worker.core import store
 from worker.core.logs import prompts_at_info
 from worker.core.models import Generation, Step
 from worker.core.observability import tag_generation
-from worker.core.sqlfiles import query
 
 logger = logging.getLogger(__name__)
 # Traces of generations started here but never finished here (a fal job finished by another
@@ -66,25 +64,13 @@ class Lifecycle:
         nothing to fetch: its `processing` step is written in the same round trip (one pipeline,
         one transaction), so both events still happen, in order.
         """
-        params = {"id": generation_id, "count_attempt": int(count_attempt)}
-        async with self.pool.connection() as conn, conn.pipeline():
-            cur = conn.cursor(row_factory=class_row(Generation))
-            await cur.execute(query("start_generation"), params)
-            advanced = None
-            advanced_now = False
-            if straight_to_processing:
-                advanced = await conn.execute(
-                    query("advance_to_processing"),
-                    {
-                        "id": generation_id,
-                        "providers": list(straight_to_processing),
-                        "progress": STEP_PROGRESS["processing"],
-                    },
-                )
-            generation = await cur.fetchone()
-            if generation is not None and advanced is not None and await advanced.fetchone():
-                generation.step, generation.progress = "processing", STEP_PROGRESS["processing"]
-                advanced_now = True
+        generation, advanced_now = await store.start_generation(
+            self.pool,
+            generation_id,
+            count_attempt=count_attempt,
+            straight_to_processing=straight_to_processing,
+            processing_progress=STEP_PROGRESS["processing"],
+        )
         if generation is not None:
             self._trace_start(generation, "fetching" if advanced_now else generation.step)
             if advanced_now:
@@ -152,46 +138,24 @@ class Lifecycle:
             trace.step, trace.step_started = next_step, now
 
     async def get(self, generation_id: UUID) -> Generation | None:
-        return await self._generation("get_generation_for_worker", {"id": generation_id})
+        return await store.get_generation_for_worker(self.pool, generation_id)
 
     async def set_provider_job(self, generation_id: UUID, provider_job_id: str) -> bool:
-        return await self._write(
-            "set_provider_job", {"id": generation_id, "provider_job_id": provider_job_id}
-        )
+        return await store.set_provider_job(self.pool, generation_id, provider_job_id)
 
     async def reschedule(
         self, generation_id: UUID, task_name: str, delay_s: float, args: dict[str, Any]
     ) -> bool:
         """Hands the generation to a new job of `task_name` starting in `delay_s` seconds."""
-        return await self._write(
-            "reschedule_generation",
-            {"id": generation_id, "task_name": task_name, "delay_s": delay_s, "args": Jsonb(args)},
-        )
+        return await store.reschedule_generation(self.pool, generation_id, task_name, delay_s, args)
 
     async def webhook_delivery(self, delivery_id: str) -> tuple[str, Any] | None:
         """(provider, payload) of a stored provider callback."""
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(query("get_webhook_delivery"), {"id": delivery_id})
-            row = await cur.fetchone()
-        return (str(row[0]), row[1]) if row is not None else None
-
-    async def _generation(self, name: str, params: dict[str, Any]) -> Generation | None:
-        async with self.pool.connection() as conn:
-            cur = conn.cursor(row_factory=class_row(Generation))
-            await cur.execute(query(name), params)
-            return await cur.fetchone()
-
-    async def exists(self, generation_id: UUID) -> bool:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT 1 FROM image_generations WHERE id = %s", (generation_id,)
-            )
-            return await cur.fetchone() is not None
+        return await store.get_webhook_delivery(self.pool, delivery_id)
 
     async def step(self, generation_id: UUID, step: Step, progress: int | None = None) -> bool:
-        written = await self._write(
-            "set_step",
-            {"id": generation_id, "step": step, "progress": progress or STEP_PROGRESS[step]},
+        written = await store.set_step(
+            self.pool, generation_id, step, progress or STEP_PROGRESS[step]
         )
         if written and self._traces:
             trace = self._traces.get(generation_id)
@@ -202,22 +166,16 @@ class Lifecycle:
     async def complete(
         self, generation_id: UUID, result_image_url: str, metadata: dict[str, Any]
     ) -> bool:
-        written = await self._write(
-            "complete_generation",
-            {
-                "id": generation_id,
-                "result_image_url": result_image_url,
-                "metadata": Jsonb(metadata),
-            },
+        written = await store.complete_generation(
+            self.pool, generation_id, result_image_url, metadata
         )
         if self._traces:
             self._end_step(generation_id, None, "completed" if written else "superseded")
         return written
 
     async def fail(self, generation_id: UUID, error_code: str, error_message: str) -> bool:
-        written = await self._write(
-            "fail_generation",
-            {"id": generation_id, "error_code": error_code, "error_message": error_message[:4000]},
+        written = await store.fail_generation(
+            self.pool, generation_id, error_code, error_message[:4000]
         )
         if self._traces:
             self._end_step(generation_id, None, "failed" if written else "superseded")
@@ -226,12 +184,4 @@ class Lifecycle:
     async def log(
         self, generation_id: UUID, kind: str, message: str, data: dict[str, Any] | None = None
     ) -> bool:
-        return await self._write(
-            "log_event",
-            {"id": generation_id, "kind": kind, "message": message, "data": Jsonb(data or {})},
-        )
-
-    async def _write(self, name: str, params: dict[str, Any]) -> bool:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(query(name), params)
-            return await cur.fetchone() is not None
+        return await store.log_event(self.pool, generation_id, kind, message, data)

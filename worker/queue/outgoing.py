@@ -22,10 +22,10 @@ from procrastinate.jobs import Job
 from psycopg_pool import AsyncConnectionPool
 from standardwebhooks import Webhook
 
+from worker.core import store
 from worker.core.jsonenc import encode
 from worker.core.models import Generation
 from worker.core.netguard import OutboundPolicy, OutboundRefused
-from worker.core.sqlfiles import query
 from worker.queue.lifecycle import Lifecycle
 
 logger = logging.getLogger(__name__)
@@ -151,5 +151,4 @@ async def _record(
         "error": error,
         "duration_ms": int((time.monotonic() - started) * 1000),
     }
-    async with pool.connection() as conn:
-        await conn.execute(query("record_webhook_attempt"), params)
+    await store.record_webhook_attempt(pool, params)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.sqlfiles import query
+from worker.core import store
 
 
 class RateLimiter:
@@ -20,12 +20,4 @@ class RateLimiter:
         limit = self.per_minute.get(provider)
         if limit is None:
             return 0.0
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(
-                query("acquire_rate"),
-                {"provider": provider, "max_requests": limit, "window_s": self.window_s},
-            )
-            row = await cur.fetchone()
-        assert row is not None
-        granted, wait_s = bool(row[0]), float(row[1])
-        return 0.0 if granted else wait_s
+        return await store.acquire_rate(self.pool, provider, limit, self.window_s)

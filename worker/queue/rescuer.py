@@ -13,7 +13,7 @@ import logging
 from procrastinate.manager import JobManager
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.sqlfiles import query
+from worker.core import store
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,7 @@ async def rescue(
     for job in stalled:
         logger.warning("re-queueing job %s (%s) of a dead worker", job.id, job.task_name)
         await job_manager.retry_job(job)
-    async with pool.connection() as conn:
-        cur = await conn.execute(query("rescue_orphaned_generations"), {"grace_s": grace_s})
-        orphans = await cur.fetchall()
-    for (generation_id,) in orphans:
+    orphans = await store.rescue_orphaned_generations(pool, grace_s)
+    for generation_id in orphans:
         logger.warning("generation %s had no live job; queued it again", generation_id)
     return len(stalled), len(orphans)
