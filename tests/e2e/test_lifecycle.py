@@ -14,6 +14,7 @@ from PIL import Image
 from psycopg_pool import AsyncConnectionPool
 
 from tests.e2e.conftest import Stack
+from tests.factories import insert_generation
 from tests.sse_client import SSEComment, SSEEvent, read_sse
 
 pytestmark = pytest.mark.e2e
@@ -140,14 +141,8 @@ async def test_a_row_inserted_with_plain_sql_completes(
     http: httpx.AsyncClient, pool: AsyncConnectionPool
 ) -> None:
     project_id = await create_project(http)
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt) VALUES (%s, 'typed into psql') RETURNING id",
-            (project_id,),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    done = await wait_for(http, str(row[0]), "completed")
+    generation_id = await insert_generation(pool, uuid.UUID(project_id), prompt="typed into psql")
+    done = await wait_for(http, str(generation_id), "completed")
     assert done["result_image_url"].endswith(".png")
     assert done["attempts"] == 1
 
@@ -171,20 +166,14 @@ async def test_keepalive_comments_on_an_idle_stream(
     http: httpx.AsyncClient, pool: AsyncConnectionPool
 ) -> None:
     project_id = await create_project(http)
-    async with pool.connection() as conn:
-        # A job id of our own: the trigger defers nothing, so the generation stays pending.
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, job_id) VALUES (%s, 'idle', -1) RETURNING id",
-            (project_id,),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    events, comments = await read_for(http, f"/v1/generations/{row[0]}/events", seconds=2.5)
+    # A job id of our own: the trigger defers nothing, so the generation stays pending.
+    generation_id = await insert_generation(pool, uuid.UUID(project_id), prompt="idle", job_id=-1)
+    events, comments = await read_for(http, f"/v1/generations/{generation_id}/events", seconds=2.5)
     assert [e.json()["status"] for e in events] == ["pending"]
     assert len(comments) >= 2
     async with pool.connection() as conn:
         await conn.execute(
-            "UPDATE image_generations SET status = 'cancelled' WHERE id = %s", (row[0],)
+            "UPDATE image_generations SET status = 'cancelled' WHERE id = %s", (generation_id,)
         )
 
 

@@ -22,6 +22,7 @@ from standardwebhooks import Webhook
 from tests.e2e.conftest import OUTGOING_SECRET, Stack
 from tests.e2e.test_lifecycle import create_generation, create_project, stream_events, wait_for
 from tests.emulators.server import serve
+from tests.factories import insert_generation
 from tests.sse_client import SSEEvent, read_sse
 
 pytestmark = pytest.mark.e2e
@@ -262,16 +263,13 @@ async def test_a_provider_callback_finishes_the_generation(
 ) -> None:
     flaky.ready = True
     project_id = await create_project(http)
+    generation_id = await insert_generation(
+        pool, uuid.UUID(project_id), prompt="x", provider="fal", job_id=-1
+    )
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, provider, job_id) VALUES (%s, 'x', 'fal', -1) RETURNING id",
-            (project_id,),
-        )
-        row = await cur.fetchone()
-        assert row is not None
         await conn.execute(
             "UPDATE image_generations SET status = 'processing', provider_job_id = 'job-from-callback' WHERE id = %s",
-            (row[0],),
+            (generation_id,),
         )
     body = json.dumps(
         {
@@ -292,6 +290,6 @@ async def test_a_provider_callback_finishes_the_generation(
     headers["webhook-signature"] = Webhook(INCOMING_SECRET).sign(headers["webhook-id"], now, body)
     response = await http.post("/v1/webhooks/generic", content=body, headers=headers)
     assert response.status_code == 202
-    done = await wait_for(http, str(row[0]), "completed")
+    done = await wait_for(http, str(generation_id), "completed")
     assert done["result_image_url"].endswith(".png")
     assert (done["metadata"]["width"], done["metadata"]["height"]) == (64, 64)

@@ -17,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import Tenant
 from tests.e2e.conftest import free_port
+from tests.factories import create_project, insert_generation
 from tests.sse_client import SSEComment, SSEEvent, read_sse
 
 pytestmark = pytest.mark.e2e
@@ -85,24 +86,13 @@ async def test_sigterm_lets_a_running_job_finish(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'shutdown') RETURNING id",
-            (tenant.workspace_id,),
-        )
-        project = await cur.fetchone()
-        assert project is not None
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt) VALUES (%s, 'slow') RETURNING id",
-            (project[0],),
-        )
-        generation = await cur.fetchone()
-        assert generation is not None
+    project = await create_project(pool, tenant.workspace_id, "shutdown")
+    generation = await insert_generation(pool, project, prompt="slow")
 
     async def status() -> str:
         async with pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT step FROM image_generations WHERE id = %s", (generation[0],)
+                "SELECT step FROM image_generations WHERE id = %s", (generation,)
             )
             row = await cur.fetchone()
             assert row is not None
@@ -136,19 +126,8 @@ async def test_sigterm_ends_open_streams_with_a_retry_hint(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'deploy') RETURNING id",
-            (tenant.workspace_id,),
-        )
-        project = await cur.fetchone()
-        assert project is not None
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, job_id) VALUES (%s, 'idle', -1) RETURNING id",
-            (project[0],),
-        )
-        generation = await cur.fetchone()
-        assert generation is not None
+    project = await create_project(pool, tenant.workspace_id, "deploy")
+    generation = await insert_generation(pool, project, prompt="idle", job_id=-1)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, headers=tenant.headers, timeout=30) as http:
         deadline = time.monotonic() + 20
@@ -161,7 +140,7 @@ async def test_sigterm_ends_open_streams_with_a_retry_hint(
             assert time.monotonic() < deadline, "the API did not start"
             await asyncio.sleep(0.1)
         items: list[SSEEvent | SSEComment] = []
-        async with http.stream("GET", f"/v1/generations/{generation[0]}/events") as response:
+        async with http.stream("GET", f"/v1/generations/{generation}/events") as response:
             async for item in read_sse(response):
                 items.append(item)
                 if len(items) == 1:

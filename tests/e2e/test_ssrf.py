@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.e2e.test_lifecycle import create_project, wait_for
+from tests.factories import insert_generation
 
 pytestmark = pytest.mark.e2e
 
@@ -39,15 +41,10 @@ async def test_a_metadata_source_inserted_with_sql_fails_with_source_unreachable
 ) -> None:
     """Past the API (plain SQL), the worker refuses the address itself, once, for good."""
     project_id = await create_project(http)
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, original_image_url)"
-            " VALUES (%s, 'steal credentials', %s) RETURNING id",
-            (project_id, METADATA_URL),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    failed = await wait_for(http, str(row[0]), "failed")
+    generation_id = await insert_generation(
+        pool, uuid.UUID(project_id), prompt="steal credentials", original_image_url=METADATA_URL
+    )
+    failed = await wait_for(http, str(generation_id), "failed")
     assert failed["error_code"] == "source_unreachable"
     assert failed["error_message"] == (
         "The original image URL is not accessible:"
@@ -60,16 +57,14 @@ async def test_a_webhook_to_a_private_address_is_recorded_once_per_event(
     http: httpx.AsyncClient, pool: AsyncConnectionPool
 ) -> None:
     project_id = await create_project(http)
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, webhook_url,"
-            " webhook_events_filter) VALUES (%s, 'hello', 'http://10.0.0.1/hook', '{completed}')"
-            " RETURNING id",
-            (project_id,),
-        )
-        row = await cur.fetchone()
-    assert row is not None
-    await wait_for(http, str(row[0]), "completed")
+    generation_id = await insert_generation(
+        pool,
+        uuid.UUID(project_id),
+        prompt="hello",
+        webhook_url="http://10.0.0.1/hook",
+        webhook_events_filter=["completed"],
+    )
+    await wait_for(http, str(generation_id), "completed")
     deadline = time.monotonic() + 15
     attempts: list[tuple[int, str]] = []
     while time.monotonic() < deadline and not attempts:
@@ -77,7 +72,7 @@ async def test_a_webhook_to_a_private_address_is_recorded_once_per_event(
         async with pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT attempt, error FROM outgoing_webhook_attempts WHERE generation_id = %s",
-                (row[0],),
+                (generation_id,),
             )
             attempts = [(int(a), str(e)) for a, e in await cur.fetchall()]
     assert attempts == [(1, "refused: 10.0.0.1 is a private address")]
@@ -87,7 +82,7 @@ async def test_a_webhook_to_a_private_address_is_recorded_once_per_event(
             cur = await conn.execute(
                 "SELECT status FROM procrastinate_jobs WHERE task_name = 'deliver_webhook'"
                 " AND args->>'generation_id' = %s::text",
-                (row[0],),
+                (generation_id,),
             )
             statuses = [str(r[0]) for r in await cur.fetchall()]
         await asyncio.sleep(0.1)

@@ -63,6 +63,13 @@ def build_fal_emulator(state: FalState) -> Litestar:
         if scripted is not None:
             raise _Scripted(scripted.status, scripted.body, scripted.headers)
 
+    def checked_job(request: Request[Any, Any, Any], request_id: str) -> FalJob:
+        check(request)
+        job = state.jobs.get(request_id)
+        if job is None:
+            raise HTTPException(status_code=404, detail="Request not found")
+        return job
+
     def urls(app: str, request_id: str) -> dict[str, str]:
         base = f"{state.base_url}/{app}/requests/{request_id}"
         return {
@@ -87,10 +94,7 @@ def build_fal_emulator(state: FalState) -> Litestar:
     async def status(
         request: Request[Any, Any, Any], owner: str, app: str, request_id: str
     ) -> dict[str, Any]:
-        check(request)
-        job = state.jobs.get(request_id)
-        if job is None:
-            raise HTTPException(status_code=404, detail="Request not found")
+        job = checked_job(request, request_id)
         job.polls += 1
         logs = [
             {"message": f"step {i} of 3", "level": "INFO", "timestamp": "2026-01-01T00:00:00"}
@@ -117,10 +121,7 @@ def build_fal_emulator(state: FalState) -> Litestar:
     async def result(
         request: Request[Any, Any, Any], owner: str, app: str, request_id: str
     ) -> dict[str, Any]:
-        check(request)
-        job = state.jobs.get(request_id)
-        if job is None:
-            raise HTTPException(status_code=404, detail="Request not found")
+        job = checked_job(request, request_id)
         size = job.arguments.get("image_size") or {"width": 64, "height": 64}
         return {
             "images": [
@@ -142,10 +143,7 @@ def build_fal_emulator(state: FalState) -> Litestar:
     async def cancel(
         request: Request[Any, Any, Any], owner: str, app: str, request_id: str
     ) -> dict[str, str]:
-        check(request)
-        job = state.jobs.get(request_id)
-        if job is None:
-            raise HTTPException(status_code=404, detail="Request not found")
+        job = checked_job(request, request_id)
         job.cancelled = True
         return {"status": "CANCELLATION_REQUESTED"}
 

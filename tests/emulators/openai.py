@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Litestar, Request, Response, route
-from litestar.datastructures import UploadFile
 from litestar.params import FromPath
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from tests.emulators.recorder import Recorded, Recorder, Scripted
+from tests.emulators.recorder import Recorder, Scripted, read_image, record
 
 # GPT image models served on 2026-12-02 (OpenAI's API reference and model pages).
 SERVED = (
@@ -262,54 +261,17 @@ def _json(
     return Response(body, status_code=status, headers=headers or {}, media_type="application/json")
 
 
-async def _record(request: Request[Any, Any, Any]) -> Recorded:
-    recorded = Recorded(
-        method=request.method,
-        path=request.url.path,
-        headers=dict(request.headers),
-        query=dict(request.query_params),
-    )
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form()
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                recorded.form[name] = {
-                    "filename": value.filename,
-                    "content_type": value.content_type,
-                    "data": await value.read(),
-                }
-            else:
-                recorded.form[name] = value
-    elif request.method == "POST":
-        recorded.body = await request.body()
-        if content_type.startswith("application/json"):
-            recorded.json = await request.json()
-    return recorded
-
-
-def _read_image(part: Any) -> Image.Image | None:
-    if not isinstance(part, dict):
-        return None
-    try:
-        with Image.open(io.BytesIO(part["data"])) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError):
-        return None
-
-
 def _edit(form: dict[str, Any]) -> Response[Any]:
     model = str(form.get("model") or "")
     params = {k: v for k, v in form.items() if not isinstance(v, dict)}
     if (error := _check(model, params)) is not None:
         return _json(*error)
-    source = _read_image(form.get("image", form.get("image[]")))
+    source = read_image(form.get("image", form.get("image[]")))
     if source is None:
         message = "Invalid image file or mode for image 1, please check your image file."
         return _json(400, openai_error(message, param="image", code="invalid_image_file"))
     if "mask" in form:
-        mask = _read_image(form["mask"])
+        mask = read_image(form["mask"])
         if mask is None or mask.format != "PNG" or mask.size != source.size:
             message = "Invalid mask image: it must be a PNG with the same dimensions as the image."
             return _json(400, openai_error(message, param="mask", code="invalid_image"))
@@ -320,7 +282,7 @@ def build_openai_emulator(state: OpenAIState) -> Litestar:
     @route("/{rest:path}", http_method=["GET", "POST"])
     async def dispatch(request: Request[Any, Any, Any], rest: FromPath[str]) -> Response[Any]:
         path = rest.strip("/")
-        recorded = await _record(request)
+        recorded = await record(request)
         state.recorder.requests.append(recorded)
         if request.method == "GET" and (blob := _BLOB.match(path)):
             if (data := state.files.get(blob[1])) is None:

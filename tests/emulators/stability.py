@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Litestar, Request, Response, route
-from litestar.datastructures import UploadFile
 from litestar.params import FromPath
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageFilter
 
-from tests.emulators.recorder import Recorded, Recorder, Scripted
+from tests.emulators.recorder import Recorded, Recorder, Scripted, read_image, record
 
 GENERATE = "v2beta/stable-image/generate/"
 INPAINT = "v2beta/stable-image/edit/inpaint"
@@ -134,40 +133,6 @@ def _size(ratio: str) -> tuple[int, int]:
     return max(64, round(w * scale / 64) * 64), max(64, round(h * scale / 64) * 64)
 
 
-def _open(part: Any) -> Image.Image | None:
-    if not isinstance(part, dict):
-        return None
-    try:
-        with Image.open(io.BytesIO(part["data"])) as picture:
-            picture.load()
-            return picture
-    except (UnidentifiedImageError, OSError):
-        return None
-
-
-async def _record(request: Request[Any, Any, Any]) -> Recorded:
-    recorded = Recorded(
-        method=request.method,
-        path=request.url.path,
-        headers=dict(request.headers),
-        query=dict(request.query_params),
-    )
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form()
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                recorded.form[name] = {
-                    "filename": value.filename,
-                    "content_type": value.content_type,
-                    "data": await value.read(),
-                }
-            else:
-                recorded.form[name] = value
-    else:
-        recorded.body = await request.body()
-    return recorded
-
-
 def _validate(target: str, form: dict[str, Any]) -> str | None:
     """Why the API would refuse this form (its `errors` entry), or None."""
     prompt = form.get("prompt")
@@ -212,12 +177,12 @@ def _error(status: int, name: str, *errors: str) -> Response[Any]:
 
 def _answer(state: StabilityState, target: str, form: dict[str, Any], as_json: bool) -> Scripted:
     if target == "inpaint" or "image" in form:
-        source = _open(form.get("image"))
+        source = read_image(form.get("image"))
         if source is None:
             raise _Refusal(400, "bad_request", "image: cannot be decoded")
         size = source.size
         if target == "inpaint" and "mask" in form:
-            mask = _open(form["mask"])
+            mask = read_image(form["mask"])
             if mask is None or mask.size != source.size:
                 raise _Refusal(400, "bad_request", "mask: must be an image the size of image")
     else:
@@ -232,7 +197,7 @@ def build_stability_emulator(state: StabilityState) -> Litestar:
     @route("/{rest:path}", http_method=["GET", "POST"])
     async def dispatch(request: Request[Any, Any, Any], rest: FromPath[str]) -> Response[Any]:
         path = rest.strip("/")
-        recorded = await _record(request)
+        recorded = await record(request)
         state.recorder.requests.append(recorded)
         if path.startswith(GENERATE) and path.removeprefix(GENERATE) in ENDPOINTS:
             target = path.removeprefix(GENERATE)

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
+
+from tests.factories import insert_generation
 
 FAST_RESCUE = {
     "WORKER_HEARTBEAT_S": "1",
@@ -22,6 +25,7 @@ FAST_RESCUE = {
     "RESCUE_GRACE_S": "5",
     "RESCUE_CRON": "* * * * * */2",
 }
+SMALL = Jsonb({"size": "64x64"})
 
 
 class Workers:
@@ -78,13 +82,10 @@ class Ledger:
     async def create(self, count: int, prompt: str = "fault") -> list[uuid.UUID]:
         async with self.pool.connection() as conn:
             for i in range(count):
-                cur = await conn.execute(
-                    'INSERT INTO image_generations (project_id, prompt, prompt_spec) VALUES (%s, %s, \'{"size": "64x64"}\') RETURNING id',
-                    (self.project_id, f"{prompt} {i}"),
+                generation = await insert_generation(
+                    conn, self.project_id, prompt=f"{prompt} {i}", prompt_spec=SMALL
                 )
-                row = await cur.fetchone()
-                assert row is not None
-                self.ids.append(row[0])
+                self.ids.append(generation)
         return self.ids[-count:]
 
     async def statuses(self) -> dict[uuid.UUID, str]:

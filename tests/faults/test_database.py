@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from tests.e2e.conftest import free_port
+from tests.factories import create_project
 from tests.faults.conftest import FAST_RESCUE, Ledger
 from tests.sse_client import SSEEvent, read_sse
 from worker.core.apikeys import create_api_key
@@ -83,13 +84,7 @@ async def test_postgres_restart_under_load(server: Server, tmp_path: Path) -> No
     workspace = uuid.uuid4()
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         key = await create_api_key(conn, workspace)
-        cur = await conn.execute(
-            "INSERT INTO projects (workspace_id, name) VALUES (%s, 'outage') RETURNING id",
-            (workspace,),
-        )
-        row = await cur.fetchone()
-        assert row is not None
-        project_id = row[0]
+        project_id = await create_project(conn, workspace, "outage")
     port = free_port()
     env = {
         **os.environ,

@@ -35,10 +35,7 @@ async def test_plain_insert_defers_its_job_in_the_same_transaction(
 ) -> None:
     async with pool.connection() as observer:
         async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO image_generations (project_id, prompt) VALUES (%s, 'a red fox')",
-                (project_id,),
-            )
+            await insert_generation(conn, project_id, prompt="a red fox")
             row = await (
                 await conn.execute(
                     "SELECT id, job_id FROM image_generations WHERE project_id = %s", (project_id,)
