@@ -68,6 +68,15 @@ class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True):
     metadata: Annotated[dict[str, Any], Meta(max_length=50)] = {}
 
 
+class Regenerate(msgspec.Struct, forbid_unknown_fields=True):
+    """What a regenerate changes; every field left out is kept from the generation."""
+
+    prompt: PromptText | None = None
+    prompt_spec: PromptSpec | None = None
+    provider: Provider | None = None
+    model: Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
+
+
 def metadata_problem(value: Any, path: str = "metadata", depth: int = 0) -> tuple[str, str] | None:
     """(field, message) for the first part of `metadata` over its limits, or None."""
     if depth > METADATA_DEPTH_MAX:

@@ -168,6 +168,27 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_error_resolution(text)
+CREATE FUNCTION imagejobs_error_resolution(code text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE code
+        WHEN 'not_found' THEN 'Verify the image id is correct.'
+        WHEN 'source_unreachable' THEN 'Check that the image was uploaded successfully to storage and that its URL is public.'
+        WHEN 'no_result' THEN 'This may be due to content safety filters or invalid input. Check the prompt and image content.'
+        WHEN 'content_policy' THEN 'Try a different prompt: the provider''s safety system refused this one.'
+        WHEN 'result_unreachable' THEN 'This is usually temporary. Retry the processing.'
+        WHEN 'provider_error' THEN 'Check logs for more details. May be due to API rate limits or service issues; retry in a few minutes.'
+        WHEN 'timeout' THEN 'The job took too long or its worker stopped repeatedly. Retry it; if it keeps timing out, try a smaller size or another model.'
+        WHEN 'mask_missing' THEN 'Provide a valid base64-encoded mask image.'
+        WHEN 'mask_invalid' THEN 'Ensure the mask follows the format data:image/png;base64,{base64data}.'
+        WHEN 'source_unreadable' THEN 'Ensure the source image is a valid PNG, JPEG or WebP file within the size limit.'
+        WHEN 'storage_error' THEN 'This is usually temporary. Retry the processing; if it keeps failing, check that the storage bucket exists and accepts uploads.'
+        WHEN 'cancelled' THEN 'Retry or regenerate to run it again.'
+        WHEN 'model_unavailable' THEN 'Choose another model: GET /v1/models lists what each provider serves.'
+    END
+    $$;
+
 -- FUNCTION imagejobs_events_notify()
 CREATE FUNCTION imagejobs_events_notify() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -212,6 +233,26 @@ BEGIN
         END IF;
     END IF;
     RETURN NULL;
+END;
+$$;
+
+-- FUNCTION imagejobs_generations_assign_version()
+CREATE FUNCTION imagejobs_generations_assign_version() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.parent_id IS NULL THEN
+        NEW.version := 1;
+        RETURN NEW;
+    END IF;
+    -- One writer per history at a time; the next statement's snapshot sees the previous one's row.
+    PERFORM pg_advisory_xact_lock(hashtextextended('imagejobs.versions:' || NEW.parent_id::text, 0));
+    NEW.version := coalesce((
+        SELECT max(version) FROM image_generations
+        WHERE id = NEW.parent_id OR parent_id = NEW.parent_id
+    ), 1) + 1;
+    RETURN NEW;
 END;
 $$;
 
@@ -279,7 +320,7 @@ BEGIN
         IF NOT (
             (OLD.status = 'pending' AND NEW.status IN ('processing', 'failed', 'cancelled'))
             OR (OLD.status = 'processing' AND NEW.status IN ('completed', 'failed', 'cancelled', 'pending'))
-            OR (OLD.status = 'failed' AND NEW.status = 'pending')
+            OR (OLD.status IN ('failed', 'cancelled') AND NEW.status = 'pending')
         ) THEN
             RAISE check_violation USING
                 MESSAGE = format('invalid status transition %s -> %s', OLD.status, NEW.status),
@@ -295,10 +336,16 @@ BEGIN
             NEW.error_code := NULL;
             NEW.error_message := NULL;
             NEW.result_image_url := NULL;
+            NEW.thumbnail_url := NULL;
             NEW.finished_at := NULL;
             NEW.provider_job_id := NULL;
-            IF OLD.status = 'failed' AND NEW.job_id IS NOT DISTINCT FROM OLD.job_id THEN
-                NEW.job_id := imagejobs_defer_generation(NEW.id, imagejobs_task_for(NEW.edit_mode));
+            IF OLD.status IN ('failed', 'cancelled') THEN
+                -- A retry: a fresh attempt budget and, unless the writer brought one, a new job.
+                NEW.attempts := 0;
+                NEW.started_at := NULL;
+                IF NEW.job_id IS NOT DISTINCT FROM OLD.job_id THEN
+                    NEW.job_id := imagejobs_defer_generation(NEW.id, imagejobs_task_for(NEW.edit_mode));
+                END IF;
             END IF;
         WHEN 'completed' THEN
             NEW.step := 'completed';
@@ -420,22 +467,54 @@ BEGIN
         RETURN NULL;
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.status = OLD.status
-       AND NEW.result_image_url IS NOT DISTINCT FROM OLD.result_image_url THEN
+       AND NEW.result_image_url IS NOT DISTINCT FROM OLD.result_image_url
+       AND NEW.thumbnail_url IS NOT DISTINCT FROM OLD.thumbnail_url THEN
         RETURN NULL;
     END IF;
     _patch := jsonb_build_object(
-        'imageUrl', NEW.result_image_url,
-        'status', NEW.status,
-        'error', NEW.error_message,
+        'status', imagejobs_node_status(NEW.status),
         'generationId', NEW.id,
+        'version', NEW.version,
+        'error', CASE WHEN NEW.status IN ('failed', 'cancelled') THEN jsonb_build_object(
+            'code', NEW.error_code,
+            'message', NEW.error_message,
+            'resolution', NEW.error_resolution
+        ) END,
         'updatedAt', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
     );
+    -- The image changes only when a result lands; until then the node keeps its last good one.
+    IF NEW.status = 'completed' THEN
+        _patch := _patch || jsonb_build_object(
+            'imageUrl', NEW.result_image_url, 'thumbnailUrl', NEW.thumbnail_url
+        );
+    END IF;
+    -- A new generation becomes the node's current one; a change of any other generation lands
+    -- only while it is still current (or the current one is gone). The check runs on the locked
+    -- row (ON CONFLICT ... WHERE), so it cannot interleave with a newer generation's insert.
     INSERT INTO workflow_nodes (id, workflow_id, workspace_id, node_type, node_data)
-    VALUES (NEW.node_id, NEW.workflow_id, NEW.workspace_id, 'image', _patch)
+    VALUES (NEW.node_id, NEW.workflow_id, NEW.workspace_id, 'image_generation', _patch)
     ON CONFLICT (workflow_id, id) DO UPDATE
         SET node_data = workflow_nodes.node_data || excluded.node_data,
             updated_at = now()
-        WHERE workflow_nodes.workspace_id IS NOT DISTINCT FROM excluded.workspace_id;
+        WHERE workflow_nodes.workspace_id IS NOT DISTINCT FROM excluded.workspace_id
+          AND (
+              TG_OP = 'INSERT'
+              OR workflow_nodes.node_data->>'generationId' IS NULL
+              OR workflow_nodes.node_data->>'generationId' = NEW.id::text
+              OR NOT EXISTS (
+                  SELECT 1 FROM image_generations current
+                  WHERE current.id = imagejobs_uuid_or_null(workflow_nodes.node_data->>'generationId')
+              )
+          );
+    IF TG_OP = 'INSERT' AND NEW.status IN ('pending', 'processing') THEN
+        -- The newer generation supersedes older unfinished work on the node, provider work
+        -- included (the cancel trigger asks the provider to stop).
+        UPDATE image_generations
+        SET status = 'cancelled', error_message = format('Superseded by generation %s on node %s', NEW.id, NEW.node_id)
+        WHERE workflow_id = NEW.workflow_id AND node_id = NEW.node_id
+          AND workspace_id = NEW.workspace_id AND id <> NEW.id
+          AND status IN ('pending', 'processing');
+    END IF;
     RETURN NULL;
 END;
 $$;
@@ -529,6 +608,18 @@ CREATE FUNCTION imagejobs_member_workspaces() RETURNS SETOF uuid
     AS $$
     SELECT workspace_id FROM workspace_members WHERE user_id = auth.uid()
 $$;
+
+-- FUNCTION imagejobs_node_status(text)
+CREATE FUNCTION imagejobs_node_status(status text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE status
+        WHEN 'pending' THEN 'pending'
+        WHEN 'processing' THEN 'running'
+        WHEN 'completed' THEN 'completed'
+        ELSE 'error'
+    END
+    $$;
 
 -- FUNCTION imagejobs_project_status(integer, integer, integer, integer)
 CREATE FUNCTION imagejobs_project_status(pending integer, processing integer, completed integer, failed integer) RETURNS text
@@ -649,6 +740,14 @@ CREATE FUNCTION imagejobs_task_for(edit_mode text) RETURNS text
     AS $$
     SELECT CASE WHEN edit_mode IS NOT NULL THEN 'edit_image' ELSE 'generate_image' END
 $$;
+
+-- FUNCTION imagejobs_uuid_or_null(text)
+CREATE FUNCTION imagejobs_uuid_or_null(value text) RETURNS uuid
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    SELECT CASE WHEN value ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                THEN value::uuid END
+    $_$;
 
 -- TABLE image_events
 CREATE TABLE image_events (
@@ -794,6 +893,8 @@ CREATE TABLE image_generations (
     edit_mode text,
     mask_url text,
     edited_from uuid,
+    thumbnail_url text,
+    error_resolution text GENERATED ALWAYS AS (imagejobs_error_resolution(error_code)) STORED,
     CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
     CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
@@ -808,6 +909,7 @@ CREATE TABLE image_generations (
     CONSTRAINT image_generations_prompt_spec_check CHECK ((jsonb_typeof(prompt_spec) = 'object'::text)),
     CONSTRAINT image_generations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
     CONSTRAINT image_generations_step_check CHECK ((step = ANY (ARRAY['queued'::text, 'fetching'::text, 'uploading'::text, 'preparing'::text, 'processing'::text, 'saving'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT image_generations_thumbnail_url_http CHECK (imagejobs_is_http_url(thumbnail_url)),
     CONSTRAINT image_generations_urls_http CHECK ((imagejobs_is_http_url(original_image_url) AND imagejobs_is_http_url(result_image_url) AND imagejobs_is_http_url(webhook_url))),
     CONSTRAINT image_generations_version_check CHECK ((version >= 1)),
     CONSTRAINT image_generations_webhook_events_filter_check CHECK ((webhook_events_filter <@ ARRAY['start'::text, 'progress'::text, 'completed'::text]))
@@ -950,7 +1052,7 @@ CREATE TABLE workflow_nodes (
     id text NOT NULL,
     workflow_id uuid NOT NULL,
     workspace_id uuid,
-    node_type text DEFAULT 'image'::text NOT NULL,
+    node_type text DEFAULT 'image_generation'::text NOT NULL,
     node_data jsonb DEFAULT '{}'::jsonb NOT NULL,
     "position" jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -1058,6 +1160,9 @@ CREATE UNIQUE INDEX image_generations_idempotency_idx ON image_generations USING
 -- INDEX image_generations_job_idx
 CREATE INDEX image_generations_job_idx ON image_generations USING btree (job_id) WHERE (job_id IS NOT NULL);
 
+-- INDEX image_generations_node_idx
+CREATE INDEX image_generations_node_idx ON image_generations USING btree (workflow_id, node_id) WHERE (node_id IS NOT NULL);
+
 -- INDEX image_generations_parent_idx
 CREATE INDEX image_generations_parent_idx ON image_generations USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
@@ -1069,6 +1174,9 @@ CREATE INDEX image_generations_provider_job_id_idx ON image_generations USING bt
 
 -- INDEX image_generations_provider_job_idx
 CREATE INDEX image_generations_provider_job_idx ON image_generations USING btree (provider, provider_job_id) WHERE (provider_job_id IS NOT NULL);
+
+-- INDEX image_generations_root_version_key
+CREATE UNIQUE INDEX image_generations_root_version_key ON image_generations USING btree (COALESCE(parent_id, id), version);
 
 -- INDEX image_generations_workspace_created_idx
 CREATE INDEX image_generations_workspace_created_idx ON image_generations USING btree (workspace_id, created_at DESC, id DESC);
@@ -1093,6 +1201,9 @@ CREATE INDEX workspace_members_user_idx ON workspace_members USING btree (user_i
 
 -- TRIGGER image_events image_events_notify
 CREATE TRIGGER image_events_notify AFTER INSERT ON image_events FOR EACH ROW EXECUTE FUNCTION imagejobs_events_notify();
+
+-- TRIGGER image_generations image_generations_assign_version
+CREATE TRIGGER image_generations_assign_version BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_assign_version();
 
 -- TRIGGER image_generations image_generations_before_insert
 CREATE TRIGGER image_generations_before_insert BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_before_insert();

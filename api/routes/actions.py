@@ -1,4 +1,5 @@
-"""What a team does with a generation after creating it: cancel, retry, edit, list versions.
+"""What a team does with a generation after creating it: cancel, retry, regenerate, edit, list
+versions.
 
 Each is one conditional UPDATE or INSERT: the triggers cancel or defer the jobs, so the same
 works from psql (`UPDATE image_generations SET status = 'cancelled' ...`).
@@ -17,15 +18,17 @@ from litestar.exceptions import HTTPException
 from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 from msgspec import Meta
+from psycopg import errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
-from api.deps import PoolDep, StorageDep
+from api.deps import CatalogueDep, PoolDep, StorageDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.masks import decode_mask
-from api.routes.generations import fetch_generation
-from api.schemas import NO_NUL, GenerationList
+from api.problems import InvalidField
+from api.routes.generations import check_provider, constraint_error, fetch_generation
+from api.schemas import NO_NUL, GenerationList, Regenerate
 from worker.core import store
 from worker.core.models import Generation
 
@@ -69,7 +72,8 @@ class GenerationActions(Controller):
 
     @post(
         "/retry",
-        summary="Run a failed generation again",
+        summary="Run a failed, timed-out or cancelled generation again",
+        description="Back to pending with a fresh attempt budget: the provider is called again.",
         status_code=200,
         middleware=[CreationRateLimit],
         raises=[TooManyRequests],
@@ -78,6 +82,54 @@ class GenerationActions(Controller):
         self, generation_id: FromPath[UUID], request: Request[Principal, Any, Any], pool: PoolDep
     ) -> Generation:
         return await cancel_or_retry(pool, "retried", generation_id, request.user)
+
+    @post(
+        "/regenerate",
+        summary="Make the next version of the generation's history, on the same node",
+        description="Runs the generation again as a new version of the same root (optionally "
+        "with a new `prompt`, `prompt_spec`, `provider` or `model`; what is left out is kept). "
+        "On a canvas node it supersedes older pending or processing work there: those are "
+        "cancelled, provider work included.",
+        status_code=HTTP_201_CREATED,
+        middleware=[CreationRateLimit],
+        raises=[TooManyRequests],
+    )
+    async def regenerate(
+        self,
+        generation_id: FromPath[UUID],
+        request: Request[Principal, Any, Any],
+        pool: PoolDep,
+        catalogue: CatalogueDep,
+        data: JSONBody[Regenerate | None] = None,
+    ) -> Response[Generation]:
+        changes = data or Regenerate()
+        if changes.provider is not None:
+            await check_provider(catalogue, changes.provider)
+        principal = request.user
+        spec = msgspec.to_builtins(changes.prompt_spec) if changes.prompt_spec else None
+        if spec is not None and changes.prompt is None and not spec.get("base_prompt"):
+            raise InvalidField("prompt", "a new prompt_spec needs a base_prompt or a prompt")
+        params = {
+            "id": generation_id,
+            "workspace_id": principal.workspace_id,
+            "user_id": principal.user_id,
+            "prompt": changes.prompt,
+            "prompt_spec": None if spec is None else Jsonb(spec),
+            "provider": changes.provider,
+            "model": changes.model,
+        }
+        try:
+            created = await store.insert_regeneration(pool, params)
+        except (errors.IntegrityError, errors.DataError) as exc:
+            raise constraint_error(exc) from exc
+        if created is None:
+            await fetch_generation(pool, generation_id, principal.workspace_id)
+            raise conflict("the generation changed while it was being regenerated")
+        return Response(
+            created,
+            status_code=HTTP_201_CREATED,
+            headers={"Location": f"/v1/generations/{created.id}"},
+        )
 
     @get("/versions", summary="The edit history the generation belongs to, oldest first")
     async def versions(

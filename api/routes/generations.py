@@ -110,7 +110,7 @@ async def deprecation_headers(catalogue: Catalogue, generation: Generation) -> d
     return headers
 
 
-def _constraint_error(exc: psycopg.Error) -> InvalidField:
+def constraint_error(exc: psycopg.Error) -> InvalidField:
     diag = exc.diag
     if diag.constraint_name == "models_shutdown":
         return InvalidField("model", diag.message_primary or "the model was shut down")
@@ -183,7 +183,7 @@ class GenerationController(Controller):
                     raise
                 return Response(existing, status_code=HTTP_200_OK)
             except (errors.IntegrityError, errors.DataError) as exc:
-                raise _constraint_error(exc) from exc
+                raise constraint_error(exc) from exc
         return Response(
             created,
             status_code=HTTP_201_CREATED,

@@ -92,8 +92,10 @@ WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status IN ('pending', 
 RETURNING *;
 
 -- name: retry_generation
+-- Failed (timed-out included) or cancelled -> pending: the trigger resets the attempt budget
+-- and defers a new job.
 UPDATE image_generations SET status = 'pending'
-WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'failed'
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status IN ('failed', 'cancelled')
 RETURNING *;
 
 -- name: list_versions
@@ -114,12 +116,38 @@ INSERT INTO image_generations (
 )
 SELECT workspace_id, %(user_id)s, project_id, %(prompt)s, prompt_spec, provider, model,
        result_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
-       (SELECT max(version) + 1 FROM image_generations h
-         WHERE h.id = coalesce(g.parent_id, g.id) OR h.parent_id = coalesce(g.parent_id, g.id)),
+       1,  -- the version trigger numbers it within its history, under a lock
        coalesce(parent_id, id),
        %(metadata)s, %(edit_mode)s, id
 FROM image_generations g
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'completed'
+RETURNING *;
+
+-- name: insert_regeneration
+-- The next version of the generation's history, on the same node: its inputs, with the prompt,
+-- spec, provider or model the request changes (NULL keeps). A new spec without a prompt gets
+-- its prompt composed by the insert trigger; a new provider without a model, its default. The
+-- node trigger then cancels older unfinished work on the node.
+INSERT INTO image_generations (
+    workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
+    node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
+    edit_mode, mask_url, edited_from
+)
+SELECT workspace_id, %(user_id)s, project_id,
+       CASE WHEN %(prompt)s::text IS NOT NULL THEN %(prompt)s::text
+            WHEN %(prompt_spec)s::jsonb IS NOT NULL THEN NULL
+            ELSE prompt END,
+       coalesce(%(prompt_spec)s::jsonb, prompt_spec),
+       coalesce(%(provider)s::text, provider),
+       CASE WHEN %(model)s::text IS NOT NULL THEN %(model)s::text
+            WHEN %(provider)s::text IS DISTINCT FROM provider AND %(provider)s::text IS NOT NULL THEN ''
+            ELSE model END,
+       original_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
+       1, coalesce(parent_id, id),
+       (metadata - 'model') || jsonb_build_object('regeneratedFrom', id::text),
+       edit_mode, mask_url, edited_from
+FROM image_generations
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s
 RETURNING *;
 
 -- name: set_mask_url
@@ -131,9 +159,22 @@ RETURNING *;
 SELECT * FROM image_generations WHERE provider_job_id = %(provider_job_id)s
 ORDER BY created_at DESC LIMIT 1;
 
+-- name: give_up_on_exhausted_generations
+-- Unfinished generations out of attempts whose job died with its worker (or is gone): failed
+-- with `timeout` instead of run again; the status event carries the message.
+UPDATE image_generations g
+SET status = 'failed', error_code = 'timeout',
+    error_message = format('Gave up after %%s attempts: the worker running it stopped each time', g.attempts)
+WHERE g.status IN ('pending', 'processing') AND g.attempts >= %(max_attempts)s
+  AND (g.job_id = ANY (%(stalled_job_ids)s::bigint[])
+       OR (g.updated_at < now() - make_interval(secs => %(grace_s)s)
+           AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
+                           WHERE j.id = g.job_id AND j.status IN ('todo', 'doing'))))
+RETURNING g.id;
+
 -- name: rescue_orphaned_generations
 -- Pending or processing generations whose job is gone (deleted, failed outside our control,
--- cancelled by hand): give them a new job. The attempt limit is enforced when it runs.
+-- cancelled by hand): give them a new job. Those out of attempts were failed just before.
 WITH orphans AS (
     SELECT g.id FROM image_generations g
     LEFT JOIN procrastinate_jobs j ON j.id = g.job_id

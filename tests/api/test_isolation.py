@@ -304,7 +304,7 @@ async def test_a_workflow_stream_ignores_another_workspace_using_the_same_workfl
         await advance(pool, a.generations[-1], status="cancelled")
         await wait_until(
             lambda: any(
-                n["node_data"].get("status") == "cancelled"
+                n["node_data"].get("status") == "error"
                 for batch in stream.data("node")
                 for n in batch["nodes"]
             ),

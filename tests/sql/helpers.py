@@ -27,7 +27,7 @@ LEGAL: dict[str, tuple[str, ...]] = {
     "processing": ("completed", "failed", "cancelled", "pending"),
     "failed": ("pending",),
     "completed": (),
-    "cancelled": (),
+    "cancelled": ("pending",),
 }
 
 # How a freshly inserted (pending) generation reaches each status through legal transitions.

@@ -37,6 +37,34 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.MODEL_UNAVAILABLE: "The provider does not serve this model",
 }
 
+# What a user can do about each failure: the status document's resolutions where it gives one.
+# The database computes `error_resolution` from the same table (imagejobs_error_resolution in
+# sql/migrations/016_canvas.sql); a test holds the two equal.
+RESOLUTIONS: dict[ErrorCode, str] = {
+    ErrorCode.NOT_FOUND: "Verify the image id is correct.",
+    ErrorCode.SOURCE_UNREACHABLE: "Check that the image was uploaded successfully to storage"
+    " and that its URL is public.",
+    ErrorCode.NO_RESULT: "This may be due to content safety filters or invalid input."
+    " Check the prompt and image content.",
+    ErrorCode.CONTENT_POLICY: "Try a different prompt: the provider's safety system refused"
+    " this one.",
+    ErrorCode.RESULT_UNREACHABLE: "This is usually temporary. Retry the processing.",
+    ErrorCode.PROVIDER_ERROR: "Check logs for more details. May be due to API rate limits or"
+    " service issues; retry in a few minutes.",
+    ErrorCode.TIMEOUT: "The job took too long or its worker stopped repeatedly. Retry it; if it"
+    " keeps timing out, try a smaller size or another model.",
+    ErrorCode.MASK_MISSING: "Provide a valid base64-encoded mask image.",
+    ErrorCode.MASK_INVALID: "Ensure the mask follows the format"
+    " data:image/png;base64,{base64data}.",
+    ErrorCode.SOURCE_UNREADABLE: "Ensure the source image is a valid PNG, JPEG or WebP file"
+    " within the size limit.",
+    ErrorCode.STORAGE_ERROR: "This is usually temporary. Retry the processing; if it keeps"
+    " failing, check that the storage bucket exists and accepts uploads.",
+    ErrorCode.CANCELLED: "Retry or regenerate to run it again.",
+    ErrorCode.MODEL_UNAVAILABLE: "Choose another model: GET /v1/models lists what each provider"
+    " serves.",
+}
+
 # Transient failures: the job is retried with backoff, at most MAX_ATTEMPTS runs in all.
 RETRYABLE: frozenset[ErrorCode] = frozenset(
     {ErrorCode.PROVIDER_ERROR, ErrorCode.RESULT_UNREACHABLE}

@@ -84,6 +84,10 @@ class Generation(msgspec.Struct, kw_only=True):
     edit_mode: Literal["add", "remove"] | None = None
     mask_url: str | None = None
     edited_from: UUID | None = None
+    # A small preview stored beside the result (longest side 256 px).
+    thumbnail_url: str | None = None
+    # What to do about `error_code` (computed by the database from the catalogue).
+    error_resolution: str | None = None
 
 
 class ImageEvent(msgspec.Struct, kw_only=True):

@@ -9,7 +9,7 @@ rest have a typed function, grouped by table as sql/queries/ is.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
@@ -160,7 +160,8 @@ async def cancel_generation(db: Db, generation_id: UUID, workspace_id: UUID) -> 
 
 
 async def retry_generation(db: Db, generation_id: UUID, workspace_id: UUID) -> Generation | None:
-    """failed → pending (the trigger defers a new job); None when not retryable."""
+    """failed or cancelled → pending with a fresh attempt budget (the trigger defers a new job);
+    None when not retryable."""
     return await fetch_one(
         db, "retry_generation", Generation, {"id": generation_id, "workspace_id": workspace_id}
     )
@@ -175,6 +176,12 @@ async def list_versions(db: Db, generation_id: UUID, workspace_id: UUID) -> list
 async def insert_edit(db: Db, params: Mapping[str, Any]) -> Generation | None:
     """The next version of a completed generation; None when it is no longer completed."""
     return await fetch_one(db, "insert_edit", Generation, params)
+
+
+async def insert_regeneration(db: Db, params: Mapping[str, Any]) -> Generation | None:
+    """The next version of a generation's history on its node; None when there is no such
+    generation in the workspace."""
+    return await fetch_one(db, "insert_regeneration", Generation, params)
 
 
 async def set_mask_url(db: Db, generation_id: UUID, mask_url: str) -> Generation | None:
@@ -266,6 +273,23 @@ async def find_by_provider_job(db: Db, provider_job_id: str | None) -> Generatio
     return await fetch_one(
         db, "find_by_provider_job", Generation, {"provider_job_id": provider_job_id}
     )
+
+
+async def give_up_on_exhausted_generations(
+    db: Db, stalled_job_ids: Sequence[int], grace_s: float, max_attempts: int
+) -> list[UUID]:
+    """Fails with `timeout` the unfinished generations out of attempts whose job is stalled or
+    gone; their ids."""
+    rows = await fetch_rows(
+        db,
+        "give_up_on_exhausted_generations",
+        {
+            "stalled_job_ids": list(stalled_job_ids),
+            "grace_s": grace_s,
+            "max_attempts": max_attempts,
+        },
+    )
+    return [row[0] for row in rows]
 
 
 async def rescue_orphaned_generations(db: Db, grace_s: float) -> list[UUID]:

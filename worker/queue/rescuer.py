@@ -3,7 +3,8 @@
 procrastinate notices dead workers (stale heartbeats) but re-queues nothing by itself. Once a
 minute, on one worker (a periodic task), this re-queues the `doing` jobs of workers silent for
 RESCUE_STALE_S, and gives a new job to pending/processing generations whose job is gone. A job
-that runs again counts an attempt; past MAX_ATTEMPTS the pipeline fails it with `timeout`.
+that runs again counts an attempt: a generation that has used MAX_ATTEMPTS is failed here with
+`timeout` instead (the generate and edit tasks alike), and its status event says why.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from procrastinate.manager import JobManager
 from psycopg_pool import AsyncConnectionPool
 
 from worker.core import store
+from worker.core.errors import MAX_ATTEMPTS
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,15 @@ async def rescue(
 ) -> tuple[int, int]:
     """Returns (jobs re-queued, generations given a new job)."""
     stalled = list(await job_manager.get_stalled_jobs(seconds_since_heartbeat=stale_s))
+    exhausted = await store.give_up_on_exhausted_generations(
+        pool, [job.id for job in stalled if job.id is not None], grace_s, MAX_ATTEMPTS
+    )
+    for generation_id in exhausted:
+        logger.warning(
+            "generation %s gave up after %s attempts: its worker stopped each time",
+            generation_id,
+            MAX_ATTEMPTS,
+        )
     for job in stalled:
         logger.warning("re-queueing job %s (%s) of a dead worker", job.id, job.task_name)
         await job_manager.retry_job(job)
