@@ -255,7 +255,21 @@ async def test_retry_of_a_failed_generation_completes(
     retried = await http.post(f"/v1/generations/{generation['id']}/retry")
     assert retried.status_code == 200
     done = await wait_for(http, generation["id"], "completed")
-    assert done["attempts"] == 2
+    assert done["attempts"] == 1  # a retry starts a fresh attempt budget
+
+
+async def test_a_cancelled_generation_runs_again_on_retry(http: httpx.AsyncClient) -> None:
+    project_id = await create_project(http)
+    generation = await create_generation(http, project_id, "cancelled, then wanted after all")
+    await wait_for(http, generation["id"], "processing")
+    assert (await http.post(f"/v1/generations/{generation['id']}/cancel")).status_code == 200
+    retried = await http.post(f"/v1/generations/{generation['id']}/retry")
+    assert retried.status_code == 200, retried.text
+    assert (retried.json()["status"], retried.json()["attempts"]) == ("pending", 0)
+    done = await wait_for(http, generation["id"], "completed")
+    assert done["result_image_url"] and done["attempts"] == 1
+    project = (await http.get(f"/v1/projects/{project_id}")).json()
+    assert (project["completed_count"], project["cancelled_count"]) == (1, 0)
 
 
 async def test_a_provider_callback_finishes_the_generation(

@@ -16,7 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.factories import insert_generation
 from tests.worker.conftest import event_trail, generation_row, make_runtime
-from worker.core.errors import ErrorCode, GenerationError
+from worker.core import store
+from worker.core.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.local import LocalProvider
 from worker.queue.pipeline import run_generation
@@ -298,3 +299,64 @@ async def test_a_model_the_provider_does_not_serve_fails_at_once_naming_what_to_
     message = str(row["error_message"])
     assert message.startswith("The provider does not serve this model: 'pillow-v0'")
     assert message.endswith("use 'pillow-v1' instead")
+
+
+class RecoveringProvider(LocalProvider):
+    """Fails transiently `failures` times (a provider outage), then renders for real."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(delay_ms=0)
+        self.failures = failures
+        self.calls = 0
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise GenerationError(ErrorCode.PROVIDER_ERROR, "503 from the provider")
+        return await super().generate(request)
+
+
+async def test_a_generation_that_gave_up_after_three_transient_attempts_completes_on_retry(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, storage_dir: Path
+) -> None:
+    """Issue 15's reproduction: the retry used to fail at once with `timeout` "Gave up after 3
+    attempts" without calling the provider, because `attempts` was never reset."""
+    generation_id = await insert_generation(pool, project_id)
+    provider = RecoveringProvider(failures=MAX_ATTEMPTS)
+    runtime = make_runtime(pool, storage_dir, {"local": provider})
+    for attempt in range(1, MAX_ATTEMPTS):
+        with pytest.raises(GenerationError):
+            await run_generation(runtime, generation_id, attempt=attempt)
+    await run_generation(runtime, generation_id, attempt=MAX_ATTEMPTS)
+    failed = await generation_row(pool, generation_id)
+    assert (failed["status"], failed["attempts"]) == ("failed", MAX_ATTEMPTS)
+
+    retried = await store.retry_generation(
+        pool, generation_id, uuid.UUID(str(failed["workspace_id"]))
+    )
+    assert retried is not None and retried.attempts == 0
+    await run_generation(runtime, generation_id, attempt=1)  # the new job's first run
+    row = await generation_row(pool, generation_id)
+    assert (row["status"], row["attempts"], row["error_code"]) == ("completed", 1, None)
+    assert provider.calls == MAX_ATTEMPTS + 1
+
+
+async def test_a_cancelled_generation_completes_on_retry(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, storage_dir: Path
+) -> None:
+    generation_id = await insert_generation(pool, project_id)
+    provider = CancellingProvider(pool, generation_id)
+    runtime = make_runtime(pool, storage_dir, {"local": provider})
+    await run_generation(runtime, generation_id, attempt=1)
+    cancelled = await generation_row(pool, generation_id)
+    assert cancelled["status"] == "cancelled"
+
+    retried = await store.retry_generation(
+        pool, generation_id, uuid.UUID(str(cancelled["workspace_id"]))
+    )
+    assert retried is not None and retried.status == "pending"
+    runtime = make_runtime(pool, storage_dir, {"local": LocalProvider(delay_ms=0)})
+    await run_generation(runtime, generation_id, attempt=1)
+    row = await generation_row(pool, generation_id)
+    assert (row["status"], row["attempts"]) == ("completed", 1)
+    assert row["result_image_url"]
