@@ -181,7 +181,7 @@ CREATE FUNCTION imagejobs_error_resolution(code text) RETURNS text
         WHEN 'provider_error' THEN 'Check logs for more details. May be due to API rate limits or service issues; retry in a few minutes.'
         WHEN 'timeout' THEN 'The job took too long or its worker stopped repeatedly. Retry it; if it keeps timing out, try a smaller size or another model.'
         WHEN 'mask_missing' THEN 'Provide a valid base64-encoded mask image.'
-        WHEN 'mask_invalid' THEN 'Ensure the mask follows the format data:image/png;base64,{base64data}.'
+        WHEN 'mask_invalid' THEN 'Ensure the mask is a PNG data URL (data:image/png;base64 followed by a comma and the base64 data).'
         WHEN 'source_unreadable' THEN 'Ensure the source image is a valid PNG, JPEG or WebP file within the size limit.'
         WHEN 'storage_error' THEN 'This is usually temporary. Retry the processing; if it keeps failing, check that the storage bucket exists and accepts uploads.'
         WHEN 'cancelled' THEN 'Retry or regenerate to run it again.'
@@ -445,8 +445,10 @@ BEGIN
         imagejobs_step_label(NEW.step),
         jsonb_strip_nulls(jsonb_build_object(
             'result_image_url', NEW.result_image_url,
+            'thumbnail_url', NEW.thumbnail_url,
             'error_code', NEW.error_code,
             'error_message', left(NEW.error_message, 1000),
+            'error_resolution', NEW.error_resolution,
             'attempts', NEW.attempts,
             'version', NEW.version
         ))

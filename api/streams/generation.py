@@ -39,11 +39,27 @@ class GenerationEventData(msgspec.Struct, omit_defaults=True):
     result_image_url: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    error_resolution: str | None = None
+    thumbnail_url: str | None = None
     attempts: int | None = None
 
 
+# What an event's `data` (image_events.data, or the NOTIFY payload's) adds to the state.
+DATA_FIELDS = (
+    "result_image_url",
+    "thumbnail_url",
+    "error_code",
+    "error_message",
+    "error_resolution",
+    "attempts",
+)
+
+
+def _data_fields(data: dict[str, Any]) -> dict[str, Any]:
+    return {name: data.get(name) for name in DATA_FIELDS}
+
+
 def from_row(row: ImageEvent) -> GenerationEventData:
-    data = row.data
     return GenerationEventData(
         id=row.generation_id,
         event_id=row.id,
@@ -53,15 +69,11 @@ def from_row(row: ImageEvent) -> GenerationEventData:
         label=row.message,
         progress=row.progress,
         ts=row.ts,
-        result_image_url=data.get("result_image_url"),
-        error_code=data.get("error_code"),
-        error_message=data.get("error_message"),
-        attempts=data.get("attempts"),
+        **_data_fields(row.data),
     )
 
 
 def from_notification(payload: dict[str, Any]) -> GenerationEventData:
-    data = payload.get("data") or {}
     return GenerationEventData(
         id=payload["generation_id"],
         event_id=int(payload["event_id"]),
@@ -71,10 +83,7 @@ def from_notification(payload: dict[str, Any]) -> GenerationEventData:
         label=payload.get("label"),
         progress=int(payload["progress"]),
         ts=payload.get("ts"),
-        result_image_url=data.get("result_image_url"),
-        error_code=data.get("error_code"),
-        error_message=data.get("error_message"),
-        attempts=data.get("attempts"),
+        **_data_fields(payload.get("data") or {}),
     )
 
 

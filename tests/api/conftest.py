@@ -76,3 +76,19 @@ async def client(
     )
     async with AsyncTestClient(app=create_app(settings)) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The API served by uvicorn on a real port: SSE needs a streaming transport, and odd header
+    bytes a real HTTP parser."""
+    settings = load_settings(
+        {
+            "DATABASE_URL": database_url,
+            "LOCAL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
+            "PORT": "8000",
+            "SSE_KEEPALIVE_S": "1",
+        }
+    )
+    with serve(create_app(settings), lifespan="on") as url:
+        yield url

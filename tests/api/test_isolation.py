@@ -7,35 +7,16 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from tests.conftest import Tenant
-from tests.emulators.server import serve
 from tests.sse_client import SSEEvent, read_sse
-from worker.core.config import load_settings
-
-
-@pytest.fixture(scope="module")
-def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API served by uvicorn on a real port (SSE needs a streaming transport)."""
-    settings = load_settings(
-        {
-            "DATABASE_URL": database_url,
-            "LOCAL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
-            "PORT": "8000",
-            "SSE_KEEPALIVE_S": "1",
-        }
-    )
-    with serve(create_app(settings), lifespan="on") as url:
-        yield url
 
 
 @dataclass

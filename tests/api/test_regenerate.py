@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import httpx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from psycopg_pool import AsyncConnectionPool
 
 from tests.api.test_actions import new_generation
+from tests.api.test_resume import first_events
 from tests.conftest import Tenant
 from worker.core.errors import RESOLUTIONS, ErrorCode
 
@@ -133,3 +135,28 @@ async def test_every_error_code_returns_its_resolution(
         assert (body["error_code"], body["error_resolution"]) == (code.value, RESOLUTIONS[code])
     pending = await new_generation(client, tenant)
     assert pending["error_resolution"] is None and pending["thumbnail_url"] is None
+
+
+async def test_the_generation_stream_carries_the_resolution(
+    api_url: str, tenant: Tenant, pool: AsyncConnectionPool
+) -> None:
+    async with httpx.AsyncClient(base_url=api_url, headers=tenant.headers, timeout=30) as http:
+        project = (await http.post("/v1/projects", json={"name": "stream"})).json()
+        created = await http.post(
+            "/v1/generations", json={"project_id": project["id"], "prompt": "x"}
+        )
+        generation_id = created.json()["id"]
+        async with pool.connection() as conn:
+            await conn.execute(
+                "UPDATE image_generations SET status = 'failed', error_code = 'no_result'"
+                " WHERE id = %s",
+                (generation_id,),
+            )
+        events, ended = await first_events(http, f"/v1/generations/{generation_id}/events", {}, 5)
+    assert ended
+    terminal = events[-1].json()
+    assert (terminal["status"], terminal["error_code"], terminal["error_resolution"]) == (
+        "failed",
+        "no_result",
+        RESOLUTIONS[ErrorCode.NO_RESULT],
+    )

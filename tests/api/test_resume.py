@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import httpx
 import psycopg
@@ -15,15 +15,12 @@ from litestar.response import ServerSentEventMessage
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from api.app import create_app
 from api.streams.generation import generation_stream
 from api.streams.hub import Hub
 from api.streams.project import project_stream
 from tests.conftest import Tenant
-from tests.emulators.server import serve
 from tests.factories import insert_generation
 from tests.sse_client import SSEEvent, read_sse
-from worker.core.config import load_settings
 from worker.core.sqlfiles import query
 
 
@@ -287,22 +284,6 @@ async def test_a_resume_past_a_running_generations_last_event_still_follows_it(
     assert len(await reader.take(2, timeout=5)) == 2
     await asyncio.wait_for(reader.task, 3)  # ended after the terminal event
     await reader.close()
-
-
-@pytest.fixture(scope="module")
-def api_url(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The API on a real port: SSE needs a streaming transport, and odd header bytes a real
-    HTTP parser."""
-    settings = load_settings(
-        {
-            "DATABASE_URL": database_url,
-            "LOCAL_STORAGE_DIR": str(tmp_path_factory.mktemp("storage")),
-            "PORT": "8000",
-            "SSE_KEEPALIVE_S": "1",
-        }
-    )
-    with serve(create_app(settings), lifespan="on") as url:
-        yield url
 
 
 GARBAGE_LAST_EVENT_IDS: list[bytes] = [
