@@ -64,7 +64,7 @@ RETURNING id;
 -- name: complete_generation
 UPDATE image_generations
 SET status = 'completed', result_image_url = %(result_image_url)s,
-    metadata = metadata || %(metadata)s
+    thumbnail_url = %(thumbnail_url)s, metadata = metadata || %(metadata)s
 WHERE id = %(id)s AND status = 'processing'
 RETURNING id;
 

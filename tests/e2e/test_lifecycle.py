@@ -100,6 +100,16 @@ async def test_five_generations_complete_and_one_streams_every_step(
     with Image.open(io.BytesIO(png.content)) as image:
         assert image.format == "PNG"
         assert image.size == (512, 512)
+    # Its thumbnail: set in the same update that completed it, beside the result, 256 px WebP.
+    done = (await http.get(f"/v1/generations/{final['id']}")).json()
+    assert done["result_image_url"] == final["result_image_url"]
+    assert done["thumbnail_url"] == final["result_image_url"].removesuffix(".png") + "-thumb.webp"
+    thumb = await http.get(done["thumbnail_url"])
+    assert thumb.status_code == 200
+    assert thumb.headers["content-type"] == "image/webp"
+    with Image.open(io.BytesIO(thumb.content)) as image:
+        assert image.format == "WEBP"
+        assert image.size == (256, 256)
 
     finished = [await wait_for(http, g["id"], "completed") for g in generations]
     assert len({f["result_image_url"] for f in finished}) == 5
@@ -144,6 +154,7 @@ async def test_a_row_inserted_with_plain_sql_completes(
     generation_id = await insert_generation(pool, uuid.UUID(project_id), prompt="typed into psql")
     done = await wait_for(http, str(generation_id), "completed")
     assert done["result_image_url"].endswith(".png")
+    assert done["thumbnail_url"].endswith(f"/{generation_id}-thumb.webp")
     assert done["attempts"] == 1
 
 

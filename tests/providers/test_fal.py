@@ -215,6 +215,8 @@ async def test_without_a_webhook_the_generation_is_polled_to_completion(
     row = await generation_row(pool, generation_id)
     assert (row["status"], row["progress"]) == ("completed", 100)
     assert str(row["result_image_url"]).endswith(".png")
+    # A result finished by polling gets its thumbnail like any other (96x64 is not enlarged).
+    assert row["thumbnail_url"] == str(row["result_image_url"]).replace(".png", "-thumb.webp")
     metadata = row["metadata"]
     assert isinstance(metadata, dict)
     assert (metadata["width"], metadata["height"]) == (96, 64)

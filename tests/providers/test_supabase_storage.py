@@ -10,13 +10,20 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from psycopg_pool import AsyncConnectionPool
 from storage3 import AsyncStorageClient
 from storage3.exceptions import StorageApiError
 
 from tests.emulators.recorder import Scripted
 from tests.emulators.server import serve
 from tests.emulators.supabase_storage import StorageState
+from tests.factories import insert_generation
+from tests.worker.conftest import generation_row
+from worker.core.config import load_settings
 from worker.core.errors import ErrorCode, GenerationError
+from worker.providers.local import LocalProvider
+from worker.queue.pipeline import run_generation
+from worker.queue.runtime import Runtime
 from worker.storage.base import result_key
 from worker.storage.supabase import SupabaseStorage
 
@@ -265,3 +272,32 @@ async def test_ensure_bucket_with_a_wrong_key_fails_without_showing_it(
         await make(service_role_key=wrong).ensure_bucket()
     assert "Invalid API key" in str(caught.value) and wrong not in str(caught.value)
     assert supabase_storage.buckets == {}
+
+
+async def test_a_generation_stores_its_result_and_thumbnail_in_the_bucket(
+    supabase_storage: StorageState, make: Factory, pool: AsyncConnectionPool, project_id: uuid.UUID
+) -> None:
+    supabase_storage.add_bucket("images")
+    settings = load_settings({"LOCAL_PROVIDER_DELAY_MS": "0"})
+    runtime = Runtime(settings, pool, {"local": LocalProvider(delay_ms=0)}, make())
+    generation_id = await insert_generation(
+        pool, project_id, prompt_spec='{"size": "1024x512", "seed": 1}'
+    )
+
+    await run_generation(runtime, generation_id, attempt=1)
+
+    row = await generation_row(pool, generation_id)
+    assert row["status"] == "completed"
+    key = f"{row['workspace_id']}/{project_id}/{generation_id}"
+    public = f"{supabase_storage.url}/storage/v1/object/public/images"
+    assert (row["result_image_url"], row["thumbnail_url"]) == (
+        f"{public}/{key}.png",
+        f"{public}/{key}-thumb.webp",
+    )
+    data, content_type = supabase_storage.objects[f"images/{key}-thumb.webp"]
+    assert content_type == "image/webp"
+    async with httpx.AsyncClient() as client:
+        served = await client.get(str(row["thumbnail_url"]))
+    assert served.status_code == 200 and served.content == data
+    with Image.open(io.BytesIO(served.content)) as image:
+        assert (image.format, image.size) == ("WEBP", (256, 128))

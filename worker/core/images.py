@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 import httpx
-from PIL import Image, ImageChops, UnidentifiedImageError
+from PIL import Image, ImageChops, UnidentifiedImageError, features
 
 from worker.core.config import Settings
 from worker.core.errors import ErrorCode, GenerationError
@@ -155,6 +155,39 @@ def _to_png(data: bytes) -> bytes:
 
 
 EXTENSIONS: dict[str, str] = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+# Thumbnails: the longest side, never upscaled; WebP, or PNG where this Pillow has no WebP encoder.
+THUMBNAIL_SIDE = 256
+THUMBNAIL_WEBP_QUALITY = 80
+
+
+def thumbnail(data: bytes, longest: int = THUMBNAIL_SIDE) -> tuple[bytes, str]:
+    """A preview of an image `check_result` admitted (so PNG, JPEG or WebP within the pixel
+    limit): at most `longest` px on its longest side, aspect kept, never enlarged; returns
+    (bytes, content type). It decodes: call it through `result_thumbnail`, off the event loop."""
+    with Image.open(io.BytesIO(data), formats=tuple(KEPT_FORMATS)) as image:
+        # `thumbnail` lets JPEG decode at a reduced scale (draft) instead of at full size.
+        image.thumbnail((longest, longest), Image.Resampling.LANCZOS)
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        small = image.convert("RGBA" if has_alpha else "RGB")
+    out = io.BytesIO()
+    if features.check("webp"):
+        small.save(out, format="WEBP", quality=THUMBNAIL_WEBP_QUALITY, method=4)
+        return out.getvalue(), "image/webp"
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue(), "image/png"
+
+
+async def result_thumbnail(
+    checked: CheckedImage, longest: int = THUMBNAIL_SIDE
+) -> tuple[bytes, str]:
+    """`thumbnail` of a checked result, in the process's decode slots; a decoder's failure is a
+    permanent no_result (the caller decides whether a missing preview matters)."""
+    return await decode_off_loop(
+        lambda: thumbnail(checked.data, longest),
+        error=ErrorCode.NO_RESULT,
+        detail="the result cannot be made into a thumbnail",
+    )
 
 
 async def prepare_mask(

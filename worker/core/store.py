@@ -252,12 +252,23 @@ async def reschedule_generation(
 
 
 async def complete_generation(
-    db: Db, generation_id: UUID, result_image_url: str, metadata: dict[str, Any]
+    db: Db,
+    generation_id: UUID,
+    result_image_url: str,
+    metadata: dict[str, Any],
+    thumbnail_url: str | None = None,
 ) -> bool:
+    """Completes a processing generation with its result (and its thumbnail, NULL when none
+    could be made) in one compare-and-set write."""
     return await wrote(
         db,
         "complete_generation",
-        {"id": generation_id, "result_image_url": result_image_url, "metadata": Jsonb(metadata)},
+        {
+            "id": generation_id,
+            "result_image_url": result_image_url,
+            "thumbnail_url": thumbnail_url,
+            "metadata": Jsonb(metadata),
+        },
     )
 
 

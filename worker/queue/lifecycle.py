@@ -164,10 +164,14 @@ class Lifecycle:
         return written
 
     async def complete(
-        self, generation_id: UUID, result_image_url: str, metadata: dict[str, Any]
+        self,
+        generation_id: UUID,
+        result_image_url: str,
+        metadata: dict[str, Any],
+        thumbnail_url: str | None = None,
     ) -> bool:
         written = await store.complete_generation(
-            self.pool, generation_id, result_image_url, metadata
+            self.pool, generation_id, result_image_url, metadata, thumbnail_url
         )
         if self._traces:
             self._end_step(generation_id, None, "completed" if written else "superseded")

@@ -17,7 +17,15 @@ from uuid import UUID
 import psycopg
 
 from worker.core.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
-from worker.core.images import EXTENSIONS, check_result, download, image_size, prepare_mask
+from worker.core.images import (
+    EXTENSIONS,
+    CheckedImage,
+    check_result,
+    download,
+    image_size,
+    prepare_mask,
+    result_thumbnail,
+)
 from worker.core.models import Generation
 from worker.core.webhook_payloads import PARSERS
 from worker.providers.base import AsyncProvider, ImageRequest, ImageResult, Provider, build_request
@@ -400,15 +408,26 @@ async def store_result(
         generation.id,
         EXTENSIONS[checked.content_type],
     )
-    upload = runtime.storage.put(key, checked.data, checked.content_type)
+    thumb = await _thumbnail(generation, checked)
+    uploads = [runtime.storage.put(key, checked.data, checked.content_type)]
+    if thumb is not None:
+        thumb_data, thumb_type = thumb
+        uploads.append(runtime.storage.put(thumbnail_key(key, thumb_type), thumb_data, thumb_type))
     try:
         if saving:
-            # The `saving` event is committed while the upload runs; `completed` waits for both.
-            _, url = await asyncio.gather(runtime.lifecycle.step(generation.id, "saving"), upload)
+            # The `saving` event is committed while the uploads run; `completed` waits for all.
+            _, urls = await asyncio.gather(
+                runtime.lifecycle.step(generation.id, "saving"), asyncio.gather(*uploads)
+            )
         else:
-            url = await upload
+            urls = await asyncio.gather(*uploads)
     except OSError as exc:
+        # A thumbnail that cannot be uploaded is handled as the result's upload is: storage_error
+        # (Supabase's client raises it itself after its own retries), and a retry of the
+        # generation overwrites both keys. Storage that refuses one file is not to be trusted
+        # with the other; only a thumbnail that cannot be *made* degrades to NULL.
         raise GenerationError(ErrorCode.STORAGE_ERROR, type(exc).__name__) from exc
+    url, thumbnail_url = urls[0], (urls[1] if thumb is not None else None)
     metadata: dict[str, Any] = {
         **result.metadata,
         "width": checked.width,
@@ -416,4 +435,26 @@ async def store_result(
         "bytes": len(checked.data),
         "content_type": checked.content_type,
     }
-    await runtime.lifecycle.complete(generation.id, url, metadata)
+    await runtime.lifecycle.complete(generation.id, url, metadata, thumbnail_url)
+
+
+def thumbnail_key(result_key: str, content_type: str) -> str:
+    """`<stem>-thumb.webp` beside the result `<stem>.<ext>`."""
+    stem = result_key.rsplit(".", 1)[0]
+    return f"{stem}-thumb.{EXTENSIONS[content_type]}"
+
+
+async def _thumbnail(generation: Generation, checked: CheckedImage) -> tuple[bytes, str] | None:
+    """The result's preview, or None: a preview that cannot be made never fails the generation
+    (it completes with thumbnail_url NULL), whatever the decoder or encoder raised."""
+    try:
+        return await result_thumbnail(checked)
+    except Exception as exc:
+        cause = exc.__cause__ if isinstance(exc, GenerationError) and exc.__cause__ else exc
+        logger.warning(
+            "generation %s: no thumbnail (%s: %s); completing without one",
+            generation.id,
+            type(cause).__name__,
+            cause,
+        )
+        return None
