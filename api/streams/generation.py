@@ -20,6 +20,7 @@ from api.streams.encoding import sse_event
 from api.streams.hub import GENERATION_CHANNEL, HubEvent, Subscription
 from api.streams.loop import Messages, StreamLogic, stream_loop
 from worker.core import store
+from worker.core.errors import resolution_of
 from worker.core.models import TERMINAL_STATUSES, ImageEvent, Status, Step
 
 REPLAY_PAGE = 500
@@ -39,6 +40,8 @@ class GenerationEventData(msgspec.Struct, omit_defaults=True):
     result_image_url: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # What to do about error_code: the catalogue's, as the row's error_resolution column has it.
+    error_resolution: str | None = None
     attempts: int | None = None
 
 
@@ -56,6 +59,7 @@ def from_row(row: ImageEvent) -> GenerationEventData:
         result_image_url=data.get("result_image_url"),
         error_code=data.get("error_code"),
         error_message=data.get("error_message"),
+        error_resolution=resolution_of(data.get("error_code")),
         attempts=data.get("attempts"),
     )
 
@@ -74,6 +78,7 @@ def from_notification(payload: dict[str, Any]) -> GenerationEventData:
         result_image_url=data.get("result_image_url"),
         error_code=data.get("error_code"),
         error_message=data.get("error_message"),
+        error_resolution=resolution_of(data.get("error_code")),
         attempts=data.get("attempts"),
     )
 

@@ -141,8 +141,14 @@ async def test_canvas_nodes_follow_their_generation_and_stream(
     workflow_id = str(uuid.uuid4())
     async with pool.connection() as conn:
         await conn.execute(
-            "INSERT INTO workflow_nodes (id, workflow_id, workspace_id, node_data) VALUES ('n1', %s, %s, %s)",
-            (workflow_id, tenant.workspace_id, json.dumps({"label": "hero image"})),
+            "INSERT INTO workflow_nodes (id, workflow_id, workspace_id, node_data, position)"
+            " VALUES ('n1', %s, %s, %s, %s)",
+            (
+                workflow_id,
+                tenant.workspace_id,
+                json.dumps({"label": "hero image"}),
+                json.dumps({"x": 40, "y": 80}),
+            ),
         )
     nodes: list[dict[str, Any]] = []
 
@@ -170,6 +176,9 @@ async def test_canvas_nodes_follow_their_generation_and_stream(
     assert final["generationId"] == generation["id"]
     statuses = [n["node_data"].get("status") for n in nodes]
     assert statuses[0] is None and "completed" in statuses
+    # Every node event says where the canvas draws the node.
+    assert {json.dumps(n["position"]) for n in nodes} == {'{"x": 40, "y": 80}'}
+    assert set(nodes[-1]) == {"id", "node_type", "node_data", "position"}
 
     foreign = await http.get(f"/v1/workflows/{uuid.uuid4()}/events")
     assert foreign.status_code == 404
@@ -255,7 +264,7 @@ async def test_retry_of_a_failed_generation_completes(
     retried = await http.post(f"/v1/generations/{generation['id']}/retry")
     assert retried.status_code == 200
     done = await wait_for(http, generation["id"], "completed")
-    assert done["attempts"] == 2
+    assert done["attempts"] == 1  # a retry starts a fresh attempt budget (migration 016)
 
 
 async def test_a_provider_callback_finishes_the_generation(

@@ -65,6 +65,15 @@ RESOLUTIONS: dict[ErrorCode, str] = {
     " serves.",
 }
 
+
+def resolution_of(code: object) -> str | None:
+    """RESOLUTIONS' entry for a code (what the error_resolution column holds), None for none."""
+    try:
+        return RESOLUTIONS[ErrorCode(str(code))] if code is not None else None
+    except ValueError:
+        return None
+
+
 # Transient failures: the job is retried with backoff, at most MAX_ATTEMPTS runs in all.
 RETRYABLE: frozenset[ErrorCode] = frozenset(
     {ErrorCode.PROVIDER_ERROR, ErrorCode.RESULT_UNREACHABLE}
