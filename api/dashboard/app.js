@@ -32,7 +32,19 @@ const LIVE_FIELDS = [
   "result_image_url",
   "error_code",
   "error_message",
+  "error_resolution",
 ];
+// The canvas's four words for a node (imagejobs_node_status in sql/migrations/016_canvas.sql),
+// each drawn with the badge colour of the generation status it stands for.
+const NODE_BADGES = {
+  pending: "pending",
+  running: "processing",
+  completed: "completed",
+  error: "failed",
+};
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// Where a node without a position goes: a grid below the placed ones (px).
+const GRID = { pad: 16, width: 232, height: 320, columns: 4 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -48,7 +60,13 @@ const state = {
   // arrive meanwhile are kept, and the newest is applied on top.
   fetching: new Map(), // id -> [events]
   reconnectTimer: null,
+  canvas: emptyCanvas(),
 };
+
+function emptyCanvas() {
+  // The open workflow's nodes (id -> {id, element, data, position}) and its stream.
+  return { workflowId: null, stream: null, nodes: new Map(), timer: null };
+}
 
 class ApiError extends Error {
   constructor(status, problem) {
@@ -93,8 +111,7 @@ function httpUrl(value) {
   return typeof value === "string" && /^https?:\/\//i.test(value) ? value : null;
 }
 
-function setLive(kind, text) {
-  const live = $("live");
+function setLive(kind, text, live = $("live")) {
   live.dataset.state = kind;
   live.textContent = text;
 }
@@ -115,6 +132,7 @@ async function signIn(key) {
   $("app").hidden = false;
   $("logout").hidden = false;
   openWorkspaceStream();
+  followHash();
   const first = state.projects.keys().next();
   if (!first.done) await selectProject(first.value);
 }
@@ -149,6 +167,7 @@ function signOut(message) {
   state.key = null;
   closeStream();
   closeWorkspaceStream();
+  closeCanvas();
   state.projects.clear();
   state.generations.clear();
   state.projectId = null;
@@ -287,6 +306,7 @@ async function selectProject(projectId) {
   state.generations.clear();
   $("generation-list").replaceChildren();
   $("generation-error").textContent = "";
+  renderWorkflows();
   renderProjects();
   // Subscribe first, then read: whatever changes in between arrives as an event, and the newest
   // of each is applied on top of the list, so the page ends on the latest state.
@@ -431,9 +451,11 @@ function applyGenerationEvent(event) {
   if (event.status === "failed") {
     if (event.error_code) data.error_code = event.error_code;
     if (event.error_message) data.error_message = event.error_message;
+    if (event.error_resolution) data.error_resolution = event.error_resolution;
   } else if (event.kind === "status") {
     data.error_code = null;
     data.error_message = null;
+    data.error_resolution = null;
   }
   entry.data = data;
   renderGeneration(entry);
@@ -467,6 +489,7 @@ function upsertGeneration(generation) {
     $("generation-list").prepend(node);
   }
   renderGeneration(entry);
+  renderWorkflows();
 }
 
 function wireGeneration(entry) {
@@ -474,6 +497,7 @@ function wireGeneration(entry) {
   node.dataset.generationId = entry.data.id;
   node.querySelector(".thumb").addEventListener("click", () => openViewer(entry.data));
   node.querySelector(".retry").addEventListener("click", () => act(entry, "retry"));
+  node.querySelector(".regenerate").addEventListener("click", () => regenerateCard(entry));
   node.querySelector(".cancel").addEventListener("click", () => act(entry, "cancel"));
   node.querySelector(".history").addEventListener("click", () => toggleVersions(entry));
 }
@@ -500,32 +524,45 @@ function renderGeneration(entry) {
   node.querySelector(".progress-row").hidden = g.status === "cancelled";
   node.querySelector(".step").textContent = g.label || STEP_LABELS[g.step] || g.step || "";
 
-  const error = node.querySelector(".error-message");
   const failed = g.status === "failed";
-  error.hidden = !failed;
-  error.textContent = failed ? g.error_message || g.error_code || "Failed" : "";
+  const message = failed ? g.error_message || g.error_code || "Failed" : "";
+  showError(node, message, failed ? g.error_resolution : "");
+  const alt = `Result: ${g.prompt || ""}`;
+  fillThumb(node.querySelector(".thumb"), g.thumbnail_url, g.result_image_url, alt);
+  const running = g.status === "pending" || g.status === "processing";
+  node.querySelector(".retry").hidden = !(failed || g.status === "cancelled");
+  node.querySelector(".regenerate").hidden = running;
+  node.querySelector(".cancel").hidden = !running;
+}
 
-  const url = httpUrl(g.result_image_url);
-  const thumb = node.querySelector(".thumb");
+function showError(node, message, resolution) {
+  // The error's message, and beside it what to do about it (error_resolution).
+  const error = node.querySelector(".error-message");
+  error.hidden = !message;
+  error.textContent = message || "";
+  const advice = node.querySelector(".resolution");
+  advice.hidden = !(message && resolution);
+  advice.textContent = message && resolution ? resolution : "";
+}
+
+function fillThumb(thumb, thumbnailUrl, fullUrl, alt) {
+  // The card shows the thumbnail (the full image when there is none); a click opens the full one.
+  const full = httpUrl(fullUrl);
+  const shown = httpUrl(thumbnailUrl) || full;
   const img = thumb.querySelector("img");
-  thumb.disabled = !url;
-  img.hidden = !url;
-  thumb.querySelector(".thumb-placeholder").hidden = Boolean(url);
-  if (url && img.getAttribute("src") !== url) {
-    img.src = url;
-    img.alt = `Result: ${g.prompt || ""}`.slice(0, 200);
+  thumb.disabled = !full;
+  img.hidden = !shown;
+  thumb.querySelector(".thumb-placeholder").hidden = Boolean(shown);
+  if (shown && img.getAttribute("src") !== shown) {
+    img.src = shown;
+    img.alt = alt.slice(0, 200);
   }
-  node.querySelector(".retry").hidden = !failed;
-  node.querySelector(".cancel").hidden = !(g.status === "pending" || g.status === "processing");
 }
 
 async function act(entry, action) {
   const seenBefore = entry.eventId;
   try {
-    const updated = await api(
-      "POST",
-      `/v1/generations/${encodeURIComponent(entry.data.id)}/${action}`,
-    );
+    const updated = await api("POST", actionPath(entry.data.id, action));
     // The stream may have delivered what followed the action before its response arrived (a
     // retry that fails at once): the response is then the older state, and is not shown.
     if (entry.eventId !== seenBefore) return;
@@ -534,6 +571,24 @@ async function act(entry, action) {
   } catch (error) {
     $("generation-error").textContent = error.message;
   }
+}
+
+async function regenerateCard(entry) {
+  // The next version is a new generation: a new card, followed like any other.
+  $("generation-error").textContent = "";
+  try {
+    const created = await api("POST", actionPath(entry.data.id, "regenerate"));
+    if (created.project_id === state.projectId) {
+      upsertGeneration(created);
+      updateEmpty();
+    }
+  } catch (error) {
+    $("generation-error").textContent = error.message;
+  }
+}
+
+function actionPath(generationId, action) {
+  return `/v1/generations/${encodeURIComponent(generationId)}/${action}`;
 }
 
 async function toggleVersions(entry) {
@@ -565,7 +620,7 @@ function versionItem(version, currentId) {
   const item = document.createElement("li");
   item.className = "version-item";
   if (version.id === currentId) item.setAttribute("aria-current", "true");
-  const url = httpUrl(version.result_image_url);
+  const url = httpUrl(version.thumbnail_url) || httpUrl(version.result_image_url);
   if (url) {
     const button = document.createElement("button");
     button.type = "button";
@@ -592,6 +647,27 @@ function updateEmpty() {
   $("empty").hidden = state.generations.size > 0;
 }
 
+function renderWorkflows() {
+  // The workflows the project's generations belong to, each a link to its canvas.
+  const ids = new Set();
+  for (const { data } of state.generations.values()) {
+    if (data.workflow_id) ids.add(String(data.workflow_id));
+  }
+  $("workflows").hidden = ids.size === 0;
+  $("workflow-list").replaceChildren(
+    ...[...ids].map((id) => {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = `#workflow=${encodeURIComponent(id)}`;
+      link.dataset.workflowId = id;
+      link.title = `Canvas of workflow ${id}`;
+      link.textContent = id.slice(0, 8);
+      item.append(link);
+      return item;
+    }),
+  );
+}
+
 function openViewer(generation) {
   const url = httpUrl(generation.result_image_url);
   if (!url) return;
@@ -599,6 +675,164 @@ function openViewer(generation) {
   $("viewer-image").alt = generation.prompt || "";
   $("viewer-link").href = url;
   $("viewer").showModal();
+}
+
+// ---- canvas: a workflow's nodes, live from GET /v1/workflows/{id}/events ---------------------
+
+function workflowFromHash() {
+  const match = /^#workflow=([^&]+)$/.exec(window.location.hash);
+  const id = match ? decodeURIComponent(match[1]) : "";
+  return UUID_PATTERN.test(id) ? id.toLowerCase() : null;
+}
+
+function followHash() {
+  // `#workflow=<uuid>` opens that workflow's canvas; any other hash closes it.
+  if (!state.key) return;
+  const id = workflowFromHash();
+  if (id === state.canvas.workflowId) return;
+  closeCanvas();
+  if (id) openCanvas(id);
+}
+
+function openCanvas(workflowId) {
+  state.canvas.workflowId = workflowId;
+  $("canvas-view").hidden = false;
+  $("canvas-workflow").textContent = workflowId;
+  $("canvas-error").textContent = "";
+  $("canvas-empty").hidden = true;
+  connectCanvas(workflowId);
+  $("canvas-view").scrollIntoView({ block: "start" });
+}
+
+function closeCanvas() {
+  clearTimeout(state.canvas.timer);
+  if (state.canvas.stream) state.canvas.stream.close();
+  state.canvas = emptyCanvas();
+  $("canvas").replaceChildren();
+  $("canvas-view").hidden = true;
+}
+
+function connectCanvas(workflowId) {
+  const source = new EventSource(sseUrl(`/v1/workflows/${encodeURIComponent(workflowId)}/events`));
+  const live = $("canvas-live");
+  state.canvas.stream = source;
+  setLive("connecting", "Connecting…", live);
+  source.addEventListener("open", () => setLive("on", "Live", live));
+  source.addEventListener("node", (event) => {
+    if (state.canvas.stream !== source) return;
+    let batch;
+    try {
+      batch = JSON.parse(event.data);
+    } catch {
+      return; // the next event carries the nodes' whole state again
+    }
+    // Node data is state: each event's nodes replace what the cards showed.
+    for (const item of batch.nodes || []) upsertNode(item);
+    layoutCanvas();
+  });
+  source.addEventListener("error", () => {
+    if (state.canvas.stream !== source) return;
+    if (source.readyState === EventSource.CLOSED) {
+      setLive("off", "Disconnected, retrying…", live);
+      state.canvas.timer = setTimeout(() => {
+        if (state.canvas.stream === source && state.key) connectCanvas(workflowId);
+      }, RECONNECT_MS);
+    } else {
+      setLive("connecting", "Reconnecting…", live);
+    }
+  });
+}
+
+function upsertNode(item) {
+  let entry = state.canvas.nodes.get(item.id);
+  if (!entry) {
+    const element = $("node-template").content.firstElementChild.cloneNode(true);
+    entry = { id: item.id, element, data: {}, position: {} };
+    element.dataset.nodeId = item.id;
+    const current = entry;
+    element.querySelector(".thumb").addEventListener("click", () =>
+      openViewer({ result_image_url: current.data.imageUrl, prompt: `Node ${current.id}` }),
+    );
+    element.querySelector(".retry").addEventListener("click", () => nodeAction(current, "retry"));
+    element
+      .querySelector(".regenerate")
+      .addEventListener("click", () => nodeAction(current, "regenerate"));
+    state.canvas.nodes.set(item.id, entry);
+    $("canvas").append(element);
+  }
+  entry.data = item.node_data && typeof item.node_data === "object" ? item.node_data : {};
+  entry.position = item.position && typeof item.position === "object" ? item.position : {};
+  renderNode(entry);
+}
+
+function renderNode(entry) {
+  const d = entry.data;
+  const element = entry.element;
+  const status = NODE_BADGES[d.status] ? d.status : "pending";
+  element.dataset.status = status;
+  element.dataset.updatedAt = typeof d.updatedAt === "string" ? d.updatedAt : "";
+  const badge = element.querySelector(".badge");
+  badge.className = `badge badge-${NODE_BADGES[status]}`;
+  badge.dataset.status = status;
+  badge.textContent = status;
+  element.querySelector(".version").textContent = d.version ? `v${d.version}` : "";
+  element.querySelector(".node-name").textContent = entry.id;
+  const error = status === "error" && d.error && typeof d.error === "object" ? d.error : null;
+  const message = error ? error.message || error.code || "Failed" : "";
+  showError(element, message, error ? error.resolution : "");
+  fillThumb(element.querySelector(".thumb"), d.thumbnailUrl, d.imageUrl, `Node ${entry.id}`);
+  const generationId = typeof d.generationId === "string" ? d.generationId : null;
+  element.querySelector(".retry").hidden = !(generationId && status === "error");
+  element.querySelector(".regenerate").hidden = !generationId;
+}
+
+function placed(position) {
+  const x = Number(position.x);
+  const y = Number(position.y);
+  return Number.isFinite(x) && Number.isFinite(y) ? { x, y } : null;
+}
+
+function layoutCanvas() {
+  // Placed nodes where their position says (shifted so none is off the left or top edge), the
+  // others in a grid below them.
+  const entries = [...state.canvas.nodes.values()];
+  const points = entries.map((entry) => placed(entry.position));
+  const known = points.filter(Boolean);
+  const minX = Math.min(0, ...known.map((p) => p.x));
+  const minY = Math.min(0, ...known.map((p) => p.y));
+  let bottom = known.length ? Math.max(...known.map((p) => p.y - minY)) + GRID.height : 0;
+  let right = known.length ? Math.max(...known.map((p) => p.x - minX)) + GRID.width : 0;
+  const gridTop = bottom;
+  let unplaced = 0;
+  entries.forEach((entry, index) => {
+    let at = points[index] && { x: points[index].x - minX, y: points[index].y - minY };
+    if (!at) {
+      const cell = unplaced++;
+      at = {
+        x: (cell % GRID.columns) * GRID.width,
+        y: gridTop + Math.floor(cell / GRID.columns) * GRID.height,
+      };
+      bottom = Math.max(bottom, at.y + GRID.height);
+      right = Math.max(right, at.x + GRID.width);
+    }
+    // CSSOM, not a style attribute: the CSP (style-src 'self') allows it.
+    entry.element.style.left = `${at.x + GRID.pad}px`;
+    entry.element.style.top = `${at.y + GRID.pad}px`;
+  });
+  const canvas = $("canvas");
+  canvas.style.height = `${bottom + 2 * GRID.pad}px`;
+  canvas.style.minWidth = `${right + 2 * GRID.pad}px`;
+  $("canvas-empty").hidden = entries.length > 0;
+}
+
+async function nodeAction(entry, action) {
+  // Retry or regenerate the node's current generation; the stream shows what follows.
+  $("canvas-error").textContent = "";
+  try {
+    await api("POST", actionPath(entry.data.generationId, action));
+  } catch (error) {
+    $("canvas-error").textContent = error.message;
+  }
 }
 
 // ---- forms ---------------------------------------------------------------------------------
@@ -659,6 +893,7 @@ function wireForms() {
 
 document.addEventListener("DOMContentLoaded", () => {
   wireForms();
+  window.addEventListener("hashchange", followHash);
   if (state.key) {
     signIn(state.key).catch(() => signOut("Please sign in again."));
   } else {

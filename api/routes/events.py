@@ -94,9 +94,9 @@ async def project_events(
     media_type="text/event-stream",
     raises=[TooManyRequests],
     summary="Canvas node updates of a workflow (Server-Sent Events, batched)",
-    description="`node` events carrying `{workflow_id, nodes: [{id, node_type, node_data}]}`: "
-    "every node first, then the nodes that changed; changes within ~100 ms go out together."
-    + QUERY_TOKEN_NOTE,
+    description="`node` events carrying "
+    "`{workflow_id, nodes: [{id, node_type, node_data, position}]}`: every node first, then "
+    "the nodes that changed; changes within ~100 ms go out together." + QUERY_TOKEN_NOTE,
     tags=["events"],
     opt={QUERY_TOKEN_OPT: True},
 )

@@ -143,6 +143,8 @@ class NodeState(msgspec.Struct):
     id: str
     node_type: str
     node_data: dict[str, Any]
+    # Where the canvas draws it: React Flow's `{x, y}`, `{}` when never placed.
+    position: dict[str, Any]
 
 
 class NodeBatch(msgspec.Struct):
@@ -154,7 +156,10 @@ async def _nodes(
     pool: AsyncConnectionPool, workflow_id: UUID, workspace_id: UUID, ids: list[str] | None
 ) -> list[NodeState]:
     rows = await store.workflow_nodes(pool, workflow_id, workspace_id, ids)
-    return [NodeState(id=id, node_type=kind, node_data=data) for id, kind, data in rows]
+    return [
+        NodeState(id=id, node_type=kind, node_data=data, position=position)
+        for id, kind, data, position in rows
+    ]
 
 
 class _WorkflowStream(StreamLogic):

@@ -3,7 +3,7 @@
 -- named placeholders. Nothing here is a migration.
 
 -- name: workflow_nodes
-SELECT id, node_type, node_data, updated_at FROM workflow_nodes
+SELECT id, node_type, node_data, position, updated_at FROM workflow_nodes
 WHERE workflow_id = %(workflow_id)s AND workspace_id = %(workspace_id)s
   AND (%(ids)s::text[] IS NULL OR id = ANY (%(ids)s::text[]))
 ORDER BY id;

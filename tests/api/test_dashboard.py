@@ -39,6 +39,11 @@ async def test_dashboard_assets_are_served_with_their_types(
     assert "EventSource" in script.text
     # User data reaches the DOM as text only.
     assert "innerHTML" not in script.text
+    # Positions are set through the CSSOM (allowed by style-src 'self'), never as a style
+    # attribute (which the CSP would block).
+    assert 'setAttribute("style"' not in script.text and ".cssText" not in script.text
+    # The canvas follows the workflow stream with the key the other streams use.
+    assert "sseUrl(`/v1/workflows/" in script.text
     style = await client.get("/dashboard/style.css")
     assert style.status_code == 200
     assert style.headers["content-type"].startswith("text/css")

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -14,11 +15,13 @@ import pytest
 
 from tests.conftest import Tenant
 from tests.e2e.conftest import Stack, free_port
+from worker.core.errors import RESOLUTIONS, ErrorCode
 
 pytestmark = pytest.mark.e2e
 
-# Slow enough that the bar is seen at several steps.
-STACK_ENV = {"LOCAL_PROVIDER_DELAY_MS": "600"}
+# Slow enough that the bar is seen at several steps, and that a CLI process started after
+# `generate` (about a second of start-up) still finds the generation unfinished to cancel.
+STACK_ENV = {"LOCAL_PROVIDER_DELAY_MS": "2000"}
 
 
 def imagejobs(
@@ -86,17 +89,27 @@ def test_status_projects_cancel_and_retry(stack: Stack, tenant: Tenant) -> None:
     assert body["status"] == "cancelled"
     assert body["prompt_spec"]["size"] == "512x512"
 
-    # Retrying a cancelled one is refused with the API's reason, not a traceback.
-    refused = imagejobs("retry", generation_id, url=stack.url, api_key=tenant.api_key)
-    assert refused.returncode == 2
-    assert "409" in refused.stderr and "cannot be retried" in refused.stderr
-    assert "Traceback" not in refused.stderr
-
     listed = imagejobs("projects", "--json", url=stack.url, api_key=tenant.api_key)
     assert listed.returncode == 0, listed.stderr
     projects = json.loads(listed.stdout)
     assert [p["name"] for p in projects] == ["cli"]  # made by the first generate
     assert projects[0]["cancelled_count"] == 1
+
+    # A cancelled one can be retried: it is queued again.
+    retried = imagejobs("retry", generation_id, url=stack.url, api_key=tenant.api_key)
+    assert retried.returncode == 0, retried.stderr
+    assert f"{generation_id}  pending" in retried.stdout
+
+    # Cancelling it again once it is done is refused with the API's reason, not a traceback.
+    with httpx.Client(base_url=stack.url, headers=tenant.headers) as http:
+        for _ in range(600):
+            if http.get(f"/v1/generations/{generation_id}").json()["status"] == "completed":
+                break
+            time.sleep(0.05)
+    refused = imagejobs("cancel", generation_id, url=stack.url, api_key=tenant.api_key)
+    assert refused.returncode == 2
+    assert "409" in refused.stderr and "cannot be cancelled" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_a_failed_generation_exits_1_and_retry_runs_it_again(stack: Stack, tenant: Tenant) -> None:
@@ -106,7 +119,13 @@ def test_a_failed_generation_exits_1_and_retry_runs_it_again(stack: Stack, tenan
     )
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "provider_error" in failed.stdout
+    # The resolution is printed in full (no wrapping cuts it), next to the error.
+    resolution = RESOLUTIONS[ErrorCode.PROVIDER_ERROR]
+    assert f"what to do: {resolution}" in failed.stdout
     generation_id = generation_id_of(failed.stdout)
+    shown = imagejobs("status", generation_id, url=stack.url, api_key=tenant.api_key)
+    assert shown.returncode == 0, shown.stderr
+    assert f"\n  what to do: {resolution}" in shown.stdout
     retried = imagejobs("retry", generation_id, url=stack.url, api_key=tenant.api_key)
     assert retried.returncode == 0, retried.stderr
     assert generation_id in retried.stdout

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from PIL import Image
+from psycopg_pool import AsyncConnectionPool
 
 from tests.conftest import Tenant
 from tests.e2e.conftest import Stack
 from tests.e2e.test_lifecycle import wait_for
+from worker.core.errors import RESOLUTIONS, ErrorCode
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -112,7 +116,7 @@ async def submit_generation(page: Page, prompt: str, provider: str, size: str) -
     await page.get_by_label("Prompt", exact=True).fill(prompt)
     await page.get_by_label("Provider", exact=True).select_option(provider)
     await page.get_by_label("Size", exact=True).select_option(size)
-    await page.get_by_role("button", name="Generate").click()
+    await page.get_by_role("button", name="Generate", exact=True).click()
 
 
 async def card_with(page: Page, status: str, prompt: str | None = None) -> str:
@@ -227,6 +231,9 @@ async def test_a_failure_and_a_hostile_prompt_are_shown_as_text(
     card = page.locator(f'[data-generation-id="{generation_id}"]')
     await card.locator(".error-message").wait_for(state="visible")
     assert "not configured" in await card.locator(".error-message").inner_text()
+    # Beside the message, what to do about it: the catalogue's resolution, word for word.
+    resolution = RESOLUTIONS[ErrorCode.PROVIDER_ERROR]
+    assert await card.locator(".resolution").text_content() == resolution
     assert await card.locator(".badge").inner_text() == "Failed"
     assert await card.get_by_role("button", name="Retry").is_visible()
     # Prompts and names are text: no element was made from them, no script ran.
@@ -251,7 +258,7 @@ async def test_a_failure_and_a_hostile_prompt_are_shown_as_text(
 
     # Bad input comes back as the problem's text next to the form.
     await page.get_by_label("Prompt", exact=True).fill("\u0000")
-    await page.get_by_role("button", name="Generate").click()
+    await page.get_by_role("button", name="Generate", exact=True).click()
     await page.wait_for_function(
         "() => document.getElementById('generation-error').textContent.includes('prompt')",
         timeout=TIMEOUT_MS,
@@ -355,3 +362,207 @@ async def test_versions_arrive_live_and_the_screenshot(
             with Image.open(path) as shot:
                 assert shot.size[0] == 1280
         await card_with(page, "completed", "a sailing boat in a storm, oil painting")
+
+
+# Records every state a canvas node card shows, as the DOM changes.
+RECORD_NODES = """() => {
+  window.__nodes = [];
+  const canvas = document.getElementById('canvas');
+  const record = () => {
+    for (const item of canvas.querySelectorAll('.canvas-node')) {
+      window.__nodes.push({
+        id: item.dataset.nodeId,
+        status: item.dataset.status,
+        badge: item.querySelector('.badge').textContent,
+        version: item.querySelector('.version').textContent,
+      });
+    }
+  };
+  new MutationObserver(record).observe(canvas, {
+    subtree: true, childList: true, attributes: true, characterData: true,
+  });
+}"""
+
+
+async def wait_for_node(page: Page, node_id: str, status: str, version: str) -> None:
+    await page.wait_for_function(
+        """([id, status, version]) => {
+          const item = document.querySelector(`.canvas-node[data-node-id="${id}"]`);
+          return item && item.dataset.status === status
+            && item.querySelector('.version').textContent === version;
+        }""",
+        arg=[node_id, status, version],
+        timeout=TIMEOUT_MS,
+    )
+
+
+async def statuses_seen(page: Page, node_id: str) -> list[str]:
+    seen: list[dict[str, Any]] = await page.evaluate("window.__nodes")
+    statuses: list[str] = []
+    for state in seen:
+        if state["id"] == node_id and (not statuses or statuses[-1] != state["status"]):
+            statuses.append(state["status"])
+    return statuses
+
+
+async def expect_thumbnail(page: Page, node_id: str, generation: dict[str, Any]) -> str:
+    """The card shows the API's thumbnail_url, or result_image_url while there is none."""
+    expected = generation.get("thumbnail_url") or generation["result_image_url"]
+    await page.wait_for_function(
+        """([id, src]) => {
+          const img = document.querySelector(`.canvas-node[data-node-id="${id}"] .thumb img`);
+          return img && !img.hidden && img.getAttribute('src') === src
+            && img.complete && img.naturalWidth > 0;
+        }""",
+        arg=[node_id, expected],
+        timeout=TIMEOUT_MS,
+    )
+    return "thumbnail_url" if generation.get("thumbnail_url") else "result_image_url"
+
+
+def canvas_screenshot() -> list[Path]:
+    target = os.environ.get("CANVAS_SCREENSHOT")
+    return [Path(target)] if target else []
+
+
+async def test_the_canvas_follows_its_nodes_live(
+    page: Page, stack: Stack, tenant: Tenant, pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    workflow_id = str(uuid.uuid4())
+    # Positions live on workflow_nodes (the canvas app writes them); one node was never placed.
+    async with pool.connection() as conn:
+        for node_id, position in [
+            ("hero", {"x": 40, "y": 24}),
+            ("broken", {"x": 320, "y": 60}),
+            ("loose", {}),
+        ]:
+            await conn.execute(
+                "INSERT INTO workflow_nodes (id, workflow_id, workspace_id, position)"
+                " VALUES (%s, %s, %s, %s)",
+                (node_id, workflow_id, tenant.workspace_id, json.dumps(position)),
+            )
+    async with httpx.AsyncClient(base_url=stack.url, headers=tenant.headers, timeout=30) as http:
+        project = (await http.post("/v1/projects", json={"name": "Canvas"})).json()
+
+        async def generate(node_id: str, **fields: Any) -> dict[str, Any]:
+            response = await http.post(
+                "/v1/generations",
+                json={
+                    "project_id": project["id"],
+                    "workflow_id": workflow_id,
+                    "node_id": node_id,
+                    "prompt_spec": {"base_prompt": f"the {node_id} node", "size": "512x512"},
+                    **fields,
+                },
+            )
+            assert response.status_code == 201, response.text
+            created: dict[str, Any] = response.json()
+            return created
+
+        # `#workflow=<uuid>` opens the canvas once signed in.
+        await page.goto(f"{stack.url}/#workflow={workflow_id}")
+        await page.get_by_label("API key", exact=True).fill(tenant.api_key)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_selector("#canvas-view:not([hidden])", timeout=TIMEOUT_MS)
+        await page.wait_for_selector('#canvas-live[data-state="on"]', timeout=TIMEOUT_MS)
+        await page.wait_for_selector('.canvas-node[data-node-id="loose"]', timeout=TIMEOUT_MS)
+        assert await page.locator("#canvas-workflow").inner_text() == workflow_id
+        await page.evaluate(RECORD_NODES)
+
+        # Placed nodes sit at their position (plus the canvas's 16 px margin); the unplaced one
+        # goes to the grid below them.
+        canvas = await page.locator("#canvas").bounding_box()
+        hero_box = await page.locator('.canvas-node[data-node-id="hero"]').bounding_box()
+        loose_box = await page.locator('.canvas-node[data-node-id="loose"]').bounding_box()
+        assert canvas and hero_box and loose_box
+        assert (hero_box["x"] - canvas["x"], hero_box["y"] - canvas["y"]) == (56, 40)
+        assert loose_box["y"] - canvas["y"] > 60 + 16 + hero_box["height"] / 2
+        assert loose_box["x"] - canvas["x"] == 16
+
+        # A generation on the node: the card goes live from pending/running to completed, v1.
+        first = await generate("hero")
+        await wait_for_node(page, "hero", "completed", "v1")
+        assert "running" in await statuses_seen(page, "hero")
+        first = await wait_for(http, first["id"], "completed")
+        branch = await expect_thumbnail(page, "hero", first)
+        print(f"canvas thumbnail check ran the {branch} branch")
+        hero = page.locator('.canvas-node[data-node-id="hero"]')
+        assert await hero.locator(".badge").inner_text() == "completed"
+        assert await hero.locator(".error-message").is_hidden()
+
+        # The thumbnail opens the full-size image.
+        await hero.locator(".thumb").click()
+        viewer = page.locator("#viewer")
+        await viewer.wait_for(state="visible")
+        assert await page.get_attribute("#viewer-image", "src") == first["result_image_url"]
+        await page.wait_for_function(
+            "() => document.getElementById('viewer-image').naturalWidth === 512",
+            timeout=TIMEOUT_MS,
+        )
+        await page.get_by_role("button", name="Close").click()
+        await viewer.wait_for(state="hidden")
+
+        # Regenerate: the next version on the same node runs and lands as v2.
+        await page.evaluate(RECORD_NODES)
+        await hero.get_by_role("button", name="Regenerate").click()
+        await wait_for_node(page, "hero", "completed", "v2")
+        assert "running" in await statuses_seen(page, "hero")
+        versions = (await http.get(f"/v1/generations/{first['id']}/versions")).json()["data"]
+        assert [v["version"] for v in versions] == [1, 2]
+        second = await wait_for(http, versions[1]["id"], "completed")
+        assert second["node_id"] == "hero" and second["workflow_id"] == workflow_id
+        await expect_thumbnail(page, "hero", second)
+        await hero.locator(".thumb").click()
+        await viewer.wait_for(state="visible")
+        assert await page.get_attribute("#viewer-image", "src") == second["result_image_url"]
+        await page.get_by_role("button", name="Close").click()
+        await viewer.wait_for(state="hidden")
+
+        # A failure (no Google key on this worker): the message and the catalogue's resolution.
+        failing = await generate("broken", provider="google")
+        failed = await wait_for(http, failing["id"], "failed")
+        assert failed["error_code"] == "provider_error"
+        await wait_for_node(page, "broken", "error", "v1")
+        broken = page.locator('.canvas-node[data-node-id="broken"]')
+        assert await broken.locator(".badge").inner_text() == "error"
+        assert await broken.locator(".error-message").text_content() == failed["error_message"]
+        resolution = RESOLUTIONS[ErrorCode.PROVIDER_ERROR]
+        assert failed["error_resolution"] == resolution
+        assert await broken.locator(".resolution").text_content() == resolution
+        assert await broken.locator(".thumb").is_disabled()
+
+        # Retry runs it again and (still no key) it fails again: a pending blip that short may
+        # be coalesced away by the stream, so the node's updatedAt tells the new state apart.
+        before = await broken.get_attribute("data-updated-at")
+        assert before
+        await broken.get_by_role("button", name="Retry").click()
+        await page.wait_for_function(
+            """(before) => {
+              const item = document.querySelector('.canvas-node[data-node-id="broken"]');
+              return item.dataset.updatedAt !== before && item.dataset.status === 'error';
+            }""",
+            arg=before,
+            timeout=TIMEOUT_MS,
+        )
+        retried = await wait_for(http, failing["id"], "failed")
+        assert retried["finished_at"] != failed["finished_at"]
+        await wait_for_node(page, "broken", "error", "v1")
+        for path in [tmp_path / "canvas.png", *canvas_screenshot()]:
+            await page.screenshot(path=str(path), full_page=True)
+
+        # The project's generations name their workflow: a link opens (here: reopens) its
+        # canvas; closing it leaves the project view.
+        await page.get_by_role("link", name="Close canvas").click()
+        await page.wait_for_selector("#canvas-view[hidden]", state="attached")
+        link = page.locator(f'#workflow-list a[data-workflow-id="{workflow_id}"]')
+        await link.click()
+        await page.wait_for_selector('.canvas-node[data-node-id="hero"][data-status="completed"]')
+        assert await page.locator('.canvas-node[data-node-id="hero"] .version').inner_text() == "v2"
+
+        # On the generation cards too: the failure's resolution, and the thumbnail rule.
+        card = page.locator(f'[data-generation-id="{failed["id"]}"]')
+        assert await card.locator(".resolution").text_content() == resolution
+        assert await card.get_by_role("button", name="Retry").is_visible()
+        shown = second.get("thumbnail_url") or second["result_image_url"]
+        done = page.locator(f'[data-generation-id="{second["id"]}"]')
+        assert await done.locator(".thumb img").get_attribute("src") == shown

@@ -30,6 +30,7 @@ class GenerationEvent(msgspec.Struct, kw_only=True):
     result_image_url: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    error_resolution: str | None = None
 
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})

@@ -59,6 +59,8 @@ def _describe(generation: dict[str, Any]) -> str:
         line += f"\n  result: {generation['result_image_url']}"
     if generation.get("error_message"):
         line += f"\n  error: {generation['error_code']}: {generation['error_message']}"
+    if generation.get("error_resolution"):
+        line += f"\n  what to do: {generation['error_resolution']}"
     return line
 
 
@@ -84,6 +86,8 @@ async def generate(args: argparse.Namespace, console: Console) -> int:
                 f"[red]{final.status}[/red]: {final.error_code}: {final.error_message}",
                 soft_wrap=True,
             )
+            if final.error_resolution:
+                console.print(f"what to do: {final.error_resolution}", soft_wrap=True)
             return EXIT_FAILED
         console.print(f"[green]completed[/green]: {final.result_image_url}", soft_wrap=True)
         if args.open and final.result_image_url:
@@ -138,7 +142,7 @@ async def status(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(generation, indent=2))
     else:
-        console.print(_describe(generation))
+        console.print(_describe(generation), soft_wrap=True)
     return 0
 
 
@@ -161,14 +165,14 @@ async def projects(args: argparse.Namespace, console: Console) -> int:
 async def retry(args: argparse.Namespace, console: Console) -> int:
     async with _client(args) as client:
         generation = await client.request("POST", f"/v1/generations/{args.id}/retry")
-    console.print(_describe(generation))
+    console.print(_describe(generation), soft_wrap=True)
     return 0
 
 
 async def cancel(args: argparse.Namespace, console: Console) -> int:
     async with _client(args) as client:
         generation = await client.request("POST", f"/v1/generations/{args.id}/cancel")
-    console.print(_describe(generation))
+    console.print(_describe(generation), soft_wrap=True)
     return 0
 
 

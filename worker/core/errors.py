@@ -67,6 +67,7 @@ RESOLUTIONS: dict[ErrorCode, str] = {
     " serves.",
 }
 
+
 # Transient failures: the job is retried with backoff, at most MAX_ATTEMPTS runs in all.
 RETRYABLE: frozenset[ErrorCode] = frozenset(
     {ErrorCode.PROVIDER_ERROR, ErrorCode.RESULT_UNREACHABLE}

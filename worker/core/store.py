@@ -350,16 +350,22 @@ async def get_project_for_stream(db: Db, project_id: UUID) -> Project | None:
 # --- workflow nodes ----------------------------------------------------------------------------
 
 
+def _position(value: Any) -> dict[str, Any]:
+    # The column is any jsonb; only an object is a position.
+    return dict(value) if isinstance(value, dict) else {}
+
+
 async def workflow_nodes(
     db: Db, workflow_id: UUID, workspace_id: UUID, ids: list[str] | None = None
-) -> list[tuple[str, str, dict[str, Any]]]:
-    """(id, node_type, node_data) of a workflow's nodes, or of those of them named in `ids`."""
+) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(id, node_type, node_data, position) of a workflow's nodes, or of those of them named in
+    `ids`. `position` is the canvas's `{x, y}` (React Flow), `{}` when never placed."""
     rows = await fetch_rows(
         db,
         "workflow_nodes",
         {"workflow_id": workflow_id, "workspace_id": workspace_id, "ids": ids},
     )
-    return [(str(r[0]), str(r[1]), dict(r[2])) for r in rows]
+    return [(str(r[0]), str(r[1]), dict(r[2]), _position(r[3])) for r in rows]
 
 
 async def workflow_visible(db: Db, workflow_id: UUID, workspace_id: UUID) -> bool:
