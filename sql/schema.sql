@@ -181,7 +181,7 @@ CREATE FUNCTION imagejobs_error_resolution(code text) RETURNS text
         WHEN 'provider_error' THEN 'Check logs for more details. May be due to API rate limits or service issues; retry in a few minutes.'
         WHEN 'timeout' THEN 'The job took too long or its worker stopped repeatedly. Retry it; if it keeps timing out, try a smaller size or another model.'
         WHEN 'mask_missing' THEN 'Provide a valid base64-encoded mask image.'
-        WHEN 'mask_invalid' THEN 'Ensure the mask is a PNG data URL (data:image/png;base64 followed by a comma and the base64 data).'
+        WHEN 'mask_invalid' THEN 'Ensure the mask is a PNG sent as a base64 data URL of type image/png.'
         WHEN 'source_unreadable' THEN 'Ensure the source image is a valid PNG, JPEG or WebP file within the size limit.'
         WHEN 'storage_error' THEN 'This is usually temporary. Retry the processing; if it keeps failing, check that the storage bucket exists and accepts uploads.'
         WHEN 'cancelled' THEN 'Retry or regenerate to run it again.'

@@ -30,6 +30,7 @@ const LIVE_FIELDS = [
   "progress",
   "label",
   "result_image_url",
+  "thumbnail_url",
   "error_code",
   "error_message",
   "error_resolution",
@@ -448,6 +449,7 @@ function applyGenerationEvent(event) {
   const data = { ...entry.data, status: event.status, step: event.step, progress: event.progress };
   if (STEP_KINDS.has(event.kind) && event.label) data.label = event.label;
   if (event.result_image_url) data.result_image_url = event.result_image_url;
+  if (event.thumbnail_url) data.thumbnail_url = event.thumbnail_url;
   if (event.status === "failed") {
     if (event.error_code) data.error_code = event.error_code;
     if (event.error_message) data.error_message = event.error_message;

@@ -160,8 +160,10 @@ async def test_a_generation_from_the_form_moves_live_to_ready(
     generation_id = await card_with(page, "completed", prompt)
     await page.wait_for_function(
         """(id) => {
+          // The list shows the 256 px thumbnail (from the live event), the viewer the full image.
           const img = document.querySelector(`[data-generation-id="${id}"] .thumb img`);
-          return img && !img.hidden && img.complete && img.naturalWidth > 0;
+          return img && !img.hidden && img.complete && img.naturalWidth === 256
+            && img.getAttribute('src').endsWith('-thumb.webp');
         }""",
         arg=generation_id,
         timeout=TIMEOUT_MS,
@@ -405,19 +407,20 @@ async def statuses_seen(page: Page, node_id: str) -> list[str]:
     return statuses
 
 
-async def expect_thumbnail(page: Page, node_id: str, generation: dict[str, Any]) -> str:
-    """The card shows the API's thumbnail_url, or result_image_url while there is none."""
-    expected = generation.get("thumbnail_url") or generation["result_image_url"]
+async def expect_thumbnail(page: Page, node_id: str, generation: dict[str, Any]) -> None:
+    """The card shows the generation's thumbnail (256 px on its longest side), not the full
+    image."""
+    assert generation["thumbnail_url"], generation
+    assert generation["thumbnail_url"] != generation["result_image_url"]
     await page.wait_for_function(
         """([id, src]) => {
           const img = document.querySelector(`.canvas-node[data-node-id="${id}"] .thumb img`);
           return img && !img.hidden && img.getAttribute('src') === src
-            && img.complete && img.naturalWidth > 0;
+            && img.complete && img.naturalWidth === 256;
         }""",
-        arg=[node_id, expected],
+        arg=[node_id, generation["thumbnail_url"]],
         timeout=TIMEOUT_MS,
     )
-    return "thumbnail_url" if generation.get("thumbnail_url") else "result_image_url"
 
 
 def canvas_screenshot() -> list[Path]:
@@ -484,8 +487,7 @@ async def test_the_canvas_follows_its_nodes_live(
         await wait_for_node(page, "hero", "completed", "v1")
         assert "running" in await statuses_seen(page, "hero")
         first = await wait_for(http, first["id"], "completed")
-        branch = await expect_thumbnail(page, "hero", first)
-        print(f"canvas thumbnail check ran the {branch} branch")
+        await expect_thumbnail(page, "hero", first)
         hero = page.locator('.canvas-node[data-node-id="hero"]')
         assert await hero.locator(".badge").inner_text() == "completed"
         assert await hero.locator(".error-message").is_hidden()
@@ -563,6 +565,5 @@ async def test_the_canvas_follows_its_nodes_live(
         card = page.locator(f'[data-generation-id="{failed["id"]}"]')
         assert await card.locator(".resolution").text_content() == resolution
         assert await card.get_by_role("button", name="Retry").is_visible()
-        shown = second.get("thumbnail_url") or second["result_image_url"]
         done = page.locator(f'[data-generation-id="{second["id"]}"]')
-        assert await done.locator(".thumb img").get_attribute("src") == shown
+        assert await done.locator(".thumb img").get_attribute("src") == second["thumbnail_url"]

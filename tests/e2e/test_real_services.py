@@ -109,7 +109,8 @@ async def test_a_storage_that_stays_down_fails_with_storage_error(
     http: httpx.AsyncClient, services: Services
 ) -> None:
     down = Scripted(503, {"statusCode": "503", "error": "Unavailable", "message": "down"})
-    services.storage.recorder.script(down, down, down)
+    # Three attempts for each of the two uploads (the result and its thumbnail).
+    services.storage.recorder.script(*[down] * 6)
     project_id = await create_project(http)
     generation = await create_generation(http, project_id, "storage is down")
     failed = await wait_for(http, generation["id"], "failed", timeout=30)

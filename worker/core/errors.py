@@ -54,10 +54,10 @@ RESOLUTIONS: dict[ErrorCode, str] = {
     ErrorCode.TIMEOUT: "The job took too long or its worker stopped repeatedly. Retry it; if it"
     " keeps timing out, try a smaller size or another model.",
     ErrorCode.MASK_MISSING: "Provide a valid base64-encoded mask image.",
-    # Not the document's literal "data:image/png;base64,{...}": the no-inline-image guard on
-    # events would take it for image data.
-    ErrorCode.MASK_INVALID: "Ensure the mask is a PNG data URL (data:image/png;base64 followed"
-    " by a comma and the base64 data).",
+    # Not the document's literal "data:image/png;base64,{...}": the no-inline-image guards
+    # would take it for image data.
+    ErrorCode.MASK_INVALID: "Ensure the mask is a PNG sent as a base64 data URL of type"
+    " image/png.",
     ErrorCode.SOURCE_UNREADABLE: "Ensure the source image is a valid PNG, JPEG or WebP file"
     " within the size limit.",
     ErrorCode.STORAGE_ERROR: "This is usually temporary. Retry the processing; if it keeps"

@@ -408,26 +408,32 @@ async def store_result(
         generation.id,
         EXTENSIONS[checked.content_type],
     )
-    thumb = await _thumbnail(generation, checked)
-    uploads = [runtime.storage.put(key, checked.data, checked.content_type)]
-    if thumb is not None:
-        thumb_data, thumb_type = thumb
-        uploads.append(runtime.storage.put(thumbnail_key(key, thumb_type), thumb_data, thumb_type))
+
+    async def upload() -> tuple[str, str | None]:
+        thumb = await _thumbnail(generation, checked)
+        result_upload = runtime.storage.put(key, checked.data, checked.content_type)
+        if thumb is None:
+            return await result_upload, None
+        data, content_type = thumb
+        thumb_upload = runtime.storage.put(thumbnail_key(key, content_type), data, content_type)
+        url, thumbnail_url = await asyncio.gather(result_upload, thumb_upload)
+        return url, thumbnail_url
+
     try:
         if saving:
-            # The `saving` event is committed while the uploads run; `completed` waits for all.
-            _, urls = await asyncio.gather(
-                runtime.lifecycle.step(generation.id, "saving"), asyncio.gather(*uploads)
+            # The `saving` event is committed while the preview is made and the uploads run;
+            # `completed` waits for all of it.
+            _, (url, thumbnail_url) = await asyncio.gather(
+                runtime.lifecycle.step(generation.id, "saving"), upload()
             )
         else:
-            urls = await asyncio.gather(*uploads)
+            url, thumbnail_url = await upload()
     except OSError as exc:
         # A thumbnail that cannot be uploaded is handled as the result's upload is: storage_error
         # (Supabase's client raises it itself after its own retries), and a retry of the
         # generation overwrites both keys. Storage that refuses one file is not to be trusted
         # with the other; only a thumbnail that cannot be *made* degrades to NULL.
         raise GenerationError(ErrorCode.STORAGE_ERROR, type(exc).__name__) from exc
-    url, thumbnail_url = urls[0], (urls[1] if thumb is not None else None)
     metadata: dict[str, Any] = {
         **result.metadata,
         "width": checked.width,
