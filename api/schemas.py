@@ -54,6 +54,14 @@ class PromptSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     negative_prompt: ShortText | None = None
 
 
+PRIORITY_LEVELS: dict[str, int] = {"interactive": 0, "batch": -1}
+PriorityLevel = Literal["interactive", "batch"] | Annotated[int, Meta(ge=-3, le=3)]
+
+
+def priority_level(value: str | int) -> int:
+    return PRIORITY_LEVELS[value] if isinstance(value, str) else value
+
+
 class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True):
     project_id: UUID
     prompt: PromptText | None = None
@@ -66,6 +74,8 @@ class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True):
     webhook_url: HttpUrl | None = None
     webhook_events_filter: Annotated[list[WebhookEvent], Meta(max_length=3)] | None = None
     metadata: Annotated[dict[str, Any], Meta(max_length=50)] = {}
+    # `interactive` (0) overtakes `batch` (-1); an integer level from -3 to 3 places it exactly.
+    priority: PriorityLevel = "interactive"
 
 
 class Regenerate(msgspec.Struct, forbid_unknown_fields=True):

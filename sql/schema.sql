@@ -57,11 +57,22 @@ $$;
 CREATE FUNCTION imagejobs_defer_generation(generation_id uuid, task_name text) RETURNS bigint
     LANGUAGE sql
     AS $$
+    SELECT imagejobs_defer_generation(g.id, task_name, g.workspace_id, g.priority)
+    FROM image_generations g WHERE g.id = generation_id
+    $$;
+
+-- FUNCTION imagejobs_defer_generation(uuid, text, uuid, smallint)
+CREATE FUNCTION imagejobs_defer_generation(generation_id uuid, task_name text, workspace_id uuid, priority smallint) RETURNS bigint
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
     SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW(
-        'images', task_name, 0, 'generation:' || generation_id::text, NULL,
+        'images', task_name,
+        imagejobs_job_priority(priority, imagejobs_fair_tag(workspace_id, priority)),
+        'generation:' || generation_id::text, NULL,
         jsonb_build_object('generation_id', generation_id), NULL
     )::procrastinate_job_to_defer_v1]))[1]
-$$;
+    $$;
 
 -- FUNCTION imagejobs_enable_rls()
 CREATE FUNCTION imagejobs_enable_rls() RETURNS void
@@ -236,6 +247,33 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_fair_tag(uuid, smallint)
+CREATE FUNCTION imagejobs_fair_tag(p_workspace_id uuid, p_priority smallint) RETURNS bigint
+    LANGUAGE sql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    WITH clock AS (
+        SELECT least(
+            extract(epoch FROM clock_timestamp() - timestamptz '2026-01-01 00:00:00+00')::bigint,
+            coalesce((
+                SELECT p_priority::bigint * 536870912 - j.priority
+                FROM procrastinate_jobs j
+                WHERE j.status = 'todo'
+                  AND j.priority < p_priority::bigint * 536870912
+                  AND j.priority > p_priority::bigint * 536870912 - 536870912
+                  AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+                ORDER BY j.priority DESC, j.id
+                LIMIT 1
+            ), 9223372036854775807)
+        ) AS v
+    )
+    INSERT INTO imagejobs_fair_queue AS q (workspace_id, priority, finish)
+    SELECT p_workspace_id, p_priority, clock.v + 1 FROM clock
+    ON CONFLICT (workspace_id, priority) DO UPDATE
+        SET finish = greatest(q.finish, excluded.finish - 1) + 1
+    RETURNING finish - 1
+    $$;
+
 -- FUNCTION imagejobs_generations_assign_version()
 CREATE FUNCTION imagejobs_generations_assign_version() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -290,7 +328,7 @@ BEGIN
         NEW.step := 'queued';
         NEW.progress := 0;
         IF NEW.job_id IS NULL THEN
-            NEW.job_id := imagejobs_defer_generation(NEW.id, imagejobs_task_for(NEW.edit_mode));
+            NEW.job_id := imagejobs_defer_generation(NEW.id, imagejobs_task_for(NEW.edit_mode), NEW.workspace_id, NEW.priority);
         END IF;
     ELSIF NEW.status IN ('completed', 'failed', 'cancelled') THEN
         NEW.step := NEW.status;
@@ -344,7 +382,7 @@ BEGIN
                 NEW.attempts := 0;
                 NEW.started_at := NULL;
                 IF NEW.job_id IS NOT DISTINCT FROM OLD.job_id THEN
-                    NEW.job_id := imagejobs_defer_generation(NEW.id, imagejobs_task_for(NEW.edit_mode));
+                    NEW.job_id := imagejobs_defer_generation(NEW.id, imagejobs_task_for(NEW.edit_mode), NEW.workspace_id, NEW.priority);
                 END IF;
             END IF;
         WHEN 'completed' THEN
@@ -602,6 +640,13 @@ CREATE FUNCTION imagejobs_is_http_url(value text) RETURNS boolean
     AS $_$
     SELECT value IS NULL OR (value ~* '^https?://[^\s/$.?#][^\s]*$' AND length(value) <= 4096)
 $_$;
+
+-- FUNCTION imagejobs_job_priority(smallint, bigint)
+CREATE FUNCTION imagejobs_job_priority(level smallint, tag bigint) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT (level::bigint * 536870912 - least(greatest(tag, 0), 536870911))::integer
+    $$;
 
 -- FUNCTION imagejobs_member_workspaces()
 CREATE FUNCTION imagejobs_member_workspaces() RETURNS SETOF uuid
@@ -897,6 +942,7 @@ CREATE TABLE image_generations (
     edited_from uuid,
     thumbnail_url text,
     error_resolution text GENERATED ALWAYS AS (imagejobs_error_resolution(error_code)) STORED,
+    priority smallint DEFAULT 0 NOT NULL,
     CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
     CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
@@ -906,6 +952,7 @@ CREATE TABLE image_generations (
     CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
     CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
+    CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
     CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
     CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
     CONSTRAINT image_generations_prompt_spec_check CHECK ((jsonb_typeof(prompt_spec) = 'object'::text)),
@@ -972,6 +1019,13 @@ CREATE UNLOGGED TABLE imagejobs_api_rate_limits (
     subject text NOT NULL,
     window_start timestamp with time zone NOT NULL,
     hits integer NOT NULL
+);
+
+-- TABLE imagejobs_fair_queue
+CREATE TABLE imagejobs_fair_queue (
+    workspace_id uuid NOT NULL,
+    priority smallint NOT NULL,
+    finish bigint NOT NULL
 );
 
 -- TABLE imagejobs_migrations
@@ -1102,6 +1156,10 @@ ALTER TABLE ONLY image_generations
 -- CONSTRAINT imagejobs_api_rate_limits imagejobs_api_rate_limits_pkey
 ALTER TABLE ONLY imagejobs_api_rate_limits
     ADD CONSTRAINT imagejobs_api_rate_limits_pkey PRIMARY KEY (subject);
+
+-- CONSTRAINT imagejobs_fair_queue imagejobs_fair_queue_pkey
+ALTER TABLE ONLY imagejobs_fair_queue
+    ADD CONSTRAINT imagejobs_fair_queue_pkey PRIMARY KEY (workspace_id, priority);
 
 -- CONSTRAINT imagejobs_migrations imagejobs_migrations_pkey
 ALTER TABLE ONLY imagejobs_migrations

@@ -27,7 +27,7 @@ from api.deps import CatalogueDep, PoolDep, SettingsDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
-from api.schemas import GenerationCreate, GenerationList, metadata_problem
+from api.schemas import GenerationCreate, GenerationList, metadata_problem, priority_level
 from worker.core import store
 from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
 from worker.core.models import Generation, Status
@@ -66,6 +66,7 @@ def _insert_params(
         "webhook_events_filter": data.webhook_events_filter,
         "idempotency_key": idempotency_key,
         "metadata": Jsonb(data.metadata),
+        "priority": priority_level(data.priority),
     }
 
 

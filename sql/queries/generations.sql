@@ -5,11 +5,11 @@
 -- name: insert_generation
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
-    node_id, workflow_id, webhook_url, webhook_events_filter, idempotency_key, metadata
+    node_id, workflow_id, webhook_url, webhook_events_filter, idempotency_key, metadata, priority
 ) VALUES (
     %(workspace_id)s, %(user_id)s, %(project_id)s, %(prompt)s, %(prompt_spec)s, %(provider)s,
     %(model)s, %(original_image_url)s, %(node_id)s, %(workflow_id)s, %(webhook_url)s,
-    %(webhook_events_filter)s, %(idempotency_key)s, %(metadata)s
+    %(webhook_events_filter)s, %(idempotency_key)s, %(metadata)s, %(priority)s
 )
 RETURNING *;
 
@@ -112,13 +112,13 @@ ORDER BY g.version, g.created_at;
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, edited_from
+    edit_mode, edited_from, priority
 )
 SELECT workspace_id, %(user_id)s, project_id, %(prompt)s, prompt_spec, provider, model,
        result_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1,  -- the version trigger numbers it within its history, under a lock
        coalesce(parent_id, id),
-       %(metadata)s, %(edit_mode)s, id
+       %(metadata)s, %(edit_mode)s, id, priority
 FROM image_generations g
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'completed'
 RETURNING *;
@@ -131,7 +131,7 @@ RETURNING *;
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, mask_url, edited_from
+    edit_mode, mask_url, edited_from, priority
 )
 SELECT workspace_id, %(user_id)s, project_id,
        CASE WHEN %(prompt)s::text IS NOT NULL THEN %(prompt)s::text
@@ -145,7 +145,7 @@ SELECT workspace_id, %(user_id)s, project_id,
        original_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1, coalesce(parent_id, id),
        (metadata - 'model') || jsonb_build_object('regeneratedFrom', id::text),
-       edit_mode, mask_url, edited_from
+       edit_mode, mask_url, edited_from, priority
 FROM image_generations
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s
 RETURNING *;

@@ -88,6 +88,8 @@ class Generation(msgspec.Struct, kw_only=True):
     thumbnail_url: str | None = None
     # What to do about `error_code` (computed by the database from the catalogue).
     error_resolution: str | None = None
+    # The queue level, -3 to 3 (the API's interactive is 0, batch -1); see sql/migrations/017.
+    priority: int = 0
 
 
 class ImageEvent(msgspec.Struct, kw_only=True):

@@ -27,6 +27,8 @@ QUICK = {
     "hooks": 300,
     "large": 10_000,
     "memory": 1_000,
+    "backlog": 300,
+    "fair_samples": 20,
 }
 FULL = {
     "jobs": 2_000,
@@ -37,6 +39,8 @@ FULL = {
     "hooks": 2_000,
     "large": 100_000,
     "memory": 10_000,
+    "backlog": 2_000,
+    "fair_samples": 50,
 }
 
 
@@ -51,6 +55,7 @@ async def run(quick: bool, database_url: str | None, only: list[str] | None) -> 
         "counters": lambda b: [scenarios.counter_cost(b, size["large"], 200)],
         "memory": lambda b: [scenarios.worker_memory(b, 100, size["memory"])],
         "scaling": lambda b: [scenarios.scale_out(b, size["jobs"], n, 10) for n in (1, 2, 4)],
+        "fairness": lambda b: [scenarios.fairness(b, size["backlog"], size["fair_samples"])],
     }
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="imagejobs-bench-") as workdir:

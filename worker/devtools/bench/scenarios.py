@@ -451,3 +451,78 @@ async def scale_out(bench: Bench, jobs: int, workers: int, concurrency: int) -> 
         target="grows with workers until Postgres or the cores saturate",
         details={"jobs": jobs, "database_connections": backends},
     )
+
+
+async def fairness(bench: Bench, backlog: int, samples: int) -> Result:
+    """Workspace A queues `backlog` generations; workspace B then asks for one at a time. B's
+    start delay (created -> started), p95, against one generation's duration (median)."""
+    delay_ms = 200
+    _, _, project_a = await bench.tenant()
+    _, _, project_b = await bench.tenant()
+    worker = await _start_and_wait(
+        bench,
+        [sys.executable, "-m", "worker.cli", "worker"],
+        WORKER_CONCURRENCY="10",
+        LOCAL_PROVIDER_DELAY_MS=str(delay_ms),
+    )
+    await asyncio.sleep(0.5)
+    await _insert_generations(bench, project_a, backlog)
+    waits: list[float] = []
+    async with await bench.connect() as conn:
+        for i in range(samples):
+            cur = await conn.execute(
+                "INSERT INTO image_generations (project_id, prompt, prompt_spec)"
+                " VALUES (%s, %s, %s::jsonb) RETURNING id",
+                (project_b, f"fair {i}", SMALL_IMAGE),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+
+            async def started(generation_id: uuid.UUID = row[0]) -> bool:
+                return bool(
+                    await _count(
+                        bench,
+                        "SELECT count(*) FROM image_generations WHERE id = %s AND started_at IS NOT NULL",
+                        (generation_id,),
+                    )
+                )
+
+            await bench.wait_for(started, 120)
+            cur = await conn.execute(
+                "SELECT extract(epoch FROM started_at - created_at) FROM image_generations WHERE id = %s",
+                (row[0],),
+            )
+            waited = await cur.fetchone()
+            assert waited is not None
+            waits.append(float(waited[0]))
+            await asyncio.sleep(0.1)
+        cur = await conn.execute(
+            "SELECT extract(epoch FROM finished_at - started_at) FROM image_generations"
+            " WHERE project_id = %s AND status = 'completed'",
+            (project_a,),
+        )
+        rows = await cur.fetchall()
+    queued_behind = await _count(
+        bench,
+        "SELECT count(*) FROM image_generations WHERE project_id = %s AND status = 'pending'",
+        (project_a,),
+    )
+    bench.stop(worker)
+    duration = median([float(r[0]) for r in rows])
+    p95 = percentile(waits, 95)
+    return Result(
+        scenario=f"fairness: B's start delay behind A's backlog of {backlog}",
+        figure=round(p95 * 1000, 1),
+        unit="ms p95",
+        reference=round(duration * 1000, 1),
+        reference_name="ms, one generation (median)",
+        ratio=round(p95 / duration, 2),
+        target="<= 1.0x",
+        details={
+            "samples": samples,
+            "p50_ms": round(percentile(waits, 50) * 1000, 1),
+            "a_still_queued_at_end": queued_behind,
+            "concurrency": 10,
+            "provider_delay_ms": delay_ms,
+        },
+    )
