@@ -23,11 +23,12 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
-from api.deps import CatalogueDep, PoolDep, SettingsDep
+from api.deps import CatalogueDep, HubDep, PoolDep, SettingsDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList, metadata_problem, priority_level
+from api.streams.wait import MAX_WAIT_S, generation_when_done, parse_prefer
 from worker.core import store
 from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
 from worker.core.models import Generation, Status
@@ -137,7 +138,10 @@ class GenerationController(Controller):
         "/",
         summary="Create a generation",
         description="Queues an image generation. With an `Idempotency-Key` header, repeating the "
-        "request returns the generation it first created (200) instead of creating another.",
+        "request returns the generation it first created (200) instead of creating another. With "
+        f"`Prefer: wait=N` (N ≤ {MAX_WAIT_S}) the answer waits up to N seconds for the generation "
+        "to finish: it is then the finished generation with `Preference-Applied: wait=N`, else "
+        "the generation as it stands (no `Preference-Applied`); hanging up cancels only the wait.",
         status_code=HTTP_201_CREATED,
         middleware=[CreationRateLimit],
         raises=[TooManyRequests],
@@ -155,11 +159,21 @@ class GenerationController(Controller):
         pool: PoolDep,
         settings: SettingsDep,
         catalogue: CatalogueDep,
+        hub: HubDep,
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", max_length=255)
         ] = None,
+        prefer: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Prefer",
+                max_length=200,
+                description=f"`wait=N`, N from 0 to {MAX_WAIT_S}: wait for the result",
+            ),
+        ] = None,
     ) -> Response[Generation]:
         principal = request.user
+        wait_s = parse_prefer(prefer)
         await check_provider(catalogue, data.provider)
         refuse_unsafe_urls(data, OutboundPolicy.from_settings(settings))
         if problem := metadata_problem(data.metadata):
@@ -171,7 +185,8 @@ class GenerationController(Controller):
                     conn, principal.workspace_id, idempotency_key
                 )
                 if existing is not None:
-                    return Response(existing, status_code=HTTP_200_OK)
+                    done, headers = await generation_when_done(hub, pool, existing, wait_s)
+                    return Response(done, status_code=HTTP_200_OK, headers=headers)
             try:
                 created = await store.insert_generation(conn, params)
             except errors.UniqueViolation:
@@ -185,14 +200,12 @@ class GenerationController(Controller):
                 return Response(existing, status_code=HTTP_200_OK)
             except (errors.IntegrityError, errors.DataError) as exc:
                 raise constraint_error(exc) from exc
-        return Response(
-            created,
-            status_code=HTTP_201_CREATED,
-            headers={
-                "Location": f"/v1/generations/{created.id}",
-                **await deprecation_headers(catalogue, created),
-            },
-        )
+        headers = {
+            "Location": f"/v1/generations/{created.id}",
+            **await deprecation_headers(catalogue, created),
+        }
+        done, applied = await generation_when_done(hub, pool, created, wait_s)
+        return Response(done, status_code=HTTP_201_CREATED, headers={**headers, **applied})
 
     @get("/{generation_id:uuid}", summary="A generation")
     async def get_generation(

@@ -1,0 +1,71 @@
+"""`Prefer: wait=N` on creation (RFC 7240, as Replicate's API has it): answer with the finished
+generation when it ends within N seconds, else with its state then. Waiting rides on the
+process's one LISTEN connection (the hub); the client going away cancels only the wait."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from psycopg_pool import AsyncConnectionPool
+
+from api.problems import InvalidField
+from api.streams.hub import SHUTDOWN, Hub
+from worker.core import store
+from worker.core.models import TERMINAL_STATUSES, Generation
+
+MAX_WAIT_S = 60
+# Re-read at least this often, whatever the notifications say (a lost LISTEN connection).
+RECHECK_S = 1.0
+_WAIT = re.compile(r"^\s*wait\s*=\s*(\S*?)\s*$", re.IGNORECASE)
+
+
+def parse_prefer(header: str | None) -> int | None:
+    """The `wait` preference in seconds, None when absent. Other preferences are ignored (RFC
+    7240); a `wait` that is not an integer from 0 to 60 is a 422 on the header."""
+    if not header:
+        return None
+    for preference in re.split(r"[,;]", header):
+        match = _WAIT.match(preference)
+        if match is None:
+            continue
+        value = match[1].strip('"')
+        if not value.isascii() or not value.isdigit() or int(value) > MAX_WAIT_S:
+            raise InvalidField("Prefer", f"wait must be an integer from 0 to {MAX_WAIT_S} seconds")
+        return int(value)
+    return None
+
+
+async def wait_until_done(
+    hub: Hub, pool: AsyncConnectionPool, generation: Generation, seconds: float
+) -> Generation:
+    """The generation once terminal, or as it stands when `seconds` have passed."""
+    if generation.status in TERMINAL_STATUSES or seconds <= 0:
+        return generation
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    subscription = hub.subscribe(f"generation:{generation.id}")
+    try:
+        current, ending = generation, False
+        while True:
+            read = await store.get_generation(pool, generation.id, generation.workspace_id)
+            current = read or current
+            remaining = deadline - loop.time()
+            if current.status in TERMINAL_STATUSES or remaining <= 0 or read is None or ending:
+                return current
+            # Any news of it (or a resync, or the periodic re-check) means: read it again.
+            ending = await subscription.get(min(remaining, RECHECK_S)) is SHUTDOWN
+    finally:
+        subscription.close()
+
+
+async def generation_when_done(
+    hub: Hub, pool: AsyncConnectionPool, generation: Generation, wait_s: int | None
+) -> tuple[Generation, dict[str, str]]:
+    """(the generation to answer with, headers): `Preference-Applied` only when it finished."""
+    if wait_s is None:
+        return generation, {}
+    done = await wait_until_done(hub, pool, generation, wait_s)
+    if done.status in TERMINAL_STATUSES:
+        return done, {"Preference-Applied": f"wait={wait_s}"}
+    return done, {}
