@@ -58,7 +58,9 @@ PRIORITY_LEVELS: dict[str, int] = {"interactive": 0, "batch": -1}
 PriorityLevel = Literal["interactive", "batch"] | Annotated[int, Meta(ge=-3, le=3)]
 
 
-def priority_level(value: str | int) -> int:
+def priority_level(value: str | int | None, default: str = "interactive") -> int:
+    if value is None:
+        return PRIORITY_LEVELS[default]
     return PRIORITY_LEVELS[value] if isinstance(value, str) else value
 
 
@@ -75,7 +77,21 @@ class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True):
     webhook_events_filter: Annotated[list[WebhookEvent], Meta(max_length=3)] | None = None
     metadata: Annotated[dict[str, Any], Meta(max_length=50)] = {}
     # `interactive` (0) overtakes `batch` (-1); an integer level from -3 to 3 places it exactly.
-    priority: PriorityLevel = "interactive"
+    # Left out: interactive, and batch for the items of POST /v1/generations/batch.
+    priority: PriorityLevel | None = None
+    # Variations: n generations with distinct seeds in one batch (the answer is then a list).
+    n: Annotated[int, Meta(ge=1, le=10)] | None = None
+
+
+class BatchCreate(msgspec.Struct, forbid_unknown_fields=True):
+    items: Annotated[list[GenerationCreate], Meta(min_length=1, max_length=1000)]
+
+
+class CreatedGenerations(msgspec.Struct):
+    """The generations one request created, in the order asked, and their batch."""
+
+    data: list[Generation]
+    batch_id: UUID
 
 
 class Regenerate(msgspec.Struct, forbid_unknown_fields=True):

@@ -943,7 +943,10 @@ CREATE TABLE image_generations (
     thumbnail_url text,
     error_resolution text GENERATED ALWAYS AS (imagejobs_error_resolution(error_code)) STORED,
     priority smallint DEFAULT 0 NOT NULL,
+    batch_id uuid,
+    batch_index integer,
     CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
     CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
     CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
     CONSTRAINT image_generations_error_message_check CHECK ((length(error_message) <= 4000)),
@@ -1019,6 +1022,17 @@ CREATE UNLOGGED TABLE imagejobs_api_rate_limits (
     subject text NOT NULL,
     window_start timestamp with time zone NOT NULL,
     hits integer NOT NULL
+);
+
+-- TABLE imagejobs_batches
+CREATE TABLE imagejobs_batches (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    workspace_id uuid NOT NULL,
+    idempotency_key text,
+    size integer NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT imagejobs_batches_idempotency_key_check CHECK ((length(idempotency_key) <= 255)),
+    CONSTRAINT imagejobs_batches_size_check CHECK (((size >= 1) AND (size <= 1000)))
 );
 
 -- TABLE imagejobs_fair_queue
@@ -1157,6 +1171,10 @@ ALTER TABLE ONLY image_generations
 ALTER TABLE ONLY imagejobs_api_rate_limits
     ADD CONSTRAINT imagejobs_api_rate_limits_pkey PRIMARY KEY (subject);
 
+-- CONSTRAINT imagejobs_batches imagejobs_batches_pkey
+ALTER TABLE ONLY imagejobs_batches
+    ADD CONSTRAINT imagejobs_batches_pkey PRIMARY KEY (id);
+
 -- CONSTRAINT imagejobs_fair_queue imagejobs_fair_queue_pkey
 ALTER TABLE ONLY imagejobs_fair_queue
     ADD CONSTRAINT imagejobs_fair_queue_pkey PRIMARY KEY (workspace_id, priority);
@@ -1211,6 +1229,9 @@ CREATE INDEX image_events_ts_idx ON image_events USING btree (ts);
 -- INDEX image_generations_active_idx
 CREATE INDEX image_generations_active_idx ON image_generations USING btree (status, updated_at) WHERE (status = ANY (ARRAY['pending'::text, 'processing'::text]));
 
+-- INDEX image_generations_batch_idx
+CREATE INDEX image_generations_batch_idx ON image_generations USING btree (batch_id) WHERE (batch_id IS NOT NULL);
+
 -- INDEX image_generations_finished_at_idx
 CREATE INDEX image_generations_finished_at_idx ON image_generations USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
@@ -1240,6 +1261,9 @@ CREATE UNIQUE INDEX image_generations_root_version_key ON image_generations USIN
 
 -- INDEX image_generations_workspace_created_idx
 CREATE INDEX image_generations_workspace_created_idx ON image_generations USING btree (workspace_id, created_at DESC, id DESC);
+
+-- INDEX imagejobs_batches_idempotency_idx
+CREATE UNIQUE INDEX imagejobs_batches_idempotency_idx ON imagejobs_batches USING btree (workspace_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
 -- INDEX models_one_default_idx
 CREATE UNIQUE INDEX models_one_default_idx ON models USING btree (provider) WHERE is_default;
@@ -1302,6 +1326,10 @@ ALTER TABLE ONLY generation_prices
 -- FK CONSTRAINT image_events image_events_generation_id_fkey
 ALTER TABLE ONLY image_events
     ADD CONSTRAINT image_events_generation_id_fkey FOREIGN KEY (generation_id) REFERENCES image_generations(id) ON DELETE CASCADE;
+
+-- FK CONSTRAINT image_generations image_generations_batch_id_fkey
+ALTER TABLE ONLY image_generations
+    ADD CONSTRAINT image_generations_batch_id_fkey FOREIGN KEY (batch_id) REFERENCES imagejobs_batches(id) ON DELETE SET NULL;
 
 -- FK CONSTRAINT image_generations image_generations_edited_from_fkey
 ALTER TABLE ONLY image_generations

@@ -23,16 +23,33 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
+from api.batches import create_batch, variations
 from api.deps import CatalogueDep, HubDep, PoolDep, SettingsDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
-from api.schemas import GenerationCreate, GenerationList, metadata_problem, priority_level
-from api.streams.wait import MAX_WAIT_S, generation_when_done, parse_prefer
+from api.schemas import (
+    BatchCreate,
+    CreatedGenerations,
+    GenerationCreate,
+    GenerationList,
+    metadata_problem,
+    priority_level,
+)
+from api.streams.hub import Hub
+from api.streams.wait import (
+    MAX_WAIT_S,
+    generation_when_done,
+    generations_when_done,
+    parse_prefer,
+)
 from worker.core import store
 from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
+from worker.core.config import Settings
 from worker.core.models import Generation, Status
 from worker.core.netguard import OutboundPolicy, OutboundRefused
+
+MAX_BATCH_BODY = 8 * 1024 * 1024
 
 
 async def fetch_generation(
@@ -44,14 +61,15 @@ async def fetch_generation(
     return generation
 
 
-def _insert_params(
-    data: GenerationCreate, principal: Principal, idempotency_key: str | None
+def insert_params(
+    data: GenerationCreate,
+    principal: Principal,
+    idempotency_key: str | None,
+    default_priority: str = "interactive",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if data.prompt_spec is not None:
         spec = msgspec.to_builtins(data.prompt_spec)
-    if data.prompt is None and not spec.get("base_prompt"):
-        raise InvalidField("prompt", "either prompt or prompt_spec.base_prompt is required")
     return {
         "workspace_id": principal.workspace_id,
         "user_id": principal.user_id,
@@ -67,7 +85,9 @@ def _insert_params(
         "webhook_events_filter": data.webhook_events_filter,
         "idempotency_key": idempotency_key,
         "metadata": Jsonb(data.metadata),
-        "priority": priority_level(data.priority),
+        "priority": priority_level(data.priority, default_priority),
+        "batch_id": None,
+        "batch_index": None,
     }
 
 
@@ -84,6 +104,25 @@ def refuse_unsafe_urls(data: GenerationCreate, policy: OutboundPolicy) -> None:
             policy.check_url(url)
         except OutboundRefused as exc:
             raise InvalidField(field, str(exc)) from exc
+
+
+async def check_request(
+    data: GenerationCreate, catalogue: Catalogue, settings: Settings, prefix: str = ""
+) -> None:
+    """What a creation is checked for before the database sees it; field names get `prefix`
+    (`items[3].`) inside a batch."""
+    try:
+        if data.prompt is None and (data.prompt_spec is None or not data.prompt_spec.base_prompt):
+            raise InvalidField("prompt", "either prompt or prompt_spec.base_prompt is required")
+        await check_provider(catalogue, data.provider)
+        refuse_unsafe_urls(data, OutboundPolicy.from_settings(settings))
+        if problem := metadata_problem(data.metadata):
+            raise InvalidField(*problem)
+    except InvalidField as exc:
+        if not prefix:
+            raise
+        error = exc.field_error
+        raise InvalidField(f"{prefix}{error.field}", error.message, exc.code) from exc
 
 
 async def check_provider(catalogue: Catalogue, provider: str) -> None:
@@ -112,7 +151,27 @@ async def deprecation_headers(catalogue: Catalogue, generation: Generation) -> d
     return headers
 
 
-def constraint_error(exc: psycopg.Error) -> InvalidField:
+async def check_projects(
+    pool: AsyncConnectionPool, principal: Principal, items: list[GenerationCreate]
+) -> None:
+    """Names the first item whose project is not the caller's (the database would only say
+    that one of them is not)."""
+    wanted = {item.project_id for item in items}
+    mine = await store.projects_in_workspace(pool, list(wanted), principal.workspace_id)
+    for index, item in enumerate(items):
+        if item.project_id not in mine:
+            raise InvalidField(f"items[{index}].project_id", "no such project in this workspace")
+
+
+def constraint_error(exc: psycopg.Error, prefix: str = "") -> InvalidField:
+    error = _constraint_error(exc)
+    if not prefix:
+        return error
+    field = error.field_error
+    return InvalidField(f"{prefix}{field.field}", field.message, error.code)
+
+
+def _constraint_error(exc: psycopg.Error) -> InvalidField:
     diag = exc.diag
     if diag.constraint_name == "models_shutdown":
         return InvalidField("model", diag.message_primary or "the model was shut down")
@@ -171,14 +230,13 @@ class GenerationController(Controller):
                 description=f"`wait=N`, N from 0 to {MAX_WAIT_S}: wait for the result",
             ),
         ] = None,
-    ) -> Response[Generation]:
+    ) -> Response[Generation | CreatedGenerations]:
         principal = request.user
         wait_s = parse_prefer(prefer)
-        await check_provider(catalogue, data.provider)
-        refuse_unsafe_urls(data, OutboundPolicy.from_settings(settings))
-        if problem := metadata_problem(data.metadata):
-            raise InvalidField(*problem)
-        params = _insert_params(data, principal, idempotency_key)
+        await check_request(data, catalogue, settings)
+        if data.n is not None:
+            return await self._variations(data, principal, pool, hub, idempotency_key, wait_s)
+        params = insert_params(data, principal, idempotency_key)
         async with store.connection(pool) as conn:
             if idempotency_key is not None:
                 existing = await store.get_generation_by_idempotency_key(
@@ -206,6 +264,68 @@ class GenerationController(Controller):
         }
         done, applied = await generation_when_done(hub, pool, created, wait_s)
         return Response(done, status_code=HTTP_201_CREATED, headers={**headers, **applied})
+
+    @post(
+        "/batch",
+        summary="Create up to 1,000 generations in one transaction",
+        description="Every item is checked as `POST /v1/generations` checks its body (fields at "
+        "fault are named `items[i].field`) and all are created, or none. Items default to the "
+        "`batch` priority. With an `Idempotency-Key` header a repeat answers 200 with the "
+        "generations the first request created.",
+        status_code=HTTP_201_CREATED,
+        middleware=[CreationRateLimit],
+        raises=[TooManyRequests],
+        request_max_body_size=MAX_BATCH_BODY,
+    )
+    async def create_batch_of_generations(
+        self,
+        data: JSONBody[BatchCreate],
+        request: Request[Principal, Any, Any],
+        pool: PoolDep,
+        settings: SettingsDep,
+        catalogue: CatalogueDep,
+        idempotency_key: Annotated[
+            str | None, HeaderParameter(name="Idempotency-Key", max_length=255)
+        ] = None,
+    ) -> Response[CreatedGenerations]:
+        principal = request.user
+        for index, item in enumerate(data.items):
+            prefix = f"items[{index}]."
+            if item.n is not None:
+                raise InvalidField(f"{prefix}n", "n is for single creations: list each item")
+            await check_request(item, catalogue, settings, prefix)
+        await check_projects(pool, principal, data.items)
+        rows = [insert_params(item, principal, None, "batch") for item in data.items]
+        try:
+            result = await create_batch(pool, principal.workspace_id, rows, idempotency_key)
+        except (errors.IntegrityError, errors.DataError) as exc:
+            raise constraint_error(exc, "items.") from exc
+        return Response(
+            CreatedGenerations(data=result.generations, batch_id=result.batch_id),
+            status_code=HTTP_201_CREATED if result.created else HTTP_200_OK,
+        )
+
+    async def _variations(
+        self,
+        data: GenerationCreate,
+        principal: Principal,
+        pool: AsyncConnectionPool,
+        hub: Hub,
+        idempotency_key: str | None,
+        wait_s: int | None,
+    ) -> Response[Generation | CreatedGenerations]:
+        assert data.n is not None
+        rows = variations(insert_params(data, principal, None), data.n)
+        try:
+            result = await create_batch(pool, principal.workspace_id, rows, idempotency_key)
+        except (errors.IntegrityError, errors.DataError) as exc:
+            raise constraint_error(exc) from exc
+        done, applied = await generations_when_done(hub, pool, result.generations, wait_s)
+        return Response(
+            CreatedGenerations(data=done, batch_id=result.batch_id),
+            status_code=HTTP_201_CREATED if result.created else HTTP_200_OK,
+            headers=applied,
+        )
 
     @get("/{generation_id:uuid}", summary="A generation")
     async def get_generation(

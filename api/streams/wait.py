@@ -69,3 +69,20 @@ async def generation_when_done(
     if done.status in TERMINAL_STATUSES:
         return done, {"Preference-Applied": f"wait={wait_s}"}
     return done, {}
+
+
+async def generations_when_done(
+    hub: Hub, pool: AsyncConnectionPool, generations: list[Generation], wait_s: int | None
+) -> tuple[list[Generation], dict[str, str]]:
+    """The same for a batch, within one deadline: `Preference-Applied` when all finished."""
+    if wait_s is None:
+        return generations, {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    done = [
+        await wait_until_done(hub, pool, generation, max(0.0, deadline - loop.time()))
+        for generation in generations
+    ]
+    if all(generation.status in TERMINAL_STATUSES for generation in done):
+        return done, {"Preference-Applied": f"wait={wait_s}"}
+    return done, {}

@@ -5,11 +5,13 @@
 -- name: insert_generation
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
-    node_id, workflow_id, webhook_url, webhook_events_filter, idempotency_key, metadata, priority
+    node_id, workflow_id, webhook_url, webhook_events_filter, idempotency_key, metadata, priority,
+    batch_id, batch_index
 ) VALUES (
     %(workspace_id)s, %(user_id)s, %(project_id)s, %(prompt)s, %(prompt_spec)s, %(provider)s,
     %(model)s, %(original_image_url)s, %(node_id)s, %(workflow_id)s, %(webhook_url)s,
-    %(webhook_events_filter)s, %(idempotency_key)s, %(metadata)s, %(priority)s
+    %(webhook_events_filter)s, %(idempotency_key)s, %(metadata)s, %(priority)s,
+    %(batch_id)s, %(batch_index)s
 )
 RETURNING *;
 

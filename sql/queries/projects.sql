@@ -20,3 +20,6 @@ LIMIT %(limit)s;
 
 -- name: get_project_for_stream
 SELECT * FROM projects WHERE id = %(id)s;
+
+-- name: projects_in_workspace
+SELECT id FROM projects WHERE id = ANY (%(ids)s::uuid[]) AND workspace_id = %(workspace_id)s;

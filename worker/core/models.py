@@ -90,6 +90,9 @@ class Generation(msgspec.Struct, kw_only=True):
     error_resolution: str | None = None
     # The queue level, -3 to 3 (the API's interactive is 0, batch -1); see sql/migrations/017.
     priority: int = 0
+    # The batch it was created in (`n` or POST /v1/generations/batch), and its place there.
+    batch_id: UUID | None = None
+    batch_index: int | None = None
 
 
 class ImageEvent(msgspec.Struct, kw_only=True):

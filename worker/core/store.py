@@ -127,6 +127,19 @@ async def insert_generation(db: Db, params: Mapping[str, Any]) -> Generation:
     return created
 
 
+async def insert_generations(conn: Conn, rows: Sequence[Mapping[str, Any]]) -> list[Generation]:
+    """Many rows in the caller's transaction, pipelined: one round trip for the lot."""
+    cur = conn.cursor(row_factory=class_row(Generation))
+    await cur.executemany(query("insert_generation"), rows, returning=True)
+    created: list[Generation] = []
+    while True:
+        row = await cur.fetchone()
+        assert row is not None
+        created.append(row)
+        if not cur.nextset():
+            return created
+
+
 async def list_generations(
     db: Db,
     workspace_id: UUID,
@@ -309,6 +322,41 @@ async def rescue_orphaned_generations(db: Db, grace_s: float) -> list[UUID]:
     return [row[0] for row in rows]
 
 
+# --- batches -----------------------------------------------------------------------------------
+
+
+async def insert_batch(
+    conn: Conn, workspace_id: UUID, idempotency_key: str | None, size: int
+) -> UUID:
+    row = await fetch_row(
+        conn,
+        "insert_batch",
+        {"workspace_id": workspace_id, "idempotency_key": idempotency_key, "size": size},
+    )
+    assert row is not None
+    return UUID(str(row[0]))
+
+
+async def get_batch_by_idempotency_key(
+    db: Db, workspace_id: UUID, idempotency_key: str
+) -> UUID | None:
+    row = await fetch_row(
+        db,
+        "get_batch_by_idempotency_key",
+        {"workspace_id": workspace_id, "idempotency_key": idempotency_key},
+    )
+    return None if row is None else UUID(str(row[0]))
+
+
+async def list_batch_generations(db: Db, batch_id: UUID, workspace_id: UUID) -> list[Generation]:
+    return await fetch_all(
+        db,
+        "list_batch_generations",
+        Generation,
+        {"batch_id": batch_id, "workspace_id": workspace_id},
+    )
+
+
 # --- projects ----------------------------------------------------------------------------------
 
 
@@ -345,6 +393,15 @@ async def list_projects(
 async def get_project_for_stream(db: Db, project_id: UUID) -> Project | None:
     """The row whatever its workspace: the stream checked access when it opened."""
     return await fetch_one(db, "get_project_for_stream", Project, {"id": project_id})
+
+
+async def projects_in_workspace(
+    db: Db, project_ids: Sequence[UUID], workspace_id: UUID
+) -> set[UUID]:
+    rows = await fetch_rows(
+        db, "projects_in_workspace", {"ids": list(project_ids), "workspace_id": workspace_id}
+    )
+    return {row[0] for row in rows}
 
 
 # --- workflow nodes ----------------------------------------------------------------------------
