@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -54,6 +55,9 @@ class PromptSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     negative_prompt: ShortText | None = None
 
 
+MAX_DEADLINE_S = 7 * 24 * 3600
+MAX_RUN_AHEAD = timedelta(days=90)
+
 PRIORITY_LEVELS: dict[str, int] = {"interactive": 0, "batch": -1}
 PriorityLevel = Literal["interactive", "batch"] | Annotated[int, Meta(ge=-3, le=3)]
 
@@ -81,6 +85,10 @@ class GenerationCreate(msgspec.Struct, forbid_unknown_fields=True):
     priority: PriorityLevel | None = None
     # Variations: n generations with distinct seeds in one batch (the answer is then a list).
     n: Annotated[int, Meta(ge=1, le=10)] | None = None
+    # Fail with `timeout` if not finished this many seconds after it may start.
+    deadline_s: Annotated[int, Meta(ge=1, le=MAX_DEADLINE_S)] | None = None
+    # Start no earlier than this (RFC 3339 with an offset).
+    run_at: Annotated[datetime, Meta(tz=True)] | None = None
 
 
 class BatchCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -247,6 +247,39 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_expire_generation(uuid)
+CREATE FUNCTION imagejobs_expire_generation(p_generation_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    _old image_generations;
+BEGIN
+    SELECT * INTO _old FROM image_generations
+    WHERE id = p_generation_id AND status IN ('pending', 'processing') AND deadline_at <= now()
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    UPDATE image_generations
+    SET status = 'failed', error_code = 'timeout',
+        error_message = format('Not finished by its deadline (%s)',
+                               to_char(_old.deadline_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+    WHERE id = p_generation_id;
+    IF _old.job_id IS NOT NULL THEN
+        -- todo -> cancelled (never runs); doing -> abort requested (the worker stops it).
+        PERFORM procrastinate_cancel_job_v1(_old.job_id, true, false);
+    END IF;
+    IF _old.provider_job_id IS NOT NULL THEN
+        PERFORM procrastinate_defer_jobs_v1(ARRAY[ROW(
+            'images', 'cancel_provider_job', 0, NULL, NULL,
+            jsonb_build_object('generation_id', p_generation_id), NULL
+        )::procrastinate_job_to_defer_v1]);
+    END IF;
+    RETURN true;
+END;
+$$;
+
 -- FUNCTION imagejobs_fair_tag(uuid, smallint)
 CREATE FUNCTION imagejobs_fair_tag(p_workspace_id uuid, p_priority smallint) RETURNS bigint
     LANGUAGE sql
@@ -495,6 +528,30 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_generations_schedule()
+CREATE FUNCTION imagejobs_generations_schedule() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.status <> 'pending' THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.run_at IS NOT NULL AND NEW.run_at > now() AND NEW.job_id IS NOT NULL THEN
+        -- Not yet committed, so no worker can have taken it.
+        UPDATE procrastinate_jobs SET scheduled_at = NEW.run_at
+        WHERE id = NEW.job_id AND status = 'todo';
+    END IF;
+    IF NEW.deadline_at IS NOT NULL THEN
+        PERFORM procrastinate_defer_jobs_v1(ARRAY[ROW(
+            'images', 'expire_generation', 0, NULL, NULL,
+            jsonb_build_object('generation_id', NEW.id), NEW.deadline_at
+        )::procrastinate_job_to_defer_v1]);
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
 -- FUNCTION imagejobs_generations_sync_node()
 CREATE FUNCTION imagejobs_generations_sync_node() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -722,6 +779,22 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_queue_position(bigint)
+CREATE FUNCTION imagejobs_queue_position(p_job_id bigint) RETURNS bigint
+    LANGUAGE sql STABLE
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    SELECT (
+        SELECT count(*) FROM procrastinate_jobs j
+        WHERE j.status = 'todo' AND j.queue_name = me.queue_name
+          AND j.task_name IN ('generate_image', 'edit_image')
+          AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())
+          AND (j.priority > me.priority OR (j.priority = me.priority AND j.id < me.id))
+    )
+    FROM procrastinate_jobs me
+    WHERE me.id = p_job_id AND me.status = 'todo'
+    $$;
+
 -- FUNCTION imagejobs_secure_trigger_functions()
 CREATE FUNCTION imagejobs_secure_trigger_functions() RETURNS void
     LANGUAGE plpgsql
@@ -945,6 +1018,8 @@ CREATE TABLE image_generations (
     priority smallint DEFAULT 0 NOT NULL,
     batch_id uuid,
     batch_index integer,
+    run_at timestamp with time zone,
+    deadline_at timestamp with time zone,
     CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
     CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
@@ -1303,6 +1378,9 @@ CREATE TRIGGER image_generations_count AFTER INSERT OR DELETE OR UPDATE ON image
 
 -- TRIGGER image_generations image_generations_record_event
 CREATE TRIGGER image_generations_record_event AFTER INSERT OR UPDATE ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_record_event();
+
+-- TRIGGER image_generations image_generations_schedule
+CREATE TRIGGER image_generations_schedule AFTER INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_schedule();
 
 -- TRIGGER image_generations image_generations_sync_node
 CREATE TRIGGER image_generations_sync_node AFTER INSERT OR UPDATE ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_sync_node();

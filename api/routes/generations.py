@@ -27,8 +27,10 @@ from api.batches import create_batch, variations
 from api.deps import CatalogueDep, HubDep, PoolDep, SettingsDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
+from api.preferences import MAX_WAIT_S, parse_cancel_after, parse_prefer
 from api.problems import InvalidField
 from api.schemas import (
+    MAX_RUN_AHEAD,
     BatchCreate,
     CreatedGenerations,
     GenerationCreate,
@@ -37,12 +39,7 @@ from api.schemas import (
     priority_level,
 )
 from api.streams.hub import Hub
-from api.streams.wait import (
-    MAX_WAIT_S,
-    generation_when_done,
-    generations_when_done,
-    parse_prefer,
-)
+from api.streams.wait import generation_when_done, generations_when_done
 from worker.core import store
 from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
 from worker.core.config import Settings
@@ -88,6 +85,8 @@ def insert_params(
         "priority": priority_level(data.priority, default_priority),
         "batch_id": None,
         "batch_index": None,
+        "run_at": data.run_at,
+        "deadline_s": data.deadline_s,
     }
 
 
@@ -118,6 +117,8 @@ async def check_request(
         refuse_unsafe_urls(data, OutboundPolicy.from_settings(settings))
         if problem := metadata_problem(data.metadata):
             raise InvalidField(*problem)
+        if data.run_at is not None and data.run_at > datetime.now(UTC) + MAX_RUN_AHEAD:
+            raise InvalidField("run_at", "at most 90 days ahead")
     except InvalidField as exc:
         if not prefix:
             raise
@@ -230,9 +231,21 @@ class GenerationController(Controller):
                 description=f"`wait=N`, N from 0 to {MAX_WAIT_S}: wait for the result",
             ),
         ] = None,
+        cancel_after: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Cancel-After",
+                max_length=40,
+                description="a deadline such as `30s`, `5m`, `1h30m` (as `deadline_s`)",
+            ),
+        ] = None,
     ) -> Response[Generation | CreatedGenerations]:
         principal = request.user
         wait_s = parse_prefer(prefer)
+        if (deadline := parse_cancel_after(cancel_after)) is not None:
+            data = msgspec.structs.replace(
+                data, deadline_s=min(deadline, data.deadline_s or deadline)
+            )
         await check_request(data, catalogue, settings)
         if data.n is not None:
             return await self._variations(data, principal, pool, hub, idempotency_key, wait_s)

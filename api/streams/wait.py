@@ -5,35 +5,15 @@ process's one LISTEN connection (the hub); the client going away cancels only th
 from __future__ import annotations
 
 import asyncio
-import re
 
 from psycopg_pool import AsyncConnectionPool
 
-from api.problems import InvalidField
 from api.streams.hub import SHUTDOWN, Hub
 from worker.core import store
 from worker.core.models import TERMINAL_STATUSES, Generation
 
-MAX_WAIT_S = 60
 # Re-read at least this often, whatever the notifications say (a lost LISTEN connection).
 RECHECK_S = 1.0
-_WAIT = re.compile(r"^\s*wait\s*=\s*(\S*?)\s*$", re.IGNORECASE)
-
-
-def parse_prefer(header: str | None) -> int | None:
-    """The `wait` preference in seconds, None when absent. Other preferences are ignored (RFC
-    7240); a `wait` that is not an integer from 0 to 60 is a 422 on the header."""
-    if not header:
-        return None
-    for preference in re.split(r"[,;]", header):
-        match = _WAIT.match(preference)
-        if match is None:
-            continue
-        value = match[1].strip('"')
-        if not value.isascii() or not value.isdigit() or int(value) > MAX_WAIT_S:
-            raise InvalidField("Prefer", f"wait must be an integer from 0 to {MAX_WAIT_S} seconds")
-        return int(value)
-    return None
 
 
 async def wait_until_done(

@@ -6,12 +6,15 @@
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, idempotency_key, metadata, priority,
-    batch_id, batch_index
+    batch_id, batch_index, run_at, deadline_at
 ) VALUES (
     %(workspace_id)s, %(user_id)s, %(project_id)s, %(prompt)s, %(prompt_spec)s, %(provider)s,
     %(model)s, %(original_image_url)s, %(node_id)s, %(workflow_id)s, %(webhook_url)s,
     %(webhook_events_filter)s, %(idempotency_key)s, %(metadata)s, %(priority)s,
-    %(batch_id)s, %(batch_index)s
+    %(batch_id)s, %(batch_index)s, %(run_at)s,
+    -- The deadline counts from when it may start: now, or its run_at.
+    greatest(coalesce(%(run_at)s::timestamptz, now()), now())
+        + make_interval(secs => %(deadline_s)s::float8)
 )
 RETURNING *;
 
@@ -20,7 +23,8 @@ SELECT * FROM image_generations
 WHERE workspace_id = %(workspace_id)s AND idempotency_key = %(idempotency_key)s;
 
 -- name: get_generation
-SELECT * FROM image_generations
+SELECT g.*, CASE WHEN g.status = 'pending' THEN imagejobs_queue_position(g.job_id) END AS queue_position
+FROM image_generations g
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s;
 
 -- name: list_generations
@@ -191,3 +195,6 @@ UPDATE image_generations g
 SET job_id = imagejobs_defer_generation(g.id, imagejobs_task_for(g.edit_mode))
 FROM orphans WHERE g.id = orphans.id
 RETURNING g.id;
+
+-- name: expire_generation
+SELECT imagejobs_expire_generation(%(id)s);

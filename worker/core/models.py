@@ -93,6 +93,11 @@ class Generation(msgspec.Struct, kw_only=True):
     # The batch it was created in (`n` or POST /v1/generations/batch), and its place there.
     batch_id: UUID | None = None
     batch_index: int | None = None
+    # When its job may start, and by when it must be finished (else it fails with timeout).
+    run_at: datetime | None = None
+    deadline_at: datetime | None = None
+    # Runnable generation jobs ahead of it while it waits (read by GET /v1/generations/{id}).
+    queue_position: int | None = None
 
 
 class ImageEvent(msgspec.Struct, kw_only=True):

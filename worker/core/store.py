@@ -299,6 +299,13 @@ async def find_by_provider_job(db: Db, provider_job_id: str | None) -> Generatio
     )
 
 
+async def expire_generation(db: Db, generation_id: UUID) -> bool:
+    """Fails it with `timeout` if it is unfinished past its deadline (aborting its job and
+    asking the provider to stop); whether it did."""
+    row = await fetch_row(db, "expire_generation", {"id": generation_id})
+    return bool(row and row[0])
+
+
 async def give_up_on_exhausted_generations(
     db: Db, stalled_job_ids: Sequence[int], grace_s: float, max_attempts: int
 ) -> list[UUID]:

@@ -93,7 +93,9 @@ async def run_worker(settings: Settings) -> None:
                     additional_context={"runtime": runtime},
                     shutdown_graceful_timeout=settings.worker_shutdown_grace_s,
                     install_signal_handlers=False,
-                    fetch_job_polling_interval=5.0,
+                    # Jobs scheduled for later (run_at, deadlines, rate-limit resumes, polls)
+                    # send no NOTIFY when they come due: one index probe a second finds them.
+                    fetch_job_polling_interval=1.0,
                     update_heartbeat_interval=settings.heartbeat_interval_s,
                     task_middleware=TASK_MIDDLEWARE,
                 )

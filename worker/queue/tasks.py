@@ -5,17 +5,21 @@ run alike. The tasks are thin: the flow lives in worker/queue/pipeline.py."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from uuid import UUID
 
 import psycopg
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 
+from worker.core import store
 from worker.core.config import read_setting
 from worker.core.errors import MAX_ATTEMPTS, GenerationError
 from worker.queue import outgoing, pipeline, rescuer
 from worker.queue.outgoing import WebhookBackoff
 from worker.queue.runtime import Runtime
+
+logger = logging.getLogger(__name__)
 
 QUEUE = "images"
 WEBHOOK_QUEUE = "webhooks"
@@ -82,6 +86,14 @@ async def finish_from_webhook(context: JobContext, generation_id: str, delivery_
 @app.task(name="cancel_provider_job", queue=QUEUE, pass_context=True, retry=ShutdownRetry())
 async def cancel_provider_job(context: JobContext, generation_id: str) -> None:
     await pipeline.cancel_provider_job(Runtime.from_context(context), UUID(generation_id))
+
+
+@app.task(name="expire_generation", queue=QUEUE, pass_context=True, retry=ShutdownRetry())
+async def expire_generation(context: JobContext, generation_id: str) -> None:
+    """Scheduled for a generation's deadline by the insert trigger (sql/migrations/021)."""
+    runtime = Runtime.from_context(context)
+    if await store.expire_generation(runtime.lifecycle.pool, UUID(generation_id)):
+        logger.info("generation %s: deadline passed, failed with timeout", generation_id)
 
 
 @app.task(name="deliver_webhook", queue=WEBHOOK_QUEUE, pass_context=True, retry=WebhookBackoff())
