@@ -24,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
 from api.deps import CatalogueDep, PoolDep, SettingsDep
-from api.limits import CreationRateLimit, TooManyRequests
+from api.limits import CreationRateLimit, QuotaExceeded, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.problems import InvalidField
 from api.schemas import GenerationCreate, GenerationList, metadata_problem
@@ -32,6 +32,7 @@ from worker.core import store
 from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
 from worker.core.models import Generation, Status
 from worker.core.netguard import OutboundPolicy, OutboundRefused
+from worker.core.quotas import LimitName, quota_limit, workspace_usage
 
 
 async def fetch_generation(
@@ -128,6 +129,15 @@ def constraint_error(exc: psycopg.Error) -> InvalidField:
     return InvalidField(diag.column_name or "body", diag.message_primary or "invalid value")
 
 
+async def quota_exceeded(
+    pool: AsyncConnectionPool, workspace_id: UUID, limit: LimitName
+) -> QuotaExceeded:
+    """The 429 for an insert the quota trigger refused (SQLSTATE IJ429, sql/018), with the
+    window's use as it stands now (read on a fresh connection: the refused one may be inside
+    an aborted transaction)."""
+    return QuotaExceeded(limit, await workspace_usage(pool, workspace_id))
+
+
 class GenerationController(Controller):
     path = "/v1/generations"
     tags = ["generations"]
@@ -136,7 +146,9 @@ class GenerationController(Controller):
         "/",
         summary="Create a generation",
         description="Queues an image generation. With an `Idempotency-Key` header, repeating the "
-        "request returns the generation it first created (200) instead of creating another.",
+        "request returns the generation it first created (200) instead of creating another. "
+        "Over a workspace quota (`GET /v1/usage`): 429 `quota_exceeded` naming the limit, with "
+        "`Retry-After` until the window resets.",
         status_code=HTTP_201_CREATED,
         middleware=[CreationRateLimit],
         raises=[TooManyRequests],
@@ -184,6 +196,10 @@ class GenerationController(Controller):
                 return Response(existing, status_code=HTTP_200_OK)
             except (errors.IntegrityError, errors.DataError) as exc:
                 raise constraint_error(exc) from exc
+            except psycopg.DatabaseError as exc:
+                if (limit := quota_limit(exc)) is None:
+                    raise
+                raise await quota_exceeded(pool, principal.workspace_id, limit) from exc
         return Response(
             created,
             status_code=HTTP_201_CREATED,

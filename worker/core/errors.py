@@ -56,8 +56,7 @@ RESOLUTIONS: dict[ErrorCode, str] = {
     ErrorCode.MASK_MISSING: "Provide a valid base64-encoded mask image.",
     # Not the document's literal "data:image/png;base64,{...}": the no-inline-image guards
     # would take it for image data.
-    ErrorCode.MASK_INVALID: "Ensure the mask is a PNG sent as a base64 data URL of type"
-    " image/png.",
+    ErrorCode.MASK_INVALID: "Ensure the mask is a PNG sent as a base64 data URL of type image/png.",
     ErrorCode.SOURCE_UNREADABLE: "Ensure the source image is a valid PNG, JPEG or WebP file"
     " within the size limit.",
     ErrorCode.STORAGE_ERROR: "This is usually temporary. Retry the processing; if it keeps"
