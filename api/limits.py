@@ -69,9 +69,9 @@ class QuotaExceeded(TooManyRequests):
         else:
             value, used = usage.limits.usd_per_day, round(usage.estimated_usd, 6)
             told = f"${used:g} of ${value or 0:g} estimated spend"
-        told = told if value is not None else f"{used} used"
+        told = told if value is not None else f"{used}"
         detail = (
-            f"the workspace's {limit} quota is used up ({told} in the UTC day from "
+            f"this would exceed the workspace's {limit} quota ({told} used in the UTC day from "
             f"{_utc(usage.window.start)}); it resets at {_utc(usage.window.end)}"
         )
         super().__init__(detail, "quota_exceeded", {"Retry-After": str(retry_after)})
