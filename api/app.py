@@ -31,6 +31,7 @@ from api.routes.health import healthz, readyz
 from api.routes.metrics import metrics
 from api.routes.models import models
 from api.routes.projects import ProjectController
+from api.routes.usage import usage
 from api.routes.webhooks import receive_webhook
 from api.routes.workspace_events import workspace_project_events
 from api.streams.hub import Hub
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             GenerationController,
             GenerationActions,
             models,
+            # quotas: today's use against the workspace's limits
+            usage,
             generation_events,
             project_events,
             workflow_events,

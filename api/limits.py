@@ -1,5 +1,6 @@
 """Per-principal limits: creation requests per minute (shared by every API instance through
-Postgres) and concurrent SSE streams (counted in this process).
+Postgres) and concurrent SSE streams (counted in this process); and the per-workspace daily
+quotas the database enforces (sql/018), answered as a 429 `quota_exceeded`.
 
 Rate headers follow draft-ietf-httpapi-ratelimit-headers-07: `RateLimit-Limit`,
 `RateLimit-Remaining`, `RateLimit-Reset` (seconds) and `RateLimit-Policy: <limit>;w=<window>`,
@@ -8,9 +9,11 @@ on every creation response; a refusal adds `Retry-After`.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
@@ -20,7 +23,9 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import Principal
+from api.problems import QuotaWindow
 from worker.core import store
+from worker.core.quotas import LimitName, Usage
 
 WINDOW_S = 60
 STREAM_RETRY_AFTER_S = 5
@@ -42,6 +47,41 @@ class TooManyRequests(HTTPException):
     def __init__(self, detail: str, code: str, headers: dict[str, str]) -> None:
         super().__init__(detail=detail, headers=headers)
         self.code = code
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class QuotaExceeded(TooManyRequests):
+    """The insert trigger refused a generation: the workspace used up a daily quota. The body
+    names the limit, its value, the window's use and when the window resets; `Retry-After` is
+    the seconds until then."""
+
+    def __init__(self, limit: LimitName, usage: Usage, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        retry_after = max(1, math.ceil((usage.window.end - now).total_seconds()))
+        value: int | float | None
+        used: int | float
+        if limit == "generations_per_day":
+            value, used = usage.limits.generations_per_day, usage.generations
+            told = f"{used} of {value} generations"
+        else:
+            value, used = usage.limits.usd_per_day, round(usage.estimated_usd, 6)
+            told = f"${used:g} of ${value or 0:g} estimated spend"
+        told = told if value is not None else f"{used}"
+        detail = (
+            f"this would exceed the workspace's {limit} quota ({told} used in the UTC day from "
+            f"{_utc(usage.window.start)}); it resets at {_utc(usage.window.end)}"
+        )
+        super().__init__(detail, "quota_exceeded", {"Retry-After": str(retry_after)})
+        self.problem_extension = {
+            "limit": limit,
+            "limit_value": value,
+            "usage": used,
+            "window": QuotaWindow(start=usage.window.start, end=usage.window.end),
+            "resets_at": usage.window.end,
+        }
 
 
 class RateDecision(msgspec.Struct, frozen=True):
@@ -148,4 +188,11 @@ class StreamSlots:
             del self.open[subject]
 
 
-__all__ = ["CreationRateLimit", "StreamSlot", "StreamSlots", "TooManyRequests", "limit_subject"]
+__all__ = [
+    "CreationRateLimit",
+    "QuotaExceeded",
+    "StreamSlot",
+    "StreamSlots",
+    "TooManyRequests",
+    "limit_subject",
+]

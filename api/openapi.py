@@ -18,7 +18,7 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
-from litestar.openapi.spec.enums import OpenAPIType
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 
 from api.problems import PROBLEM_JSON
 
@@ -44,6 +44,32 @@ _PROBLEM_SCHEMA = Schema(
                 },
             ),
         ),
+        "limit": Schema(
+            type=OpenAPIType.STRING,
+            enum=["generations_per_day", "usd_per_day"],
+            description="429 quota_exceeded: the workspace limit that was reached",
+        ),
+        "limit_value": Schema(
+            type=OpenAPIType.NUMBER, description="429 quota_exceeded: the limit's value"
+        ),
+        "usage": Schema(
+            type=OpenAPIType.NUMBER,
+            description="429 quota_exceeded: generations (or estimated USD) used in the window",
+        ),
+        "window": Schema(
+            type=OpenAPIType.OBJECT,
+            required=["start", "end"],
+            properties={
+                "start": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+                "end": Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+            },
+            description="429 quota_exceeded: the quota window, the UTC day [start, end)",
+        ),
+        "resets_at": Schema(
+            type=OpenAPIType.STRING,
+            format=OpenAPIFormat.DATE_TIME,
+            description="429 quota_exceeded: when the window resets (the next UTC midnight)",
+        ),
     },
     description="RFC 9457 problem details",
 )
@@ -57,7 +83,8 @@ _DESCRIPTIONS = {
     409: "The resource is in a state that does not allow this",
     413: "Request body too large",
     422: "Invalid input; `errors` names each field at fault",
-    429: "Too many requests for this key: see `Retry-After` and the `RateLimit-*` headers",
+    429: "Too many requests for this key (see `Retry-After` and the `RateLimit-*` headers), "
+    "or a workspace quota reached (`code` quota_exceeded: `limit`, `usage`, `resets_at`)",
     503: "The database is unavailable; retry shortly",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -43,6 +44,11 @@ class FieldError(msgspec.Struct):
     message: str
 
 
+class QuotaWindow(msgspec.Struct):
+    start: datetime
+    end: datetime
+
+
 class Problem(msgspec.Struct, omit_defaults=True):
     type: str
     title: str
@@ -51,6 +57,13 @@ class Problem(msgspec.Struct, omit_defaults=True):
     # The error catalogue's code, when one applies (mask_missing, mask_invalid, ...).
     code: str | None = None
     errors: list[FieldError] = []
+    # Extension members of a 429 quota_exceeded (RFC 9457 section 3.2): which workspace limit,
+    # its value, the window's use so far, the window and when it resets.
+    limit: str | None = None
+    limit_value: int | float | None = None
+    usage: int | float | None = None
+    window: QuotaWindow | None = None
+    resets_at: datetime | None = None
 
 
 class InvalidField(HTTPException):
@@ -77,6 +90,7 @@ def problem_response(
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
     code: str | None = None,
+    extension: dict[str, Any] | None = None,
 ) -> Response[Problem]:
     title = _TITLES.get(status, "Error")
     slug = title.lower().replace(" ", "-")
@@ -88,6 +102,7 @@ def problem_response(
             detail=detail,
             code=code,
             errors=errors or [],
+            **(extension or {}),
         ),
         status_code=status,
         media_type=PROBLEM_JSON,
@@ -167,7 +182,12 @@ def handle_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Resp
     errors = [exc.field_error] if isinstance(exc, InvalidField) else _field_errors(exc.extra)
     headers = dict(exc.headers) if exc.headers else None
     return problem_response(
-        exc.status_code, str(exc.detail), errors, headers, code=getattr(exc, "code", None)
+        exc.status_code,
+        str(exc.detail),
+        errors,
+        headers,
+        code=getattr(exc, "code", None),
+        extension=getattr(exc, "problem_extension", None),
     )
 
 
@@ -212,4 +232,11 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     Exception: handle_unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "InvalidField", "Problem", "problem_response"]
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "PROBLEM_JSON",
+    "InvalidField",
+    "Problem",
+    "QuotaWindow",
+    "problem_response",
+]

@@ -200,6 +200,36 @@ CREATE FUNCTION imagejobs_error_resolution(code text) RETURNS text
     END
     $$;
 
+-- FUNCTION imagejobs_estimated_cost(text, text, jsonb)
+CREATE FUNCTION imagejobs_estimated_cost(provider text, model text, prompt_spec jsonb) RETURNS numeric
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $_$
+    SELECT CASE
+               WHEN p.unit = 'megapixel' THEN round(
+                   p.usd_per_unit
+                   * split_part(s.pixels, 'x', 1)::numeric
+                   * split_part(s.pixels, 'x', 2)::numeric
+                   / 1000000, 6)
+               ELSE p.usd_per_unit
+           END
+      FROM (SELECT coalesce(prompt_spec ->> 'size', '1024x1024') AS size,
+                   coalesce(prompt_spec ->> 'quality', '*') AS quality,
+                   CASE WHEN coalesce(prompt_spec ->> 'size', '1024x1024') ~ '^[0-9]{1,5}x[0-9]{1,5}$'
+                        THEN coalesce(prompt_spec ->> 'size', '1024x1024')
+                        ELSE '1024x1024' END AS pixels) s
+      JOIN LATERAL (
+          SELECT gp.unit, gp.usd_per_unit
+            FROM generation_prices gp
+           WHERE gp.provider = imagejobs_estimated_cost.provider
+             AND gp.model IN (imagejobs_estimated_cost.model, '*')
+             AND gp.size IN (s.size, '*')
+             AND gp.quality IN (s.quality, '*')
+           ORDER BY (gp.model = imagejobs_estimated_cost.model) DESC, (gp.size <> '*') DESC,
+                    (gp.quality <> '*') DESC
+           LIMIT 1
+      ) p ON true
+$_$;
+
 -- FUNCTION imagejobs_events_notify()
 CREATE FUNCTION imagejobs_events_notify() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -477,6 +507,66 @@ BEGIN
     RETURN NEW;
 END;
 $$;
+
+-- FUNCTION imagejobs_generations_check_quota()
+CREATE FUNCTION imagejobs_generations_check_quota() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $_$
+DECLARE
+    _limits workspace_limits;
+    _usage record;
+    _cost numeric;
+    _resets text;
+    _window text;
+BEGIN
+    IF NEW.status <> 'pending' THEN
+        RETURN NEW;
+    END IF;
+    SELECT * INTO _limits FROM workspace_limits WHERE workspace_id = NEW.workspace_id;
+    IF NOT FOUND OR (_limits.generations_per_day IS NULL AND _limits.usd_per_day IS NULL) THEN
+        RETURN NEW;
+    END IF;
+    -- 18: this migration's class of advisory locks (the two-key form; the migrator's one-key
+    -- lock lives in another space).
+    PERFORM pg_advisory_xact_lock(18, hashtext(NEW.workspace_id::text));
+    SELECT * INTO _usage FROM imagejobs_workspace_usage(NEW.workspace_id);
+    _resets := to_char(_usage.window_end AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
+    _window := format('the UTC day %s to %s',
+                      to_char(_usage.window_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                      _resets);
+
+    IF _limits.generations_per_day IS NOT NULL
+       AND _usage.generations + 1 > _limits.generations_per_day THEN
+        RAISE SQLSTATE 'IJ429' USING
+            MESSAGE = format('workspace %s is over its generations_per_day quota: %s generations per UTC day',
+                             NEW.workspace_id, _limits.generations_per_day),
+            DETAIL = format('%s generations created in %s; this one would exceed the limit',
+                            _usage.generations, _window),
+            HINT = format('the window resets at %s (the next UTC midnight)', _resets),
+            TABLE = 'workspace_limits',
+            COLUMN = 'generations_per_day',
+            CONSTRAINT = 'workspace_limits_generations_per_day';
+    END IF;
+
+    IF _limits.usd_per_day IS NOT NULL THEN
+        _cost := coalesce(imagejobs_estimated_cost(NEW.provider, NEW.model, NEW.prompt_spec), 0);
+        IF _usage.estimated_usd + _cost > _limits.usd_per_day THEN
+            RAISE SQLSTATE 'IJ429' USING
+                MESSAGE = format('workspace %s is over its usd_per_day quota: $%s estimated spend per UTC day',
+                                 NEW.workspace_id, _limits.usd_per_day::float8),
+                DETAIL = format('$%s estimated for generations created in %s; this one ($%s, %s %s) would exceed the limit',
+                                _usage.estimated_usd::float8, _window, _cost::float8,
+                                NEW.provider, NEW.model),
+                HINT = format('the window resets at %s (the next UTC midnight)', _resets),
+                TABLE = 'workspace_limits',
+                COLUMN = 'usd_per_day',
+                CONSTRAINT = 'workspace_limits_usd_per_day';
+        END IF;
+    END IF;
+    RETURN NEW;
+END;
+$_$;
 
 -- FUNCTION imagejobs_generations_count()
 CREATE FUNCTION imagejobs_generations_count() RETURNS trigger
@@ -795,6 +885,14 @@ CREATE FUNCTION imagejobs_queue_position(p_job_id bigint) RETURNS bigint
     WHERE me.id = p_job_id AND me.status = 'todo'
     $$;
 
+-- FUNCTION imagejobs_quota_window(timestamp with time zone)
+CREATE FUNCTION imagejobs_quota_window(at timestamp with time zone DEFAULT now()) RETURNS TABLE(window_start timestamp with time zone, window_end timestamp with time zone)
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT date_trunc('day', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+           (date_trunc('day', at AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
+$$;
+
 -- FUNCTION imagejobs_secure_trigger_functions()
 CREATE FUNCTION imagejobs_secure_trigger_functions() RETURNS void
     LANGUAGE plpgsql
@@ -903,6 +1001,30 @@ CREATE FUNCTION imagejobs_webhook_type(event image_events, webhook_filter text[]
              AND 'completed' = ANY (coalesce(webhook_filter, ARRAY['start', 'progress', 'completed']))
             THEN 'generation.' || event.status
     END
+$$;
+
+-- FUNCTION imagejobs_workspace_usage(uuid)
+CREATE FUNCTION imagejobs_workspace_usage(workspace uuid) RETURNS TABLE(window_start timestamp with time zone, window_end timestamp with time zone, generations bigint, estimated_usd numeric)
+    LANGUAGE sql
+    AS $$
+    WITH w AS (SELECT * FROM imagejobs_quota_window()),
+    groups AS (
+        SELECT g.provider, g.model, g.prompt_spec ->> 'size' AS size,
+               g.prompt_spec ->> 'quality' AS quality,
+               count(*) AS n,
+               count(*) FILTER (WHERE g.status IN ('pending', 'processing', 'completed')) AS billed
+          FROM image_generations g, w
+         WHERE g.workspace_id = workspace
+           AND g.created_at >= w.window_start AND g.created_at < w.window_end
+         GROUP BY 1, 2, 3, 4
+    )
+    SELECT w.window_start, w.window_end,
+           coalesce((SELECT sum(n) FROM groups), 0)::bigint,
+           coalesce((SELECT sum(billed * coalesce(imagejobs_estimated_cost(
+                                 provider, model,
+                                 jsonb_strip_nulls(jsonb_build_object('size', size, 'quality', quality))), 0))
+                       FROM groups WHERE billed > 0), 0)
+      FROM w
 $$;
 
 -- TABLE projects
@@ -1207,6 +1329,18 @@ CREATE TABLE workflow_nodes (
     CONSTRAINT workflow_nodes_node_data_check CHECK ((jsonb_typeof(node_data) = 'object'::text))
 );
 
+-- TABLE workspace_limits
+CREATE TABLE workspace_limits (
+    workspace_id uuid NOT NULL,
+    generations_per_day integer,
+    usd_per_day numeric(12,6),
+    max_concurrency integer,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workspace_limits_generations_per_day_check CHECK ((generations_per_day >= 0)),
+    CONSTRAINT workspace_limits_max_concurrency_check CHECK ((max_concurrency > 0)),
+    CONSTRAINT workspace_limits_usd_per_day_check CHECK ((usd_per_day >= (0)::numeric))
+);
+
 -- TABLE workspace_members
 CREATE TABLE workspace_members (
     workspace_id uuid NOT NULL,
@@ -1281,6 +1415,10 @@ ALTER TABLE ONLY webhook_deliveries
 -- CONSTRAINT workflow_nodes workflow_nodes_pkey
 ALTER TABLE ONLY workflow_nodes
     ADD CONSTRAINT workflow_nodes_pkey PRIMARY KEY (workflow_id, id);
+
+-- CONSTRAINT workspace_limits workspace_limits_pkey
+ALTER TABLE ONLY workspace_limits
+    ADD CONSTRAINT workspace_limits_pkey PRIMARY KEY (workspace_id);
 
 -- CONSTRAINT workspace_members workspace_members_pkey
 ALTER TABLE ONLY workspace_members
@@ -1373,6 +1511,9 @@ CREATE TRIGGER image_generations_before_update BEFORE UPDATE ON image_generation
 -- TRIGGER image_generations image_generations_check_model
 CREATE TRIGGER image_generations_check_model BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_check_model();
 
+-- TRIGGER image_generations image_generations_check_quota
+CREATE TRIGGER image_generations_check_quota BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_check_quota();
+
 -- TRIGGER image_generations image_generations_count
 CREATE TRIGGER image_generations_count AFTER INSERT OR DELETE OR UPDATE ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_count();
 
@@ -1454,3 +1595,6 @@ ALTER TABLE providers ENABLE ROW LEVEL SECURITY;
 
 -- POLICY providers providers are readable by everyone
 CREATE POLICY "providers are readable by everyone" ON providers FOR SELECT USING (true);
+
+-- ROW SECURITY workspace_limits
+ALTER TABLE workspace_limits ENABLE ROW LEVEL SECURITY;

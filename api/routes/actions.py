@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
+import psycopg
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import HTTPException
 from litestar.params import FromPath, JSONBody
@@ -27,7 +28,12 @@ from api.deps import CatalogueDep, PoolDep, StorageDep
 from api.limits import CreationRateLimit, TooManyRequests
 from api.masks import decode_mask
 from api.problems import InvalidField
-from api.routes.generations import check_provider, constraint_error, fetch_generation
+from api.routes.generations import (
+    check_provider,
+    constraint_error,
+    fetch_generation,
+    over_quota,
+)
 from api.schemas import NO_NUL, GenerationList, Regenerate
 from worker.core import store
 from worker.core.models import Generation
@@ -73,7 +79,8 @@ class GenerationActions(Controller):
     @post(
         "/retry",
         summary="Run a failed, timed-out or cancelled generation again",
-        description="Back to pending with a fresh attempt budget: the provider is called again.",
+        description="Back to pending with a fresh attempt budget: the provider is called again. "
+        "Not a new generation: it does not count against the workspace's generations_per_day.",
         status_code=200,
         middleware=[CreationRateLimit],
         raises=[TooManyRequests],
@@ -122,6 +129,8 @@ class GenerationActions(Controller):
             created = await store.insert_regeneration(pool, params)
         except (errors.IntegrityError, errors.DataError) as exc:
             raise constraint_error(exc) from exc
+        except psycopg.DatabaseError as exc:
+            raise await over_quota(exc, pool, principal.workspace_id) from exc
         if created is None:
             await fetch_generation(pool, generation_id, principal.workspace_id)
             raise conflict("the generation changed while it was being regenerated")
@@ -168,23 +177,26 @@ class GenerationActions(Controller):
             "editedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "editMode": data.mode,
         }
-        async with store.transaction(pool) as conn:
-            created = await store.insert_edit(
-                conn,
-                {
-                    "id": source.id,
-                    "workspace_id": principal.workspace_id,
-                    "user_id": principal.user_id,
-                    "prompt": data.prompt,
-                    "metadata": Jsonb(metadata),
-                    "edit_mode": data.mode,
-                },
-            )
-            if created is None:
-                raise conflict("the generation changed while the edit was being created")
-            key = f"{created.workspace_id}/{created.project_id}/{created.id}-mask-{uuid.uuid4().hex[:8]}.png"
-            mask_url = await storage.put(key, mask, "image/png")
-            created = await store.set_mask_url(conn, created.id, mask_url)
+        try:
+            async with store.transaction(pool) as conn:
+                created = await store.insert_edit(
+                    conn,
+                    {
+                        "id": source.id,
+                        "workspace_id": principal.workspace_id,
+                        "user_id": principal.user_id,
+                        "prompt": data.prompt,
+                        "metadata": Jsonb(metadata),
+                        "edit_mode": data.mode,
+                    },
+                )
+                if created is None:
+                    raise conflict("the generation changed while the edit was being created")
+                key = f"{created.workspace_id}/{created.project_id}/{created.id}-mask-{uuid.uuid4().hex[:8]}.png"
+                mask_url = await storage.put(key, mask, "image/png")
+                created = await store.set_mask_url(conn, created.id, mask_url)
+        except psycopg.DatabaseError as exc:
+            raise await over_quota(exc, pool, principal.workspace_id) from exc
         assert created is not None
         return Response(
             created,

@@ -25,7 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.auth.keys import Principal
 from api.batches import create_batch, variations
 from api.deps import CatalogueDep, HubDep, PoolDep, SettingsDep
-from api.limits import CreationRateLimit, TooManyRequests
+from api.limits import CreationRateLimit, QuotaExceeded, TooManyRequests
 from api.pagination import check_limit, decode_cursor, page
 from api.preferences import MAX_WAIT_S, parse_cancel_after, parse_prefer
 from api.problems import InvalidField
@@ -45,6 +45,7 @@ from worker.core.catalogue import REFUSED_PROVIDERS, Catalogue
 from worker.core.config import Settings
 from worker.core.models import Generation, Status
 from worker.core.netguard import OutboundPolicy, OutboundRefused
+from worker.core.quotas import quota_limit, workspace_usage
 
 MAX_BATCH_BODY = 8 * 1024 * 1024
 
@@ -190,6 +191,17 @@ def _constraint_error(exc: psycopg.Error) -> InvalidField:
     return InvalidField(diag.column_name or "body", diag.message_primary or "invalid value")
 
 
+async def over_quota(
+    exc: psycopg.DatabaseError, pool: AsyncConnectionPool, workspace_id: UUID
+) -> QuotaExceeded:
+    """The 429 for an insert the quota trigger refused (SQLSTATE IJ429, sql/018), with the
+    window's use as it stands now (read on a fresh connection: the refused one may be inside
+    an aborted transaction); any other database error is raised again."""
+    if (limit := quota_limit(exc)) is None:
+        raise exc
+    return QuotaExceeded(limit, await workspace_usage(pool, workspace_id))
+
+
 class GenerationController(Controller):
     path = "/v1/generations"
     tags = ["generations"]
@@ -201,7 +213,9 @@ class GenerationController(Controller):
         "request returns the generation it first created (200) instead of creating another. With "
         f"`Prefer: wait=N` (N ≤ {MAX_WAIT_S}) the answer waits up to N seconds for the generation "
         "to finish: it is then the finished generation with `Preference-Applied: wait=N`, else "
-        "the generation as it stands (no `Preference-Applied`); hanging up cancels only the wait.",
+        "the generation as it stands (no `Preference-Applied`); hanging up cancels only the wait. "
+        "Over a workspace quota (`GET /v1/usage`): 429 `quota_exceeded` naming the limit, with "
+        "`Retry-After` until the window resets.",
         status_code=HTTP_201_CREATED,
         middleware=[CreationRateLimit],
         raises=[TooManyRequests],
@@ -271,6 +285,8 @@ class GenerationController(Controller):
                 return Response(existing, status_code=HTTP_200_OK)
             except (errors.IntegrityError, errors.DataError) as exc:
                 raise constraint_error(exc) from exc
+            except psycopg.DatabaseError as exc:
+                raise await over_quota(exc, pool, principal.workspace_id) from exc
         headers = {
             "Location": f"/v1/generations/{created.id}",
             **await deprecation_headers(catalogue, created),
@@ -313,6 +329,8 @@ class GenerationController(Controller):
             result = await create_batch(pool, principal.workspace_id, rows, idempotency_key)
         except (errors.IntegrityError, errors.DataError) as exc:
             raise constraint_error(exc, "items.") from exc
+        except psycopg.DatabaseError as exc:
+            raise await over_quota(exc, pool, principal.workspace_id) from exc
         return Response(
             CreatedGenerations(data=result.generations, batch_id=result.batch_id),
             status_code=HTTP_201_CREATED if result.created else HTTP_200_OK,
@@ -333,6 +351,8 @@ class GenerationController(Controller):
             result = await create_batch(pool, principal.workspace_id, rows, idempotency_key)
         except (errors.IntegrityError, errors.DataError) as exc:
             raise constraint_error(exc) from exc
+        except psycopg.DatabaseError as exc:
+            raise await over_quota(exc, pool, principal.workspace_id) from exc
         done, applied = await generations_when_done(hub, pool, result.generations, wait_s)
         return Response(
             CreatedGenerations(data=done, batch_id=result.batch_id),

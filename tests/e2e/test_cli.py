@@ -153,3 +153,87 @@ def test_clear_errors_without_tracebacks(stack: Stack, tenant: Tenant) -> None:
 
     for result in (unreachable, wrong_key, unknown, rejected):
         assert "Traceback" not in result.stderr
+
+
+def admin(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """An operator's command: straight to the database, no API."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args],
+        env={**os.environ, "DATABASE_URL": database_url, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def quota_row(output: str, limit: str) -> list[str]:
+    line = next(line for line in output.splitlines() if line.startswith(f"{limit} "))
+    return line.split()
+
+
+def test_quota_set_and_show(database_url: str, tenant: Tenant) -> None:
+    workspace = str(tenant.workspace_id)
+    shown = admin(database_url, "quota", "show", "--workspace", workspace)
+    assert shown.returncode == 0, shown.stderr
+    assert quota_row(shown.stdout, "generations_per_day") == [
+        "generations_per_day",
+        "unlimited",
+        "0",
+    ]
+    assert "resets at" in shown.stdout and "UTC day" in shown.stdout
+
+    set_ = admin(
+        database_url,
+        "quota", "set", "--workspace", workspace,
+        "--generations-per-day", "5", "--usd-per-day", "1.5", "--max-concurrency", "2",
+    )  # fmt: skip
+    assert set_.returncode == 0, set_.stderr
+    assert quota_row(set_.stdout, "generations_per_day")[1] == "5"
+    assert quota_row(set_.stdout, "usd_per_day")[1] == "1.5"
+    assert quota_row(set_.stdout, "max_concurrency")[1] == "2"
+
+    # Only the limits named change; none clears one.
+    cleared = admin(database_url, "quota", "set", "--workspace", workspace, "--usd-per-day", "none")
+    assert cleared.returncode == 0, cleared.stderr
+    assert quota_row(cleared.stdout, "generations_per_day")[1] == "5"
+    assert quota_row(cleared.stdout, "usd_per_day")[1] == "unlimited"
+    assert quota_row(cleared.stdout, "max_concurrency")[1] == "2"
+
+
+def test_quota_set_refuses_bad_values_without_tracebacks(database_url: str) -> None:
+    workspace = "00000000-0000-0000-0000-0000000000aa"
+    nothing = admin(database_url, "quota", "set", "--workspace", workspace)
+    assert nothing.returncode != 0
+    assert "name at least one of" in nothing.stderr
+    for flag, value, said in (
+        ("--generations-per-day", "-1", "must be 0 or more"),
+        ("--generations-per-day", "lots", "expected an integer or none"),
+        ("--usd-per-day", "nan", "must be 0 or more"),
+        ("--max-concurrency", "0", "must be 1 or more"),
+    ):
+        refused = admin(database_url, "quota", "set", "--workspace", workspace, flag, value)
+        assert refused.returncode == 2, (flag, value)
+        assert said in refused.stderr, refused.stderr
+    too_much = admin(database_url, "quota", "set", "--workspace", workspace, "--usd-per-day", "1e9")
+    assert too_much.returncode == 1
+    assert "usd_per_day must be below 1000000" in too_much.stderr
+    bad_workspace = admin(database_url, "quota", "show", "--workspace", "nope")
+    assert bad_workspace.returncode == 2
+    for result in (nothing, too_much, bad_workspace):
+        assert "Traceback" not in result.stderr
+
+
+def test_generate_over_quota_says_why_and_when(
+    stack: Stack, tenant: Tenant, database_url: str
+) -> None:
+    frozen = admin(
+        database_url,
+        "quota", "set", "--workspace", str(tenant.workspace_id), "--generations-per-day", "0",
+    )  # fmt: skip
+    assert frozen.returncode == 0, frozen.stderr
+    refused = imagejobs("generate", "a kite", url=stack.url, api_key=tenant.api_key)
+    assert refused.returncode == 2
+    assert "429" in refused.stderr and "generations_per_day" in refused.stderr
+    assert "resets at" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -7,8 +7,9 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from worker.cli.commands import add_commands, run_client_command
@@ -16,6 +17,9 @@ from worker.core.config import ConfigError, Settings, load_settings
 from worker.core.logs import configure_logging
 from worker.core.redact import install_log_redaction, secret_values
 from worker.core.safety import refuse_unsafe_production
+
+if TYPE_CHECKING:
+    from worker.core.quotas import Usage
 
 
 def _require_database(settings: Settings) -> str:
@@ -177,6 +181,91 @@ def _models_default(settings: Settings, args: argparse.Namespace) -> None:
     )
 
 
+def _limit(kind: type[int] | type[float], minimum: float) -> Callable[[str], int | float | None]:
+    """An argparse type for a quota: a number >= minimum, or `none` (unlimited)."""
+
+    def parse(text: str) -> int | float | None:
+        if text.strip().lower() in ("none", "unlimited"):
+            return None
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'} or none, got {text!r}"
+            ) from None
+        if not value >= minimum or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be {minimum:g} or more (or none), got {text}")
+        return value
+
+    return parse
+
+
+def _print_quota(usage: Usage) -> None:
+    def shown(value: float | None) -> str:
+        return "unlimited" if value is None else f"{value:g}"
+
+    def utc(moment: datetime) -> str:
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    limits = usage.limits
+    print(f"workspace {usage.workspace_id}")
+    _print_table(
+        [
+            ("LIMIT", "VALUE", "TODAY"),
+            ("generations_per_day", shown(limits.generations_per_day), str(usage.generations)),
+            ("usd_per_day", shown(limits.usd_per_day), f"{usage.estimated_usd:g}"),
+            ("max_concurrency", shown(limits.max_concurrency), "-"),
+        ]
+    )
+    print(
+        f"window: the UTC day {utc(usage.window.start)} to {utc(usage.window.end)}; "
+        f"resets at {utc(usage.window.end)}"
+    )
+
+
+def _quota_show(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.core.quotas import workspace_usage
+
+    async def fetch() -> Usage:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            return await workspace_usage(conn, args.workspace)
+
+    _print_quota(asyncio.run(fetch()))
+
+
+def _quota_set(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.core.quotas import UNSET, set_limits, workspace_usage
+
+    given = {
+        name: getattr(args, name, UNSET)
+        for name in ("generations_per_day", "usd_per_day", "max_concurrency")
+    }
+    if all(value is UNSET for value in given.values()):
+        raise SystemExit(
+            "quota set: name at least one of --generations-per-day, --usd-per-day, "
+            "--max-concurrency (a value, or none for unlimited)"
+        )
+
+    async def change() -> Usage:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            await set_limits(conn, args.workspace, **given)
+            return await workspace_usage(conn, args.workspace)
+
+    try:
+        usage = asyncio.run(change())
+    except ValueError as exc:
+        raise SystemExit(f"quota set: {exc}") from None
+    _print_quota(usage)
+
+
 def _dev(settings: Settings, _: argparse.Namespace) -> None:
     from worker.devtools.dev import run_dev
 
@@ -225,6 +314,39 @@ def build_parser() -> argparse.ArgumentParser:
     default.add_argument("provider", metavar="PROVIDER")
     default.add_argument("model", metavar="MODEL")
     default.set_defaults(run=_models_default)
+    quota = commands.add_parser("quota", help="a workspace's daily quotas and today's use")
+    quota_commands = quota.add_subparsers(dest="quota_command", required=True)
+    quota_set = quota_commands.add_parser(
+        "set",
+        help="set limits (only those named change; none: unlimited); enforced from the next insert",
+    )
+    quota_set.add_argument("--workspace", type=UUID, required=True)
+    # SUPPRESS: a flag not given stays out of the namespace, so its limit is left as it is.
+    quota_set.add_argument(
+        "--generations-per-day",
+        type=_limit(int, 0),
+        default=argparse.SUPPRESS,
+        metavar="N|none",
+        help="generations created per UTC day (0 freezes the workspace)",
+    )
+    quota_set.add_argument(
+        "--usd-per-day",
+        type=_limit(float, 0),
+        default=argparse.SUPPRESS,
+        metavar="USD|none",
+        help="estimated list-price spend per UTC day",
+    )
+    quota_set.add_argument(
+        "--max-concurrency",
+        type=_limit(int, 1),
+        default=argparse.SUPPRESS,
+        metavar="N|none",
+        help="generations processing at once (stored; 1 or more)",
+    )
+    quota_set.set_defaults(run=_quota_set)
+    quota_show = quota_commands.add_parser("show", help="the limits and today's use")
+    quota_show.add_argument("--workspace", type=UUID, required=True)
+    quota_show.set_defaults(run=_quota_show)
     return parser
 
 
