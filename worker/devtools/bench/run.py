@@ -27,6 +27,7 @@ QUICK = {
     "hooks": 300,
     "large": 10_000,
     "memory": 1_000,
+    "recovery": 16,
 }
 FULL = {
     "jobs": 2_000,
@@ -37,6 +38,7 @@ FULL = {
     "hooks": 2_000,
     "large": 100_000,
     "memory": 10_000,
+    "recovery": 32,
 }
 
 
@@ -51,6 +53,7 @@ async def run(quick: bool, database_url: str | None, only: list[str] | None) -> 
         "counters": lambda b: [scenarios.counter_cost(b, size["large"], 200)],
         "memory": lambda b: [scenarios.worker_memory(b, 100, size["memory"])],
         "scaling": lambda b: [scenarios.scale_out(b, size["jobs"], n, 10) for n in (1, 2, 4)],
+        "recovery": lambda b: [scenarios.recovery(b, size["recovery"])],
     }
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="imagejobs-bench-") as workdir:
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        help="scenarios: throughput pickup sse create webhook counters memory scaling",
+        help="scenarios: throughput pickup sse create webhook counters memory scaling recovery",
     )
     parser.add_argument("--output", default="bench/results.json")
     args = parser.parse_args(argv)
