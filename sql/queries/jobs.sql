@@ -8,3 +8,38 @@ SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW(
     jsonb_build_object('generation_id', %(generation_id)s::uuid, 'delivery_id', %(delivery_id)s::text),
     NULL
 )::procrastinate_job_to_defer_v1]))[1] AS job_id;
+
+-- name: jobs_of_absent_workers
+-- `doing` jobs on the given queues whose worker's presence lock is not held in this database
+-- (worker/queue/presence.py: two-key advisory lock, classid = namespace, objid = worker id):
+-- the session that held it has ended, so the worker is gone. Nothing in the first settle_s
+-- after Postgres started, while every worker is still taking its lock again. With job_ids, only
+-- those (the rescuer's second look, under FOR UPDATE so two rescuers never re-queue one job).
+SELECT j.id
+FROM procrastinate_jobs j
+WHERE j.status = 'doing' AND j.worker_id IS NOT NULL
+  AND j.queue_name = ANY (%(queues)s::varchar[])
+  AND (%(job_ids)s::bigint[] IS NULL OR j.id = ANY (%(job_ids)s::bigint[]))
+  AND pg_postmaster_start_time() < now() - make_interval(secs => %(settle_s)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM pg_locks l
+      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid = %(namespace)s::bigint::oid
+        AND l.objid = (j.worker_id & 2147483647)::oid)
+ORDER BY j.id
+FOR UPDATE OF j SKIP LOCKED;
+
+-- name: requeue_jobs
+-- Puts `doing` jobs back to `todo` as procrastinate's own retry does (attempt + 1), and wakes
+-- the workers listening on their queues: a retry, unlike an insert, notifies no one, and they
+-- would otherwise find the job only at their next poll.
+WITH retried AS (
+    SELECT j.id, j.queue_name, procrastinate_retry_job_v2(j.id, now(), NULL, NULL, NULL)
+    FROM procrastinate_jobs j
+    WHERE j.id = ANY (%(job_ids)s::bigint[]) AND j.status = 'doing'
+)
+SELECT r.id, r.queue_name,
+       pg_notify('procrastinate_queue_v1#' || r.queue_name,
+                 json_build_object('type', 'job_inserted', 'job_id', r.id)::text)
+FROM retried r;

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from tests.faults.conftest import FAST_RESCUE, Ledger, Workers
+from worker.queue.presence import NAMESPACE
 
 pytestmark = pytest.mark.faults
 
@@ -32,6 +33,61 @@ async def test_kill_9_mid_job_and_a_second_worker_finishes_everything(
     await ledger.wait("completed", timeout=60)
     figures = await ledger.report("kill -9 with 6 jobs in flight", killed=6)
     assert figures["recovered"] == 6
+
+
+async def presence_locks(ledger: Ledger) -> int:
+    """Workers holding their presence lock in this database."""
+    async with ledger.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND objsubid = 2 AND classid = %s::bigint::oid"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (NAMESPACE,),
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def running_again(ledger: Ledger) -> int:
+    """Generations started a second time (the survivor's run counts attempt 2) or finished."""
+    async with ledger.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM image_generations WHERE id = ANY(%s)"
+            " AND (attempts >= 2 OR status = 'completed')",
+            (ledger.ids,),
+        )
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_killed_worker_is_noticed_within_10_s_without_its_heartbeat(
+    workers: Workers, ledger: Ledger
+) -> None:
+    # The heartbeat fallback is kept out of reach (a worker is dead after 10 minutes of silence):
+    # only the presence lock can bring these jobs back in time.
+    slow_fallback = {"RESCUE_STALE_S": "600"}
+    doomed = workers.start(LOCAL_PROVIDER_DELAY_MS="30000", **slow_fallback)
+    await ledger.create(8, "killed, noticed fast")
+    await wait_processing(ledger)
+    before = await presence_locks(ledger)
+    workers.start(LOCAL_PROVIDER_DELAY_MS="2000", **slow_fallback)
+    deadline = time.monotonic() + 30
+    while await presence_locks(ledger) <= before:
+        assert time.monotonic() < deadline, "the second worker never took its presence lock"
+        await asyncio.sleep(0.05)
+    assert await running_again(ledger) == 0, "the second worker ran a job before the kill"
+    killed = time.monotonic()
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(10)
+    while await running_again(ledger) < len(ledger.ids):
+        assert time.monotonic() - killed < 30, "the killed worker's jobs never ran again"
+        await asyncio.sleep(0.05)
+    recovery = time.monotonic() - killed
+    print(f"\n[faults] kill -9 -> all 8 jobs running again on the other worker: {recovery:.2f} s")
+    assert recovery < 10, f"the dead worker was noticed after {recovery:.1f} s"
+    await ledger.wait("completed", timeout=60)
+    figures = await ledger.report("kill -9, noticed by its presence lock", killed=8)
+    assert figures["recovered"] == 8
 
 
 async def test_sigterm_aborts_what_outlives_the_grace_and_it_runs_again(
@@ -68,3 +124,35 @@ async def test_a_draining_worker_is_not_mistaken_for_a_dead_one(
     await ledger.wait("completed", timeout=30)
     figures = await ledger.report("SIGTERM while 3 long jobs drain, rescuer running")
     assert figures["recovered"] == 0, "a healthy draining job was run a second time"
+
+
+async def test_a_live_worker_whose_presence_connection_drops_keeps_its_jobs(
+    workers: Workers, ledger: Ledger
+) -> None:
+    slow_fallback = {"RESCUE_STALE_S": "600"}
+    workers.start(LOCAL_PROVIDER_DELAY_MS="6000", **slow_fallback)
+    await ledger.create(4, "healthy, presence blip")
+    await wait_processing(ledger)
+    before = await presence_locks(ledger)
+    workers.start(LOCAL_PROVIDER_DELAY_MS="100", **slow_fallback)  # its fast pass is watching
+    deadline = time.monotonic() + 30
+    while await presence_locks(ledger) <= before:
+        assert time.monotonic() < deadline, "the second worker never took its presence lock"
+        await asyncio.sleep(0.05)
+    async with ledger.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT DISTINCT j.worker_id FROM procrastinate_jobs j"
+            " JOIN image_generations g ON g.job_id = j.id WHERE g.id = ANY(%s)",
+            (ledger.ids,),
+        )
+        (worker_id,) = [row[0] for row in await cur.fetchall()]
+        cur = await conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            (f"imagejobs-presence {worker_id}",),
+        )
+        assert (await cur.fetchone()) == (1,)
+    await ledger.wait("completed", timeout=30)
+    figures = await ledger.report("presence connection of a live worker terminated")
+    assert figures["recovered"] == 0, "a live worker's job was run a second time"
+    assert await presence_locks(ledger) == before + 1, "the lock was not taken again"

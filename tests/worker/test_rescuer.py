@@ -3,6 +3,7 @@ unless it has used its attempts, in which case it fails with `timeout` and says 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from procrastinate import App, PsycopgConnector
@@ -12,6 +13,7 @@ from tests.factories import insert_generation
 from tests.worker.conftest import generation_row
 from worker.core.errors import MAX_ATTEMPTS
 from worker.queue import rescuer
+from worker.queue.presence import Presence
 
 
 async def orphan(pool: AsyncConnectionPool, project_id: uuid.UUID, attempts: int) -> uuid.UUID:
@@ -60,3 +62,71 @@ async def test_the_rescuer_requeues_orphans_and_gives_up_on_exhausted_ones(
             (exhausted,),
         )
         assert [row[0] for row in await cur.fetchall()] == [message]
+
+
+async def doing(pool: AsyncConnectionPool, generation_id: uuid.UUID, queue: str) -> int:
+    """Puts the generation's job in `doing` on a newly registered worker; the worker's id."""
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT * FROM procrastinate_register_worker_v1()")
+        row = await cur.fetchone()
+        assert row is not None
+        worker_id = int(row[0])
+        await conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s, queue_name = %s"
+            " WHERE id = (SELECT job_id FROM image_generations WHERE id = %s)",
+            (worker_id, queue, generation_id),
+        )
+        await conn.execute(
+            "UPDATE image_generations SET status = 'processing', attempts = 1 WHERE id = %s",
+            (generation_id,),
+        )
+    return worker_id
+
+
+async def job_of(pool: AsyncConnectionPool, generation_id: uuid.UUID) -> tuple[str, int]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT j.status, j.attempts FROM procrastinate_jobs j"
+            " JOIN image_generations g ON g.job_id = j.id WHERE g.id = %s",
+            (generation_id,),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1])
+
+
+async def test_the_fast_pass_requeues_only_jobs_whose_worker_lock_is_gone(
+    database_url: str, pool: AsyncConnectionPool, project_id: uuid.UUID
+) -> None:
+    queue = f"fast-rescue-{uuid.uuid4().hex[:8]}"  # none of this session's other jobs
+    alive = await insert_generation(pool, project_id)
+    dead = await insert_generation(pool, project_id)
+    presence = Presence(database_url)
+    await presence.acquire(await doing(pool, alive, queue))
+    await doing(pool, dead, queue)
+    fast = rescuer.FastRescuer(pool, [queue], grace_s=30, confirm_s=0.3, settle_s=0)
+    try:
+        assert await fast.run_once() == 0, "an absence is confirmed before it is acted on"
+        await asyncio.sleep(0.4)
+        assert await fast.run_once() == 1
+        assert await job_of(pool, dead) == ("todo", 1)
+        assert (await job_of(pool, alive))[0] == "doing"
+        assert await fast.run_once() == 0
+    finally:
+        await presence.release()
+    # Its lock released (the worker ended without unregistering), the other job goes back too.
+    await fast.run_once()
+    await asyncio.sleep(0.4)
+    assert await fast.run_once() == 1
+    assert (await job_of(pool, alive))[0] == "todo"
+
+
+async def test_the_fast_pass_waits_while_postgres_has_just_started(
+    pool: AsyncConnectionPool, project_id: uuid.UUID
+) -> None:
+    queue = f"fast-rescue-{uuid.uuid4().hex[:8]}"
+    dead = await insert_generation(pool, project_id)
+    await doing(pool, dead, queue)
+    fast = rescuer.FastRescuer(pool, [queue], grace_s=30, confirm_s=0, settle_s=10**9)
+    assert await fast.run_once() == 0
+    assert (await job_of(pool, dead))[0] == "doing"

@@ -120,6 +120,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rescue_stale_s: Annotated[
         float, Setting("RESCUE_STALE_S", "seconds of silence after which a worker is dead")
     ] = 60.0
+    # Every worker checks this often for `doing` jobs whose worker's presence lock is gone (a
+    # dead worker, noticed in seconds: worker/queue/presence.py); 0 leaves it to the heartbeat.
+    rescue_fast_s: Annotated[
+        float, Setting("RESCUE_FAST_S", "seconds between checks for dead workers' locks; 0: off")
+    ] = 1.0
     # Pending/processing generations whose job is gone are re-queued after this long.
     rescue_grace_s: Annotated[
         float, Setting("RESCUE_GRACE_S", "seconds before a job-less generation is re-queued")

@@ -323,6 +323,35 @@ async def give_up_on_exhausted_generations(
     return [row[0] for row in rows]
 
 
+async def jobs_of_absent_workers(
+    db: Db,
+    queues: Sequence[str],
+    *,
+    namespace: int,
+    settle_s: float,
+    job_ids: Sequence[int] | None = None,
+) -> list[int]:
+    """`doing` jobs whose worker's presence lock is not held (only `job_ids` when given); in a
+    transaction they stay locked (FOR UPDATE SKIP LOCKED) until it ends."""
+    rows = await fetch_rows(
+        db,
+        "jobs_of_absent_workers",
+        {
+            "queues": list(queues),
+            "namespace": namespace,
+            "settle_s": settle_s,
+            "job_ids": None if job_ids is None else list(job_ids),
+        },
+    )
+    return [row[0] for row in rows]
+
+
+async def requeue_jobs(db: Db, job_ids: Sequence[int]) -> list[int]:
+    """Puts `doing` jobs back to `todo` (attempt + 1) and wakes their queues' workers; their ids."""
+    rows = await fetch_rows(db, "requeue_jobs", {"job_ids": list(job_ids)})
+    return [row[0] for row in rows]
+
+
 async def rescue_orphaned_generations(db: Db, grace_s: float) -> list[UUID]:
     """Gives a new job to pending/processing generations whose job is gone; their ids."""
     rows = await fetch_rows(db, "rescue_orphaned_generations", {"grace_s": grace_s})

@@ -5,6 +5,10 @@ the rest (their retry strategy sends them straight back to the queue), exit 0. T
 gaps are closed here: it stops heartbeats while draining (so a long drain looks like a dead
 worker to the rescuer) and ignores abort requests during shutdown. If the worker stops for any
 other reason — the database went away — it is started again, with backoff.
+
+Each worker holds a presence lock from its registration to its unregistration (a drain
+included), and every worker runs the rescuer's fast pass: a worker killed or lost is noticed in
+seconds, not after its heartbeat goes stale (worker/queue/presence.py, worker/queue/rescuer.py).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from worker.core.catalogue import default_model_warnings
 from worker.core.config import Settings
 from worker.core.db import create_pool
 from worker.core.observability import report_task_errors
+from worker.queue.presence import Presence, PresentWorker
+from worker.queue.rescuer import fast_rescue
 from worker.queue.runtime import build_runtime
 from worker.queue.tasks import QUEUE, WEBHOOK_QUEUE, app
 
@@ -56,7 +62,8 @@ async def run_worker(settings: Settings) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is required for the worker")
     # One connection per running job, one for procrastinate's LISTEN, one for fetching and
-    # heartbeats, one spare for the lifecycle writes between them.
+    # heartbeats, one spare for the lifecycle writes between them (and the fast rescue pass).
+    # The presence lock has a connection of its own, outside the pool.
     pool = create_pool(
         settings.database_url,
         min_size=2,
@@ -77,7 +84,17 @@ async def run_worker(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, request_stop)
 
-    async with pool, app.open_async(pool):
+    presence = Presence(settings.database_url)
+    async with (
+        pool,
+        app.open_async(pool),
+        fast_rescue(
+            pool,
+            [QUEUE, WEBHOOK_QUEUE],
+            interval_s=settings.rescue_fast_s,
+            grace_s=settings.rescue_grace_s,
+        ),
+    ):
         runtime = build_runtime(settings, pool)
         await runtime.storage.prepare()
         for warning in await default_model_warnings(pool):
@@ -85,8 +102,9 @@ async def run_worker(settings: Settings) -> None:
         delay = 1.0
         try:
             while not stopping.is_set():
-                current = Worker(
+                current = PresentWorker(
                     app,
+                    presence=presence,
                     queues=[QUEUE, WEBHOOK_QUEUE],
                     name=name,
                     concurrency=settings.worker_concurrency,

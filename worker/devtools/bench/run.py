@@ -29,6 +29,7 @@ QUICK = {
     "memory": 1_000,
     "backlog": 300,
     "fair_samples": 20,
+    "recovery": 16,
 }
 FULL = {
     "jobs": 2_000,
@@ -41,6 +42,7 @@ FULL = {
     "memory": 10_000,
     "backlog": 2_000,
     "fair_samples": 50,
+    "recovery": 32,
 }
 
 
@@ -56,6 +58,7 @@ async def run(quick: bool, database_url: str | None, only: list[str] | None) -> 
         "memory": lambda b: [scenarios.worker_memory(b, 100, size["memory"])],
         "scaling": lambda b: [scenarios.scale_out(b, size["jobs"], n, 10) for n in (1, 2, 4)],
         "fairness": lambda b: [scenarios.fairness(b, size["backlog"], size["fair_samples"])],
+        "recovery": lambda b: [scenarios.recovery(b, size["recovery"])],
     }
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="imagejobs-bench-") as workdir:
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         nargs="*",
-        help="scenarios: throughput pickup sse create webhook counters memory scaling",
+        help="scenarios: throughput pickup sse create webhook counters memory scaling recovery",
     )
     parser.add_argument("--output", default="bench/results.json")
     args = parser.parse_args(argv)

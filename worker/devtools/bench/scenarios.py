@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ from standardwebhooks import Webhook
 
 from worker.devtools.bench.harness import Bench, Result, median, percentile, rss_mb
 from worker.devtools.bench.noop import QUEUE as NOOP_QUEUE
+from worker.queue.presence import NAMESPACE as PRESENCE_NAMESPACE
 
 SMALL_IMAGE = '{"size": "64x64"}'
 
@@ -525,4 +528,60 @@ async def fairness(bench: Bench, backlog: int, samples: int) -> Result:
             "concurrency": 10,
             "provider_delay_ms": delay_ms,
         },
+    )
+
+
+async def recovery(bench: Bench, jobs: int) -> Result:
+    """`jobs` generations running on one worker process, which is killed with SIGKILL: seconds
+    until every one of them is running again (attempt 2) or done on a second worker. The
+    heartbeat pass is off (the bench's RESCUE_CRON): only the presence lock can tell."""
+    _, _, project_id = await bench.tenant()
+    command = [sys.executable, "-m", "worker.cli", "worker"]
+    doomed = await _start_and_wait(
+        bench, command, WORKER_CONCURRENCY=str(jobs), LOCAL_PROVIDER_DELAY_MS="600000"
+    )
+    await _insert_generations(bench, project_id, jobs)
+
+    def counted(sql: str) -> Callable[[], Awaitable[bool]]:
+        async def done() -> bool:
+            return await _count(bench, sql, (project_id,)) >= jobs
+
+        return done
+
+    all_running = counted(
+        "SELECT count(*) FROM image_generations WHERE project_id = %s AND status = 'processing'"
+    )
+    await bench.wait_for(all_running, 60)
+    await _start_and_wait(bench, command, WORKER_CONCURRENCY=str(jobs))
+
+    async def both_present() -> bool:
+        held = await _count(
+            bench,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND objsubid = 2 AND classid = %s::bigint::oid"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (PRESENCE_NAMESPACE,),
+        )
+        return held >= 2
+
+    await bench.wait_for(both_present, 60)
+    killed = time.perf_counter()
+    doomed.send_signal(signal.SIGKILL)
+    running_again = counted(
+        "SELECT count(*) FROM image_generations WHERE project_id = %s"
+        " AND (attempts >= 2 OR status = 'completed')"
+    )
+    await bench.wait_for(running_again, 120)
+    elapsed = time.perf_counter() - killed
+    completed = counted(
+        "SELECT count(*) FROM image_generations WHERE project_id = %s AND status = 'completed'"
+    )
+    await bench.wait_for(completed, 120)
+    bench.stop_all()
+    return Result(
+        scenario=f"recovery after kill -9, {jobs} jobs in flight",
+        figure=round(elapsed, 2),
+        unit="s until all run again",
+        target="< 10 s",
+        details={"jobs": jobs, "heartbeat_fallback": "off"},
     )
