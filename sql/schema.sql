@@ -795,6 +795,22 @@ CREATE FUNCTION imagejobs_job_priority(level smallint, tag bigint) RETURNS integ
     SELECT (level::bigint * 536870912 - least(greatest(tag, 0), 536870911))::integer
     $$;
 
+-- FUNCTION imagejobs_may_start(uuid)
+CREATE FUNCTION imagejobs_may_start(p_generation_id uuid) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+    SELECT coalesce((
+        SELECT l.max_concurrency IS NULL OR (
+            SELECT count(*) FROM image_generations p
+            WHERE p.workspace_id = g.workspace_id AND p.status = 'processing'
+        ) < l.max_concurrency
+        FROM image_generations g
+        LEFT JOIN workspace_limits l ON l.workspace_id = g.workspace_id
+        WHERE g.id = p_generation_id
+    ), true)
+    $$;
+
 -- FUNCTION imagejobs_member_workspaces()
 CREATE FUNCTION imagejobs_member_workspaces() RETURNS SETOF uuid
     LANGUAGE sql STABLE SECURITY DEFINER
@@ -935,6 +951,26 @@ CREATE FUNCTION imagejobs_shift_counts(project uuid, from_status text, to_status
     WHERE id = project
 $$;
 
+-- FUNCTION imagejobs_slot_free(uuid, uuid)
+CREATE FUNCTION imagejobs_slot_free(p_workspace_id uuid, p_generation_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    _cap integer;
+BEGIN
+    SELECT max_concurrency INTO _cap FROM workspace_limits WHERE workspace_id = p_workspace_id;
+    IF _cap IS NULL THEN
+        RETURN true;
+    END IF;
+    PERFORM pg_advisory_xact_lock(22, hashtext(p_workspace_id::text));
+    RETURN (
+        SELECT count(*) FROM image_generations
+        WHERE workspace_id = p_workspace_id AND status = 'processing' AND id <> p_generation_id
+    ) < _cap;
+END;
+$$;
+
 -- FUNCTION imagejobs_step_label(text)
 CREATE FUNCTION imagejobs_step_label(step text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -1025,6 +1061,61 @@ CREATE FUNCTION imagejobs_workspace_usage(workspace uuid) RETURNS TABLE(window_s
                                  jsonb_strip_nulls(jsonb_build_object('size', size, 'quality', quality))), 0))
                        FROM groups WHERE billed > 0), 0)
       FROM w
+$$;
+
+-- FUNCTION procrastinate_fetch_job_v2(character varying[], bigint)
+CREATE FUNCTION procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint) RETURNS procrastinate_jobs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+	found_jobs procrastinate_jobs;
+BEGIN
+    WITH candidate AS (
+        SELECT jobs.*
+            FROM procrastinate_jobs AS jobs
+            WHERE
+                -- reject the job if its lock has earlier or higher priority jobs
+                NOT EXISTS (
+                    SELECT 1
+                        FROM procrastinate_jobs AS other_jobs
+                        WHERE
+                            jobs.lock IS NOT NULL
+                            AND other_jobs.lock = jobs.lock
+                            AND (
+                                -- job with same lock is already running
+                                other_jobs.status = 'doing'
+                                OR
+                                -- job with same lock is waiting and has higher priority (or same priority but was queued first)
+                                (
+                                    other_jobs.status = 'todo'
+                                    AND (
+                                        other_jobs.priority > jobs.priority
+                                        OR (
+                                        other_jobs.priority = jobs.priority
+                                        AND other_jobs.id < jobs.id
+                                        )
+                                    )
+                                )
+                            )
+                )
+                AND jobs.status = 'todo'
+                AND (target_queue_names IS NULL OR jobs.queue_name = ANY( target_queue_names ))
+                AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+                -- imagejobs (sql/migrations/022): a generation run of a workspace at its
+                -- max_concurrency waits, and the next job in order is taken instead.
+                AND (jobs.task_name NOT IN ('generate_image', 'edit_image')
+                     OR imagejobs_may_start(imagejobs_uuid_or_null(jobs.args->>'generation_id')))
+            ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1
+            FOR UPDATE OF jobs SKIP LOCKED
+    )
+    UPDATE procrastinate_jobs
+        SET status = 'doing', worker_id = p_worker_id
+        FROM candidate
+        WHERE procrastinate_jobs.id = candidate.id
+        RETURNING procrastinate_jobs.* INTO found_jobs;
+
+ RETURN found_jobs;
+END;
 $$;
 
 -- TABLE projects
@@ -1459,6 +1550,9 @@ CREATE INDEX image_generations_node_idx ON image_generations USING btree (workfl
 
 -- INDEX image_generations_parent_idx
 CREATE INDEX image_generations_parent_idx ON image_generations USING btree (parent_id) WHERE (parent_id IS NOT NULL);
+
+-- INDEX image_generations_processing_idx
+CREATE INDEX image_generations_processing_idx ON image_generations USING btree (workspace_id) WHERE (status = 'processing'::text);
 
 -- INDEX image_generations_project_created_idx
 CREATE INDEX image_generations_project_created_idx ON image_generations USING btree (project_id, created_at DESC, id DESC);

@@ -41,11 +41,13 @@ SELECT * FROM image_generations WHERE id = %(id)s;
 
 -- name: start_generation
 -- pending -> processing at the fetching step; a re-run of a processing one (crash, retry,
--- rate-limit resume) starts over. Anything else (cancelled, terminal, gone) returns no row.
+-- rate-limit resume) starts over. Anything else (cancelled, terminal, gone), or a workspace at
+-- its max_concurrency (sql/migrations/022), returns no row.
 UPDATE image_generations
 SET status = 'processing', step = 'fetching', progress = 10, attempts = attempts + %(count_attempt)s,
     error_code = NULL, error_message = NULL
 WHERE id = %(id)s AND status IN ('pending', 'processing')
+  AND imagejobs_slot_free(workspace_id, id)
 RETURNING *;
 
 -- name: advance_to_processing
@@ -198,3 +200,17 @@ RETURNING g.id;
 
 -- name: expire_generation
 SELECT imagejobs_expire_generation(%(id)s);
+
+-- name: wait_for_slot
+-- A run refused a slot (its workspace at max_concurrency) goes back to the queue for
+-- %(delay_s)s seconds with the same place in it (the job's priority); the current job ends.
+UPDATE image_generations g
+SET job_id = (procrastinate_defer_jobs_v1(ARRAY[ROW(
+        'images', imagejobs_task_for(g.edit_mode),
+        coalesce((SELECT j.priority FROM procrastinate_jobs j WHERE j.id = g.job_id), 0),
+        'generation:' || g.id::text, NULL,
+        jsonb_build_object('generation_id', g.id),
+        clock_timestamp() + make_interval(secs => %(delay_s)s)
+    )::procrastinate_job_to_defer_v1]))[1]
+WHERE g.id = %(id)s AND g.status IN ('pending', 'processing')
+RETURNING g.job_id;

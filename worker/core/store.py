@@ -299,6 +299,12 @@ async def find_by_provider_job(db: Db, provider_job_id: str | None) -> Generatio
     )
 
 
+async def wait_for_slot(db: Db, generation_id: UUID, delay_s: float) -> bool:
+    """Re-queues a run its workspace's concurrency cap refused, in the same place, for later;
+    whether the generation was still waiting to run."""
+    return await wrote(db, "wait_for_slot", {"id": generation_id, "delay_s": delay_s})
+
+
 async def expire_generation(db: Db, generation_id: UUID) -> bool:
     """Fails it with `timeout` if it is unfinished past its deadline (aborting its job and
     asking the provider to stop); whether it did."""

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import psycopg
 
+from worker.core import store
 from worker.core.errors import MAX_ATTEMPTS, ErrorCode, GenerationError
 from worker.core.images import (
     EXTENSIONS,
@@ -39,6 +40,8 @@ EDIT_TASK = "edit_image"
 POLL_TASK = "poll_generation"
 # With a webhook expected, polling is only a safety net for lost webhooks.
 SAFETY_NET_FACTOR = 4
+# How long a run its workspace's concurrency cap refused waits before it is tried again.
+SLOT_WAIT_S = 1.0
 T = TypeVar("T")
 
 
@@ -75,8 +78,14 @@ async def _begin(
         generation_id, count_attempt=count_attempt, straight_to_processing=straight_to_processing
     )
     if generation is None:
-        if await lifecycle.get(generation_id) is None:
+        current = await lifecycle.get(generation_id)
+        if current is None:
             raise GenerationError(ErrorCode.NOT_FOUND, str(generation_id))
+        if current.status in ("pending", "processing"):
+            # Runnable, but its workspace is at its max_concurrency: later, same place in line.
+            await store.wait_for_slot(lifecycle.pool, generation_id, SLOT_WAIT_S)
+            logger.info("generation %s waits for a slot of its workspace", generation_id)
+            return None
         logger.info("generation %s is no longer runnable; skipping", generation_id)
         return None
     if generation.attempts > MAX_ATTEMPTS:
