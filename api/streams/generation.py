@@ -42,6 +42,8 @@ class GenerationEventData(msgspec.Struct, omit_defaults=True):
     error_resolution: str | None = None
     thumbnail_url: str | None = None
     attempts: int | None = None
+    # In the state a stream opens with, while it waits: runnable generation jobs ahead of it.
+    queue_position: int | None = None
 
 
 # What an event's `data` (image_events.data, or the NOTIFY payload's) adds to the state.
@@ -107,7 +109,12 @@ async def _current_state(
     pool: AsyncConnectionPool, generation_id: UUID
 ) -> GenerationEventData | None:
     row = await store.latest_state_event(pool, generation_id)
-    return from_row(row) if row is not None else None
+    if row is None:
+        return None
+    state = from_row(row)
+    if state.status == "pending":
+        state.queue_position = await store.queue_position(pool, generation_id)
+    return state
 
 
 async def _resume(

@@ -214,3 +214,7 @@ SET job_id = (procrastinate_defer_jobs_v1(ARRAY[ROW(
     )::procrastinate_job_to_defer_v1]))[1]
 WHERE g.id = %(id)s AND g.status IN ('pending', 'processing')
 RETURNING g.job_id;
+
+-- name: queue_position
+SELECT CASE WHEN status = 'pending' THEN imagejobs_queue_position(job_id) END
+FROM image_generations WHERE id = %(id)s;

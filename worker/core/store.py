@@ -299,6 +299,12 @@ async def find_by_provider_job(db: Db, provider_job_id: str | None) -> Generatio
     )
 
 
+async def queue_position(db: Db, generation_id: UUID) -> int | None:
+    """Runnable generation jobs ahead of a pending generation's (None unless it waits)."""
+    row = await fetch_row(db, "queue_position", {"id": generation_id})
+    return None if row is None or row[0] is None else int(row[0])
+
+
 async def wait_for_slot(db: Db, generation_id: UUID, delay_s: float) -> bool:
     """Re-queues a run its workspace's concurrency cap refused, in the same place, for later;
     whether the generation was still waiting to run."""
