@@ -42,8 +42,11 @@ def test_schemathesis_finds_no_server_error_in_over_1000_requests(
         "60",
         "--seed",
         "20261122",
+        # One worker: with two threads, hypothesis' ast.parse on CPython 3.11 sometimes raised
+        # a spurious "SystemError: AST constructor recursion depth mismatch" (CPython
+        # gh-106905, seen in threaded use) inside the fuzzer, failing the run for no finding.
         "--workers",
-        "2",
+        "1",
         "--request-timeout",
         "5",
         # The SSE streams are long-lived by design; their validation is tested in tests/api.
