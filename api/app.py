@@ -24,6 +24,7 @@ from api.limits import StreamSlots
 from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS, InvalidField
 from api.routes.actions import GenerationActions
+from api.routes.bulk import BulkActions
 from api.routes.dashboard import dashboard, dashboard_assets
 from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ProjectController,
             GenerationController,
             GenerationActions,
+            BulkActions,
             models,
             # quotas: today's use against the workspace's limits
             usage,

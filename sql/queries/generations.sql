@@ -218,3 +218,31 @@ RETURNING g.job_id;
 -- name: queue_position
 SELECT CASE WHEN status = 'pending' THEN imagejobs_queue_position(job_id) END
 FROM image_generations WHERE id = %(id)s;
+
+-- name: bulk_cancel
+-- Every pending or processing generation of the workspace the filter matches, cancelled (the
+-- trigger cancels or aborts each job and asks queue-based providers to stop); the count.
+WITH hit AS (
+    UPDATE image_generations SET status = 'cancelled'
+    WHERE workspace_id = %(workspace_id)s
+      AND status = ANY (%(statuses)s::text[])
+      AND (%(project_id)s::uuid IS NULL OR project_id = %(project_id)s::uuid)
+      AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+      AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
+    RETURNING 1
+)
+SELECT count(*) FROM hit;
+
+-- name: bulk_retry
+-- Every failed or cancelled generation the filter matches, back to pending with a fresh attempt
+-- budget and a new job (the trigger); the count.
+WITH hit AS (
+    UPDATE image_generations SET status = 'pending'
+    WHERE workspace_id = %(workspace_id)s
+      AND status = ANY (%(statuses)s::text[])
+      AND (%(project_id)s::uuid IS NULL OR project_id = %(project_id)s::uuid)
+      AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
+      AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
+    RETURNING 1
+)
+SELECT count(*) FROM hit;

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
 import psycopg
@@ -178,6 +178,23 @@ async def retry_generation(db: Db, generation_id: UUID, workspace_id: UUID) -> G
     return await fetch_one(
         db, "retry_generation", Generation, {"id": generation_id, "workspace_id": workspace_id}
     )
+
+
+async def bulk_change(
+    db: Db,
+    verb: Literal["cancel", "retry"],
+    workspace_id: UUID,
+    statuses: Sequence[str],
+    **filters: Any,
+) -> int:
+    """Cancels or retries every generation of the workspace in `statuses` that the filters
+    (project_id, created_before, created_after; None = any) match; how many."""
+    row = await fetch_row(
+        db,
+        f"bulk_{verb}",
+        {"workspace_id": workspace_id, "statuses": list(statuses), **filters},
+    )
+    return int(row[0]) if row else 0
 
 
 async def list_versions(db: Db, generation_id: UUID, workspace_id: UUID) -> list[Generation]:
