@@ -186,7 +186,10 @@ async def test_the_project_stream_shows_counters_changing_live(http: httpx.Async
                 if not isinstance(item, SSEEvent):
                     continue
                 (projects if item.event == "project" else generations).append(item.json())
-                if projects and projects[-1]["completed_count"] == 2:
+                # The last transaction brings both a project and a generation event, in
+                # either order: wait for both.
+                done = sum(g["status"] == "completed" for g in generations)
+                if projects and projects[-1]["completed_count"] == 2 and done == 2:
                     return
 
     watcher = asyncio.create_task(watch())
