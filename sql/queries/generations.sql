@@ -71,8 +71,9 @@ RETURNING id;
 
 -- name: complete_generation
 UPDATE image_generations
-SET status = 'completed', result_image_url = %(result_image_url)s,
-    thumbnail_url = %(thumbnail_url)s, metadata = metadata || %(metadata)s
+SET status = 'completed', result_image_url = %(result_image_url)s, result_key = %(result_key)s,
+    thumbnail_url = %(thumbnail_url)s, thumbnail_key = %(thumbnail_key)s,
+    metadata = metadata || %(metadata)s
 WHERE id = %(id)s AND status = 'processing'
 RETURNING id;
 
@@ -158,8 +159,8 @@ FROM image_generations
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s
 RETURNING *;
 
--- name: set_mask_url
-UPDATE image_generations SET mask_url = %(mask_url)s
+-- name: set_mask
+UPDATE image_generations SET mask_url = %(mask_url)s, mask_key = %(mask_key)s
 WHERE id = %(id)s
 RETURNING *;
 
