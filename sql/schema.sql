@@ -1262,6 +1262,7 @@ CREATE TABLE image_generations (
     result_key text,
     thumbnail_key text,
     mask_key text,
+    original_key text,
     CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
     CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
@@ -1273,6 +1274,7 @@ CREATE TABLE image_generations (
     CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
     CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
+    CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key)),
     CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
     CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
     CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
@@ -1295,6 +1297,9 @@ COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is sto
 
 -- COMMENT COLUMN image_generations.mask_key
 COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
+
+-- COMMENT COLUMN image_generations.original_key
+COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
 
 -- VIEW generation_cost_lines
 CREATE VIEW generation_cost_lines WITH (security_invoker='true') AS

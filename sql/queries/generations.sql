@@ -121,13 +121,13 @@ ORDER BY g.version, g.created_at;
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, edited_from, priority
+    edit_mode, edited_from, priority, original_key
 )
 SELECT workspace_id, %(user_id)s, project_id, %(prompt)s, prompt_spec, provider, model,
        result_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1,  -- the version trigger numbers it within its history, under a lock
        coalesce(parent_id, id),
-       %(metadata)s, %(edit_mode)s, id, priority
+       %(metadata)s, %(edit_mode)s, id, priority, result_key
 FROM image_generations g
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'completed'
 RETURNING *;
@@ -140,7 +140,7 @@ RETURNING *;
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, mask_url, edited_from, priority
+    edit_mode, mask_url, edited_from, priority, mask_key, original_key
 )
 SELECT workspace_id, %(user_id)s, project_id,
        CASE WHEN %(prompt)s::text IS NOT NULL THEN %(prompt)s::text
@@ -154,7 +154,7 @@ SELECT workspace_id, %(user_id)s, project_id,
        original_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1, coalesce(parent_id, id),
        (metadata - 'model') || jsonb_build_object('regeneratedFrom', id::text),
-       edit_mode, mask_url, edited_from, priority
+       edit_mode, mask_url, edited_from, priority, mask_key, original_key
 FROM image_generations
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s
 RETURNING *;
