@@ -11,7 +11,7 @@ from uuid import UUID
 from litestar import Request, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import ServerSentEvent
+from litestar.response import Stream
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
 from api.deps import PoolDep, StorageDep, StreamsDep
@@ -50,7 +50,7 @@ async def generation_events(
     pool: PoolDep,
     streams: StreamsDep,
     last_event_id: LastEventId = None,
-) -> ServerSentEvent:
+) -> Stream:
     await fetch_generation(pool, generation_id, request.user.workspace_id)
     after = parse_last_event_id(last_event_id)
     return streams.open(
@@ -78,7 +78,7 @@ async def project_events(
     pool: PoolDep,
     streams: StreamsDep,
     last_event_id: LastEventId = None,
-) -> ServerSentEvent:
+) -> Stream:
     await fetch_project(pool, project_id, request.user.workspace_id)
     after = parse_last_event_id(last_event_id)
     return streams.open(
@@ -106,7 +106,7 @@ async def workflow_events(
     pool: PoolDep,
     streams: StreamsDep,
     storage: StorageDep,
-) -> ServerSentEvent:
+) -> Stream:
     workspace_id = request.user.workspace_id
     if not await store.workflow_visible(pool, workflow_id, workspace_id):
         raise NotFoundException(f"workflow {workflow_id} not found")

@@ -7,7 +7,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar.response import ServerSentEventMessage
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
@@ -24,7 +23,7 @@ from worker.storage.fresh import fresh_node_data
 NODE_BATCH_S = 0.1
 
 
-def _project_message(project: Project | dict[str, Any], event_id: int) -> ServerSentEventMessage:
+def _project_message(project: Project | dict[str, Any], event_id: int) -> bytes:
     return sse_event("project", project, event_id)
 
 
