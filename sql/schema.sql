@@ -655,7 +655,8 @@ BEGIN
     END IF;
     IF TG_OP = 'UPDATE' AND NEW.status = OLD.status
        AND NEW.result_image_url IS NOT DISTINCT FROM OLD.result_image_url
-       AND NEW.thumbnail_url IS NOT DISTINCT FROM OLD.thumbnail_url THEN
+       AND NEW.thumbnail_url IS NOT DISTINCT FROM OLD.thumbnail_url
+       AND NEW.result_key IS NOT DISTINCT FROM OLD.result_key THEN
         RETURN NULL;
     END IF;
     _patch := jsonb_build_object(
@@ -672,7 +673,8 @@ BEGIN
     -- The image changes only when a result lands; until then the node keeps its last good one.
     IF NEW.status = 'completed' THEN
         _patch := _patch || jsonb_build_object(
-            'imageUrl', NEW.result_image_url, 'thumbnailUrl', NEW.thumbnail_url
+            'imageUrl', NEW.result_image_url, 'thumbnailUrl', NEW.thumbnail_url,
+            'imageKey', NEW.result_key, 'thumbnailKey', NEW.thumbnail_key
         );
     END IF;
     -- A new generation becomes the node's current one; a change of any other generation lands
@@ -787,6 +789,17 @@ CREATE FUNCTION imagejobs_is_http_url(value text) RETURNS boolean
     AS $_$
     SELECT value IS NULL OR (value ~* '^https?://[^\s/$.?#][^\s]*$' AND length(value) <= 4096)
 $_$;
+
+-- FUNCTION imagejobs_is_storage_key(text)
+CREATE FUNCTION imagejobs_is_storage_key(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    SELECT value IS NULL OR (
+        value ~ '^[A-Za-z0-9][A-Za-z0-9._/-]*$'
+        AND NOT ('..' = ANY (string_to_array(value, '/')))
+        AND length(value) <= 1024
+    )
+    $_$;
 
 -- FUNCTION imagejobs_job_priority(smallint, bigint)
 CREATE FUNCTION imagejobs_job_priority(level smallint, tag bigint) RETURNS integer
@@ -1070,6 +1083,19 @@ CREATE FUNCTION imagejobs_step_label(step text) RETURNS text
     END
 $$;
 
+-- FUNCTION imagejobs_storage_key_of(text)
+CREATE FUNCTION imagejobs_storage_key_of(url text) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN imagejobs_is_storage_key(key) THEN key END
+    FROM (
+        SELECT coalesce(
+            substring(url FROM '^https?://[^?#]*/files/([^?#]+)'),
+            substring(url FROM '^https?://[^?#]*/storage/v1/object/(?:public|sign)/[^/?#]+/([^?#]+)')
+        ) AS key
+    ) found
+    $$;
+
 -- FUNCTION imagejobs_task_for(text)
 CREATE FUNCTION imagejobs_task_for(edit_mode text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -1315,27 +1341,47 @@ CREATE TABLE image_generations (
     batch_index integer,
     run_at timestamp with time zone,
     deadline_at timestamp with time zone,
+    result_key text,
+    thumbnail_key text,
+    mask_key text,
+    original_key text,
     CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
     CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
     CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
     CONSTRAINT image_generations_error_message_check CHECK ((length(error_message) <= 4000)),
     CONSTRAINT image_generations_idempotency_key_check CHECK ((length(idempotency_key) <= 255)),
+    CONSTRAINT image_generations_mask_key_check CHECK (imagejobs_is_storage_key(mask_key)),
     CONSTRAINT image_generations_mask_url_check CHECK (imagejobs_is_http_url(mask_url)),
     CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
     CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
+    CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key)),
     CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
     CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
     CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
     CONSTRAINT image_generations_prompt_spec_check CHECK ((jsonb_typeof(prompt_spec) = 'object'::text)),
+    CONSTRAINT image_generations_result_key_check CHECK (imagejobs_is_storage_key(result_key)),
     CONSTRAINT image_generations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
     CONSTRAINT image_generations_step_check CHECK ((step = ANY (ARRAY['queued'::text, 'fetching'::text, 'uploading'::text, 'preparing'::text, 'processing'::text, 'saving'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT image_generations_thumbnail_key_check CHECK (imagejobs_is_storage_key(thumbnail_key)),
     CONSTRAINT image_generations_thumbnail_url_http CHECK (imagejobs_is_http_url(thumbnail_url)),
     CONSTRAINT image_generations_urls_http CHECK ((imagejobs_is_http_url(original_image_url) AND imagejobs_is_http_url(result_image_url) AND imagejobs_is_http_url(webhook_url))),
     CONSTRAINT image_generations_version_check CHECK ((version >= 1)),
     CONSTRAINT image_generations_webhook_events_filter_check CHECK ((webhook_events_filter <@ ARRAY['start'::text, 'progress'::text, 'completed'::text]))
 );
+
+-- COMMENT COLUMN image_generations.result_key
+COMMENT ON COLUMN image_generations.result_key IS 'where the result is stored (the truth); result_image_url is how it was served when written';
+
+-- COMMENT COLUMN image_generations.thumbnail_key
+COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is stored';
+
+-- COMMENT COLUMN image_generations.mask_key
+COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
+
+-- COMMENT COLUMN image_generations.original_key
+COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
 
 -- VIEW generation_cost_lines
 CREATE VIEW generation_cost_lines WITH (security_invoker='true') AS

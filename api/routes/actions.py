@@ -36,7 +36,7 @@ from api.routes.generations import (
 )
 from api.schemas import NO_NUL, GenerationList, Regenerate
 from worker.core import store
-from worker.core.models import Generation
+from worker.core.models import Generation, StoredFile
 
 MAX_EDIT_BODY = 12 * 1024 * 1024
 
@@ -194,7 +194,7 @@ class GenerationActions(Controller):
                     raise conflict("the generation changed while the edit was being created")
                 key = f"{created.workspace_id}/{created.project_id}/{created.id}-mask-{uuid.uuid4().hex[:8]}.png"
                 mask_url = await storage.put(key, mask, "image/png")
-                created = await store.set_mask_url(conn, created.id, mask_url)
+                created = await store.set_mask(conn, created.id, StoredFile(key, mask_url))
         except psycopg.DatabaseError as exc:
             raise await over_quota(exc, pool, principal.workspace_id) from exc
         assert created is not None

@@ -14,7 +14,7 @@ from litestar.params import FromPath, HeaderParameter
 from litestar.response import ServerSentEvent
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
-from api.deps import PoolDep, StreamsDep
+from api.deps import PoolDep, StorageDep, StreamsDep
 from api.limits import TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
@@ -105,6 +105,7 @@ async def workflow_events(
     request: Request[Principal, Any, Any],
     pool: PoolDep,
     streams: StreamsDep,
+    storage: StorageDep,
 ) -> ServerSentEvent:
     workspace_id = request.user.workspace_id
     if not await store.workflow_visible(pool, workflow_id, workspace_id):
@@ -112,6 +113,12 @@ async def workflow_events(
     return streams.open(
         f"workflow:{workflow_id}",
         lambda subscription: workflow_stream(
-            pool, subscription, workflow_id, workspace_id, streams.keepalive_s, streams.credential
+            pool,
+            subscription,
+            workflow_id,
+            workspace_id,
+            streams.keepalive_s,
+            streams.credential,
+            storage,
         ),
     )

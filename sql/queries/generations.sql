@@ -71,8 +71,9 @@ RETURNING id;
 
 -- name: complete_generation
 UPDATE image_generations
-SET status = 'completed', result_image_url = %(result_image_url)s,
-    thumbnail_url = %(thumbnail_url)s, metadata = metadata || %(metadata)s
+SET status = 'completed', result_image_url = %(result_image_url)s, result_key = %(result_key)s,
+    thumbnail_url = %(thumbnail_url)s, thumbnail_key = %(thumbnail_key)s,
+    metadata = metadata || %(metadata)s
 WHERE id = %(id)s AND status = 'processing'
 RETURNING id;
 
@@ -120,13 +121,13 @@ ORDER BY g.version, g.created_at;
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, edited_from, priority
+    edit_mode, edited_from, priority, original_key
 )
 SELECT workspace_id, %(user_id)s, project_id, %(prompt)s, prompt_spec, provider, model,
        result_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1,  -- the version trigger numbers it within its history, under a lock
        coalesce(parent_id, id),
-       %(metadata)s, %(edit_mode)s, id, priority
+       %(metadata)s, %(edit_mode)s, id, priority, result_key
 FROM image_generations g
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'completed'
 RETURNING *;
@@ -139,7 +140,7 @@ RETURNING *;
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, mask_url, edited_from, priority
+    edit_mode, mask_url, edited_from, priority, mask_key, original_key
 )
 SELECT workspace_id, %(user_id)s, project_id,
        CASE WHEN %(prompt)s::text IS NOT NULL THEN %(prompt)s::text
@@ -153,13 +154,13 @@ SELECT workspace_id, %(user_id)s, project_id,
        original_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1, coalesce(parent_id, id),
        (metadata - 'model') || jsonb_build_object('regeneratedFrom', id::text),
-       edit_mode, mask_url, edited_from, priority
+       edit_mode, mask_url, edited_from, priority, mask_key, original_key
 FROM image_generations
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s
 RETURNING *;
 
--- name: set_mask_url
-UPDATE image_generations SET mask_url = %(mask_url)s
+-- name: set_mask
+UPDATE image_generations SET mask_url = %(mask_url)s, mask_key = %(mask_key)s
 WHERE id = %(id)s
 RETURNING *;
 

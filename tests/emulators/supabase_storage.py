@@ -25,6 +25,7 @@ from litestar.params import FromPath
 from tests.emulators.recorder import Recorded, Recorder
 
 _OBJECT = re.compile(r"^object/(?:(sign|public)/)?([^/]+)/(.+)$")
+_OBJECTS = re.compile(r"^object/(?:(sign)/)?([^/]+)$")  # a bucket's objects: remove, sign many
 _BUCKET = re.compile(r"^bucket(?:/([^/]+))?$")
 
 
@@ -78,7 +79,12 @@ class StorageState:
 def _is_upload(method: str, path: str) -> bool:
     rest = path.removeprefix("/storage/v1/")
     match = _OBJECT.match(rest)
-    return method in ("POST", "PUT") and match is not None and match.group(1) is None
+    return (
+        method in ("POST", "PUT")
+        and match is not None
+        and match.group(1) is None
+        and _OBJECTS.match(rest) is None
+    )
 
 
 def _error(status: str, error: str, message: str, http_status: int = 400) -> Response[Any]:
@@ -172,6 +178,51 @@ def build_supabase_storage_emulator(state: StorageState) -> Litestar:
         state.tokens[token] = (key, time.time() + expires_in)
         return Response({"signedURL": f"/object/sign/{key}?token={token}"}, status_code=200)
 
+    def sign_many(record: Recorded, bucket: str) -> Response[Any]:
+        if bucket not in state.buckets:
+            return _bucket_missing()
+        body = record.json if isinstance(record.json, dict) else {}
+        paths = body.get("paths")
+        try:
+            expires_in = int(str(body.get("expiresIn")))
+        except ValueError:
+            return _error("400", "InvalidRequest", "body/expiresIn must be integer")
+        if not isinstance(paths, list) or expires_in < 1:
+            return _error("400", "InvalidRequest", "body must have paths and expiresIn >= 1")
+        answers = []
+        for path in paths:
+            key = f"{bucket}/{path}"
+            if key not in state.stored:
+                answers.append(
+                    {
+                        "error": "Either the object does not exist or you do not have access to it",
+                        "path": path,
+                        "signedURL": None,
+                    }
+                )
+                continue
+            token = secrets.token_urlsafe(24)
+            state.tokens[token] = (key, time.time() + expires_in)
+            answers.append(
+                {"error": None, "path": path, "signedURL": f"/object/sign/{key}?token={token}"}
+            )
+        return Response(answers, status_code=200)
+
+    def remove(record: Recorded, bucket: str) -> Response[Any]:
+        """Storage answers 200 with the objects it removed; prefixes that match nothing are no error."""
+        if bucket not in state.buckets:
+            return _bucket_missing()
+        body = record.json if isinstance(record.json, dict) else {}
+        prefixes = body.get("prefixes")
+        if not isinstance(prefixes, list) or not prefixes:
+            return _error("400", "InvalidRequest", "body must have required property 'prefixes'")
+        removed = []
+        for path in prefixes:
+            obj = state.stored.pop(f"{bucket}/{path}", None)
+            if obj is not None:
+                removed.append({"name": path, "bucket_id": bucket, "id": obj.id})
+        return Response(removed, status_code=200)
+
     def get_signed(request: Request[Any, Any, Any], bucket: str, path: str) -> Response[Any]:
         key = f"{bucket}/{path}"
         granted = state.tokens.get(request.query_params.get("token", ""))
@@ -210,7 +261,7 @@ def build_supabase_storage_emulator(state: StorageState) -> Litestar:
             return Response({"name": bucket_id}, status_code=200)
         return _error("404", "not_found", "Route not found", http_status=404)
 
-    @route("/storage/v1/{rest:path}", http_method=["GET", "POST", "PUT"])
+    @route("/storage/v1/{rest:path}", http_method=["GET", "POST", "PUT", "DELETE"])
     async def dispatch(request: Request[Any, Any, Any], rest: FromPath[str]) -> Response[Any]:
         body = await request.body()
         record = Recorded(
@@ -241,6 +292,11 @@ def build_supabase_storage_emulator(state: StorageState) -> Litestar:
                 headers=scripted.headers,
                 media_type=scripted.content_type,
             )
+        many = _OBJECTS.match(rest)
+        if many and many.group(1) == "sign" and request.method == "POST":
+            return sign_many(record, many.group(2))
+        if many and many.group(1) is None and request.method == "DELETE":
+            return remove(record, many.group(2))
         if match and match.group(1) is None and request.method in ("POST", "PUT"):
             return await upload(request, record, match.group(2), match.group(3))
         if match and match.group(1) == "sign" and request.method == "POST":

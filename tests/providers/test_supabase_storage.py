@@ -301,3 +301,92 @@ async def test_a_generation_stores_its_result_and_thumbnail_in_the_bucket(
     assert served.status_code == 200 and served.content == data
     with Image.open(io.BytesIO(served.content)) as image:
         assert (image.format, image.size) == ("WEBP", (256, 128))
+    assert (row["result_key"], row["thumbnail_key"]) == (f"{key}.png", f"{key}-thumb.webp")
+
+
+async def test_delete_removes_the_files_and_a_repeat_is_no_error(
+    supabase_storage: StorageState, make: Factory
+) -> None:
+    supabase_storage.add_bucket("images")
+    storage = make()
+    kept, gone, thumb = new_key(), new_key(), new_key()
+    for key in (kept, gone, thumb):
+        await storage.put(key, png(), "image/png")
+
+    await storage.delete([gone, thumb])
+    await storage.delete([gone, thumb])  # already gone: a repeated delete succeeds
+
+    assert set(supabase_storage.objects) == {f"images/{kept}"}
+    removes = [r for r in supabase_storage.recorder.requests if r.method == "DELETE"]
+    assert [r.path for r in removes] == ["/storage/v1/object/images"] * 2
+    assert removes[0].json == {"prefixes": [gone, thumb]}
+
+
+async def test_a_failing_delete_is_retried_then_an_os_error_and_the_file_stays(
+    supabase_storage: StorageState, make: Factory
+) -> None:
+    supabase_storage.add_bucket("images")
+    storage = make()
+    key = new_key()
+    await storage.put(key, png(), "image/png")
+    error = {"statusCode": "500", "error": "internal", "message": "Internal Server Error"}
+    supabase_storage.recorder.script(*[Scripted(500, error)] * 3)
+
+    with pytest.raises(OSError, match="500"):
+        await storage.delete([key])
+
+    assert f"images/{key}" in supabase_storage.objects
+    await storage.delete([key])
+    assert supabase_storage.objects == {}
+
+
+async def test_urls_of_a_public_bucket_are_its_public_urls(
+    supabase_storage: StorageState, make: Factory
+) -> None:
+    supabase_storage.add_bucket("images")
+    storage = make()
+    key = new_key()
+    stored = await storage.put(key, png(), "image/png")
+
+    assert await storage.urls([key]) == {key: stored}
+    assert storage.signs_urls is False
+
+
+async def test_urls_of_a_private_bucket_are_freshly_signed_in_one_call_and_cached(
+    supabase_storage: StorageState, make: Factory
+) -> None:
+    storage = make(bucket="private-images", signed_urls=True, signed_url_ttl_s=3600)
+    await storage.ensure_bucket()
+    first, second = new_key(), new_key()
+    for key in (first, second):
+        await storage.put(key, png(), "image/png")
+    supabase_storage.tokens.clear()  # the URLs written at upload time are dead now
+    storage._signed.clear()
+    supabase_storage.recorder.reset()
+
+    urls = await storage.urls([first, second, "nowhere/x.png"])
+    again = await storage.urls([first, second])
+
+    assert set(urls) == {first, second}  # a missing object gets no URL
+    assert again == {first: urls[first], second: urls[second]}
+    signs = [r for r in supabase_storage.recorder.requests if r.method == "POST"]
+    assert len(signs) == 1 and signs[0].path == "/storage/v1/object/sign/private-images"
+    assert signs[0].json == {"paths": [first, second, "nowhere/x.png"], "expiresIn": "3600"}
+    async with httpx.AsyncClient() as client:
+        for key, url in urls.items():
+            served = await client.get(url)
+            assert served.status_code == 200, key
+
+
+async def test_urls_when_signing_fails_leave_the_keys_out_instead_of_raising(
+    supabase_storage: StorageState, make: Factory
+) -> None:
+    storage = make(bucket="private-images", signed_urls=True, signed_url_ttl_s=3600)
+    await storage.ensure_bucket()
+    key = new_key()
+    await storage.put(key, png(), "image/png")
+    storage._signed.clear()
+    error = {"statusCode": "500", "error": "internal", "message": "Internal Server Error"}
+    supabase_storage.recorder.script(*[Scripted(500, error)] * 3)
+
+    assert await storage.urls([key]) == {}

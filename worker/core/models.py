@@ -98,6 +98,18 @@ class Generation(msgspec.Struct, kw_only=True):
     deadline_at: datetime | None = None
     # Runnable generation jobs ahead of it while it waits (read by GET /v1/generations/{id}).
     queue_position: int | None = None
+    # Where its files are stored (the truth; the URLs are how they are served), see sql/023.
+    result_key: str | None = None
+    thumbnail_key: str | None = None
+    mask_key: str | None = None
+    original_key: str | None = None  # an edit's source, when it is a result stored here
+
+
+class StoredFile(msgspec.Struct, frozen=True):
+    """A file in storage: its key (where it is) and the URL it was served at when stored."""
+
+    key: str
+    url: str
 
 
 class ImageEvent(msgspec.Struct, kw_only=True):

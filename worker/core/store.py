@@ -20,7 +20,7 @@ from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.models import Generation, ImageEvent, Project, Status, Step
+from worker.core.models import Generation, ImageEvent, Project, Status, Step, StoredFile
 from worker.core.sqlfiles import query
 
 Conn: TypeAlias = psycopg.AsyncConnection[Any]
@@ -214,9 +214,12 @@ async def insert_regeneration(db: Db, params: Mapping[str, Any]) -> Generation |
     return await fetch_one(db, "insert_regeneration", Generation, params)
 
 
-async def set_mask_url(db: Db, generation_id: UUID, mask_url: str) -> Generation | None:
+async def set_mask(db: Db, generation_id: UUID, mask: StoredFile) -> Generation | None:
     return await fetch_one(
-        db, "set_mask_url", Generation, {"id": generation_id, "mask_url": mask_url}
+        db,
+        "set_mask",
+        Generation,
+        {"id": generation_id, "mask_url": mask.url, "mask_key": mask.key},
     )
 
 
@@ -284,9 +287,9 @@ async def reschedule_generation(
 async def complete_generation(
     db: Db,
     generation_id: UUID,
-    result_image_url: str,
+    result: StoredFile,
     metadata: dict[str, Any],
-    thumbnail_url: str | None = None,
+    thumbnail: StoredFile | None = None,
 ) -> bool:
     """Completes a processing generation with its result (and its thumbnail, NULL when none
     could be made) in one compare-and-set write."""
@@ -295,8 +298,10 @@ async def complete_generation(
         "complete_generation",
         {
             "id": generation_id,
-            "result_image_url": result_image_url,
-            "thumbnail_url": thumbnail_url,
+            "result_image_url": result.url,
+            "result_key": result.key,
+            "thumbnail_url": thumbnail.url if thumbnail else None,
+            "thumbnail_key": thumbnail.key if thumbnail else None,
             "metadata": Jsonb(metadata),
         },
     )

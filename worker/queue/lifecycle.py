@@ -16,7 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from worker.core import store
 from worker.core.logs import prompts_at_info
-from worker.core.models import Generation, Step
+from worker.core.models import Generation, Step, StoredFile
 from worker.core.observability import tag_generation
 
 logger = logging.getLogger(__name__)
@@ -166,12 +166,12 @@ class Lifecycle:
     async def complete(
         self,
         generation_id: UUID,
-        result_image_url: str,
+        result: StoredFile,
         metadata: dict[str, Any],
-        thumbnail_url: str | None = None,
+        thumbnail: StoredFile | None = None,
     ) -> bool:
         written = await store.complete_generation(
-            self.pool, generation_id, result_image_url, metadata, thumbnail_url
+            self.pool, generation_id, result, metadata, thumbnail
         )
         if self._traces:
             self._end_step(generation_id, None, "completed" if written else "superseded")

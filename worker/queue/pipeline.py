@@ -27,11 +27,12 @@ from worker.core.images import (
     prepare_mask,
     result_thumbnail,
 )
-from worker.core.models import Generation
+from worker.core.models import Generation, StoredFile
 from worker.core.webhook_payloads import PARSERS
 from worker.providers.base import AsyncProvider, ImageRequest, ImageResult, Provider, build_request
 from worker.queue.runtime import Runtime
 from worker.storage.base import result_key
+from worker.storage.fresh import fresh_generation
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,9 @@ async def _edit(runtime: Runtime, generation: Generation) -> None:
             permanent=True,
         )
     await lifecycle.step(generation.id, "preparing")
+    # An edit can run (or be retried) long after its source was stored: a private bucket's
+    # stored URLs may be dead by then, so its source and mask are fetched by fresh URLs.
+    generation = await fresh_generation(runtime.storage, generation)
     if not generation.original_image_url:
         raise GenerationError(ErrorCode.SOURCE_UNREACHABLE, "the edited version has no image")
     source = await download(
@@ -418,25 +422,25 @@ async def store_result(
         EXTENSIONS[checked.content_type],
     )
 
-    async def upload() -> tuple[str, str | None]:
+    async def upload() -> tuple[StoredFile, StoredFile | None]:
         thumb = await _thumbnail(generation, checked)
-        result_upload = runtime.storage.put(key, checked.data, checked.content_type)
+        result_upload = _put(runtime, key, checked.data, checked.content_type)
         if thumb is None:
             return await result_upload, None
         data, content_type = thumb
-        thumb_upload = runtime.storage.put(thumbnail_key(key, content_type), data, content_type)
-        url, thumbnail_url = await asyncio.gather(result_upload, thumb_upload)
-        return url, thumbnail_url
+        thumb_upload = _put(runtime, thumbnail_key(key, content_type), data, content_type)
+        stored, thumbnail = await asyncio.gather(result_upload, thumb_upload)
+        return stored, thumbnail
 
     try:
         if saving:
             # The `saving` event is committed while the preview is made and the uploads run;
             # `completed` waits for all of it.
-            _, (url, thumbnail_url) = await asyncio.gather(
+            _, (stored, thumbnail) = await asyncio.gather(
                 runtime.lifecycle.step(generation.id, "saving"), upload()
             )
         else:
-            url, thumbnail_url = await upload()
+            stored, thumbnail = await upload()
     except OSError as exc:
         # A thumbnail that cannot be uploaded is handled as the result's upload is: storage_error
         # (Supabase's client raises it itself after its own retries), and a retry of the
@@ -450,7 +454,11 @@ async def store_result(
         "bytes": len(checked.data),
         "content_type": checked.content_type,
     }
-    await runtime.lifecycle.complete(generation.id, url, metadata, thumbnail_url)
+    await runtime.lifecycle.complete(generation.id, stored, metadata, thumbnail)
+
+
+async def _put(runtime: Runtime, key: str, data: bytes, content_type: str) -> StoredFile:
+    return StoredFile(key=key, url=await runtime.storage.put(key, data, content_type))
 
 
 def thumbnail_key(result_key: str, content_type: str) -> str:

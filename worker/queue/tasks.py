@@ -109,6 +109,7 @@ async def deliver_webhook(
         type,
         _attempt(context),
         policy=runtime.outbound,
+        storage=runtime.storage,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 from uuid import UUID
 
@@ -19,6 +20,21 @@ class Storage(Protocol):
 
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         """Stores `data` under `key` (overwriting: a retried job writes the same key); returns its URL."""
+        ...
+
+    async def urls(self, keys: Sequence[str]) -> dict[str, str]:
+        """A URL that serves each key now: its public URL, or a freshly signed one for a
+        private bucket. Keys that cannot be served are left out."""
+        ...
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Removes the files under `keys`. A key that is already gone is no error, so a delete
+        that failed half-way can simply be repeated; a failure raises OSError."""
+        ...
+
+    @property
+    def signs_urls(self) -> bool:
+        """Whether URLs expire (then readers ask `urls` for fresh ones instead of stored URLs)."""
         ...
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from worker.storage.base import check_key
@@ -39,6 +40,25 @@ class LocalStorage:
     async def aclose(self) -> None:
         return None
 
+    @property
+    def signs_urls(self) -> bool:
+        return False
+
+    def url(self, key: str) -> str:
+        return f"{self.public_base_url}/files/{check_key(key)}"
+
     async def put(self, key: str, data: bytes, content_type: str) -> str:
         await asyncio.to_thread(_write_atomically, self.path_for(key), data)
-        return f"{self.public_base_url}/files/{key}"
+        return self.url(key)
+
+    async def urls(self, keys: Sequence[str]) -> dict[str, str]:
+        return {key: self.url(key) for key in keys}
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        paths = [self.path_for(key) for key in keys]
+
+        def unlink_all() -> None:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+        await asyncio.to_thread(unlink_all)

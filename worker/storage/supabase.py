@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import httpx
@@ -25,6 +26,11 @@ from worker.storage.base import check_key
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Signed URLs are reused for at most this long (or a tenth of their lifetime, if shorter), so a
+# page of reads signs each file once, and every URL handed out lives nearly its full TTL.
+SIGNED_URL_CACHE_S = 300.0
+SIGNED_URL_CACHE_MAX = 10_000
 
 # What a failed call to Storage can raise: API errors, transport errors, unparsable answers.
 _FAILURES = (StorageException, httpx.HTTPError, ValueError, KeyError)
@@ -68,6 +74,7 @@ class SupabaseStorage:
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self._key = service_role_key
+        self._signed: dict[str, tuple[float, str]] = {}  # key → (reuse until, monotonic; URL)
         headers = {"apikey": service_role_key, "Authorization": f"Bearer {service_role_key}"}
         self._endpoint = f"{url.rstrip('/')}/storage/v1"
         self._http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=True)
@@ -154,9 +161,68 @@ class SupabaseStorage:
             )
         except _FAILURES as exc:
             raise GenerationError(ErrorCode.STORAGE_ERROR, self._reason(exc)) from exc
-        url = signed.get("signedURL") or signed.get("signedUrl")
+        url = self._absolute(signed.get("signedURL") or signed.get("signedUrl"))
         if not url:
             raise GenerationError(ErrorCode.STORAGE_ERROR, "no signed URL in Storage's answer")
-        if url.startswith("/"):
-            url = f"{self._endpoint}{url}"
+        self._remember(key, url)
         return url
+
+    @property
+    def signs_urls(self) -> bool:
+        return self.signed_urls
+
+    def _absolute(self, url: str | None) -> str | None:
+        if url and url.startswith("/"):
+            return f"{self._endpoint}{url}"
+        return url or None
+
+    def _remember(self, key: str, url: str) -> None:
+        if len(self._signed) >= SIGNED_URL_CACHE_MAX:
+            self._signed.clear()
+        reuse_s = min(SIGNED_URL_CACHE_S, self.signed_url_ttl_s / 10)
+        self._signed[key] = (time.monotonic() + reuse_s, url)
+
+    async def urls(self, keys: Sequence[str]) -> dict[str, str]:
+        bucket = self._client.from_(self.bucket)
+        wanted = [check_key(key) for key in dict.fromkeys(keys)]
+        if not self.signed_urls:
+            return {key: await bucket.get_public_url(key) for key in wanted}
+        now = time.monotonic()
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for key in wanted:
+            hit = self._signed.get(key)
+            if hit and hit[0] > now:
+                found[key] = hit[1]
+            else:
+                missing.append(key)
+        if not missing:
+            return found
+        try:
+            answers = await self._retrying(
+                lambda: bucket.create_signed_urls(missing, self.signed_url_ttl_s)
+            )
+        except _FAILURES as exc:
+            # A read still answers: without a fresh URL the file's stored one is the best left.
+            log.warning("could not sign %d storage URLs: %s", len(missing), self._reason(exc))
+            return found
+        for answer in answers:
+            url = self._absolute(answer.get("signedURL") or answer.get("signedUrl"))
+            path = answer.get("path")
+            if url and path in missing and not answer.get("error"):
+                self._remember(path, url)
+                found[path] = url
+        return found
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        wanted = [check_key(key) for key in dict.fromkeys(keys)]
+        if not wanted:
+            return
+        bucket = self._client.from_(self.bucket)
+        try:
+            # Storage answers 200 with the objects it removed; keys already gone are no error.
+            await self._retrying(lambda: bucket.remove(wanted))
+        except _FAILURES as exc:
+            raise OSError(f"Supabase Storage delete: {self._reason(exc)}") from exc
+        for key in wanted:
+            self._signed.pop(key, None)
