@@ -1664,6 +1664,9 @@ CREATE INDEX image_generations_active_idx ON image_generations USING btree (stat
 -- INDEX image_generations_batch_idx
 CREATE INDEX image_generations_batch_idx ON image_generations USING btree (batch_id) WHERE (batch_id IS NOT NULL);
 
+-- INDEX image_generations_files_finished_idx
+CREATE INDEX image_generations_files_finished_idx ON image_generations USING btree (finished_at) WHERE ((finished_at IS NOT NULL) AND ((result_key IS NOT NULL) OR (thumbnail_key IS NOT NULL) OR (mask_key IS NOT NULL)));
+
 -- INDEX image_generations_finished_at_idx
 CREATE INDEX image_generations_finished_at_idx ON image_generations USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 

@@ -15,10 +15,20 @@
 --                              5-minute tolerance anyway
 --   outgoing_webhook_attempts  attempts sent before the interval
 --
+-- and, in queries of their own (sql/queries/retention.sql), the files of old results.
+--
 -- Each batch is one statement: the candidates, oldest first, by key, with FOR UPDATE SKIP
 -- LOCKED (a row some transaction holds is left for the next run, nobody waits on the pruner)
 -- and LIMIT batch_size, then a DELETE of those keys. Plain deletes: no rewrite, no lock
 -- beyond the rows themselves; autovacuum reuses the space.
+
+-- Results (off unless RETENTION_RESULTS_DAYS is set): finished generations that still have
+-- files, oldest first. The files are deleted from storage by the worker (worker/queue/
+-- retention.py), then the keys and URLs cleared; the partial index leaves out the rows already
+-- done, so the scan does not grow with them.
+CREATE INDEX image_generations_files_finished_idx ON image_generations (finished_at)
+    WHERE finished_at IS NOT NULL
+      AND (result_key IS NOT NULL OR thumbnail_key IS NOT NULL OR mask_key IS NOT NULL);
 
 -- What the candidate scans need: the oldest deliveries first, and where the jobs' scan stops
 -- (the first job deferred since the cutoff; procrastinate_events has no index on `at`).

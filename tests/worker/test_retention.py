@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +35,7 @@ from worker.core.migrate import migrate
 from worker.devtools.embedded import with_database
 from worker.queue import retention
 from worker.queue.retention import DAY_S, Retention
+from worker.storage.local import LocalStorage
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = "2 days"  # backdated rows
@@ -374,7 +375,7 @@ def test_retention_settings() -> None:
 # --- the soak: a real worker, work in rounds, the tables flat ----------------------------------
 
 SOAK_ROUNDS = 4
-SOAK_PER_ROUND = 12
+SOAK_PER_ROUND = 10
 SOAK_KEEP_S = 1.0
 SMALL = Jsonb({"base_prompt": "a lighthouse", "size": "64x64"})
 
@@ -416,6 +417,10 @@ TABLES = (
     "webhook_deliveries",
     "outgoing_webhook_attempts",
 )
+
+
+def files(root: Path) -> int:
+    return sum(1 for path in root.rglob("*") if path.is_file())
 
 
 async def counts(pool: AsyncConnectionPool) -> dict[str, int]:
@@ -461,7 +466,8 @@ async def test_soak_the_tables_stay_flat_while_work_flows(
     own_url: str, own_pool: AsyncConnectionPool, tmp_path: Path
 ) -> None:
     """Generations with outgoing webhooks, and incoming deliveries, in rounds through a real
-    worker whose `prune` task runs every second with every retention at one second. Each round
+    worker whose `prune` task runs every second with every retention at one second, results'
+    files included. Each round
     adds its work to every table; once it is pruned, the tables are back where they were, so
     after the last round they hold about what one round leaves, not what all of them made."""
     keep_days = str(SOAK_KEEP_S / DAY_S)
@@ -475,6 +481,7 @@ async def test_soak_the_tables_stay_flat_while_work_flows(
         "RETENTION_EVENTS_DAYS": keep_days,
         "RETENTION_JOBS_DAYS": keep_days,
         "RETENTION_WEBHOOKS_DAYS": keep_days,
+        "RETENTION_RESULTS_DAYS": keep_days,
         "PRUNE_CRON": "* * * * * *",
         "PRUNE_BATCH_SIZE": "25",
         "LOG_LEVEL": "INFO",
@@ -539,7 +546,14 @@ async def test_soak_the_tables_stay_flat_while_work_flows(
                     (round_ids,),
                     timeout=15,
                 )
-                settled.append(await counts(own_pool))
+                await wait_for(
+                    own_pool,
+                    "SELECT count(*) = 0 FROM image_generations"
+                    " WHERE id = ANY(%s) AND (result_key IS NOT NULL OR thumbnail_key IS NOT NULL)",
+                    (round_ids,),
+                    timeout=15,
+                )
+                settled.append(await counts(own_pool) | {"files": files(tmp_path / "storage")})
         finally:
             code = await asyncio.to_thread(stop, worker)
     produced = {table: n - first_ids[table] for table, n in (await made(own_pool)).items()}
@@ -562,6 +576,7 @@ async def test_soak_the_tables_stay_flat_while_work_flows(
     for table in ("procrastinate_jobs", "procrastinate_events", "outgoing_webhook_attempts"):
         assert last[table] * 3 < produced[table], (table, produced, settled)
     assert all(s["unfinished"] == 0 for s in settled)
+    assert all(s["files"] == 0 for s in settled), settled  # results and thumbnails deleted
     # Every generation keeps its latest state event: the streams of old ones still open.
     kept = await scalar(
         own_pool,
@@ -569,3 +584,81 @@ async def test_soak_the_tables_stay_flat_while_work_flows(
         " WHERE e.generation_id = g.id AND e.kind = 'status' AND e.status = 'completed')",
     )
     assert kept == SOAK_ROUNDS * SOAK_PER_ROUND
+
+
+# --- results (RETENTION_RESULTS_DAYS, off by default) ------------------------------------------
+
+
+async def completed_with_files(
+    pool: AsyncConnectionPool, storage: LocalStorage, project_id: uuid.UUID, *, old: bool
+) -> tuple[uuid.UUID, list[str]]:
+    generation_id = await generation_in(pool, project_id, "processing")
+    keys = [f"w/p/{generation_id}.png", f"w/p/{generation_id}.thumb.webp"]
+    urls = [await storage.put(key, b"not really an image", "image/png") for key in keys]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE image_generations SET status = 'completed', result_key = %s,"
+            " result_image_url = %s, thumbnail_key = %s, thumbnail_url = %s WHERE id = %s",
+            (keys[0], urls[0], keys[1], urls[1], generation_id),
+        )
+        if old:
+            await conn.execute(
+                "UPDATE image_generations SET finished_at = finished_at - %s::interval"
+                " WHERE id = %s",
+                (OLD, generation_id),
+            )
+    return generation_id, keys
+
+
+async def files_of(pool: AsyncConnectionPool, generation_id: uuid.UUID) -> tuple[Any, ...]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT status, result_key, result_image_url, thumbnail_key, thumbnail_url"
+            " FROM image_generations WHERE id = %s",
+            (generation_id,),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+class BrokenStorage(LocalStorage):
+    async def delete(self, keys: Sequence[str]) -> None:
+        raise OSError("storage is down")
+
+
+async def test_old_results_lose_their_files_and_urls_and_the_rest_keep_theirs(
+    own_pool: AsyncConnectionPool, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path / "files", "http://files.test")
+    project_id = await create_project(own_pool, uuid.uuid4())
+    old = [await completed_with_files(own_pool, storage, project_id, old=True) for _ in range(3)]
+    recent, recent_keys = await completed_with_files(own_pool, storage, project_id, old=False)
+    running = await generation_in(own_pool, project_id, "processing")
+    plan = [Retention("results", 1.0)]
+    assert await retention.due(own_pool, plan) == {"results": 3}
+
+    # Storage down: nothing changes, the other tables go on, the next run does it.
+    broken = BrokenStorage(tmp_path / "files", "http://files.test")
+    both = [*plan, Retention("image_events", 1.0)]
+    failed = await retention.prune(own_pool, both, batch_size=10, max_s=60, storage=broken)
+    assert failed.failed == ["results"] and not failed.finished
+    assert failed.deleted["results"] == 0 and failed.batches == 1  # image_events
+    assert await retention.due(own_pool, plan) == {"results": 3}
+
+    run = await retention.prune(own_pool, plan, batch_size=2, max_s=60, storage=storage)
+    assert run.finished and run.deleted == {"results": 3} and run.batches == 2
+    for generation_id, keys in old:
+        assert await files_of(own_pool, generation_id) == ("completed", None, None, None, None)
+        assert not any(storage.path_for(key).exists() for key in keys)
+    status, result_key, result_url, *_ = await files_of(own_pool, recent)
+    assert (status, result_key) == ("completed", recent_keys[0]) and result_url
+    assert all(storage.path_for(key).exists() for key in recent_keys)
+    assert (await files_of(own_pool, running))[0] == "processing"
+    assert await retention.due(own_pool, plan) == {"results": 0}
+
+
+def test_results_are_kept_forever_by_default() -> None:
+    assert "results" not in {r.target for r in retention.retentions(load_settings({}))}
+    kept = load_settings({"RETENTION_RESULTS_DAYS": "90"})
+    assert ("results", 90.0) in [(r.target, r.days) for r in retention.retentions(kept)]

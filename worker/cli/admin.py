@@ -270,30 +270,41 @@ def _prune(settings: Settings, args: argparse.Namespace) -> None:
     import psycopg
 
     from worker.queue import retention
+    from worker.storage import build_storage
 
     plan = retention.retentions(settings)
     if not plan:
         print("nothing to prune: every RETENTION_*_DAYS is 0 (kept forever)")
         return
 
-    async def run() -> tuple[dict[str, int], bool]:
+    async def run() -> retention.PruneRun:
         async with await psycopg.AsyncConnection.connect(
             _require_database(settings), autocommit=True
         ) as conn:
             if args.dry_run:
-                return await retention.due(conn, plan), True
-            done = await retention.prune(
-                conn, plan, batch_size=settings.prune_batch_size, max_s=settings.prune_max_s
-            )
-            return done.deleted, done.finished
+                return retention.PruneRun(deleted=await retention.due(conn, plan))
+            storage = build_storage(settings)
+            try:
+                return await retention.prune(
+                    conn,
+                    plan,
+                    batch_size=settings.prune_batch_size,
+                    max_s=settings.prune_max_s,
+                    storage=storage,
+                )
+            finally:
+                await storage.aclose()
 
-    counts, finished = asyncio.run(run())
+    done = asyncio.run(run())
+    # results: generations whose files go (or went), not rows.
     verb = "would delete" if args.dry_run else "deleted"
     _print_table(
         [("TABLE", "KEPT (DAYS)", verb.upper())]
-        + [(r.target, f"{r.days:g}", str(counts[r.target])) for r in plan]
+        + [(r.target, f"{r.days:g}", str(done.deleted[r.target])) for r in plan]
     )
-    if not finished:
+    if done.failed:
+        raise SystemExit(f"not pruned (see the warnings above): {', '.join(done.failed)}")
+    if not done.finished:
         print(f"stopped after PRUNE_MAX_S ({settings.prune_max_s:g} s): more is due, run it again")
 
 

@@ -144,6 +144,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     retention_webhooks_days: Annotated[
         float, Setting("RETENTION_WEBHOOKS_DAYS", "days webhook deliveries and attempts are kept")
     ] = 30.0
+    # Off by default: results (their files in storage) are the product, kept until deleted.
+    retention_results_days: Annotated[
+        float, Setting("RETENTION_RESULTS_DAYS", "days result files are kept; 0: forever")
+    ] = 0.0
     # Read at import by worker/queue/tasks.py, like RESCUE_CRON.
     prune_cron: Annotated[
         str, Setting("PRUNE_CRON", "when the pruner runs (6 fields for seconds)")

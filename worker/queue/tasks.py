@@ -149,4 +149,4 @@ PRUNE_CRON: str = read_setting("prune_cron")
 @app.task(name="prune", queue=QUEUE, pass_context=True, queueing_lock="prune")
 async def prune(context: JobContext, timestamp: int) -> None:
     runtime = Runtime.from_context(context)
-    await retention.prune_with_settings(runtime.lifecycle.pool, runtime.settings)
+    await retention.prune_with_settings(runtime.lifecycle.pool, runtime.settings, runtime.storage)
