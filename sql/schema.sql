@@ -898,6 +898,88 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_prune(text, interval, integer, boolean)
+CREATE FUNCTION imagejobs_prune(target text, older_than interval, batch_size integer, dry_run boolean DEFAULT false) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $_$
+DECLARE
+    _cutoff timestamptz := now() - older_than;
+    _candidates text;
+    _n integer;
+BEGIN
+    IF older_than IS NULL OR older_than <= interval '0' THEN
+        RAISE EXCEPTION 'imagejobs_prune: older_than must be positive, got %', older_than
+            USING ERRCODE = '22023';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'imagejobs_prune: batch_size must be at least 1, got %', batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    -- Each candidate query selects the key `id` of its table, aliased `t`, oldest first; $1 is
+    -- the cutoff.
+    CASE target
+    WHEN 'image_events' THEN
+        _candidates := $q$
+            SELECT t.id FROM image_events t
+            JOIN image_generations g ON g.id = t.generation_id
+            WHERE t.ts < $1
+              AND g.status IN ('completed', 'failed', 'cancelled')
+              AND (t.kind NOT IN ('status', 'progress') OR EXISTS (
+                  SELECT 1 FROM image_events n
+                  WHERE n.generation_id = t.generation_id AND n.id > t.id
+                    AND n.kind IN ('status', 'progress')))
+            ORDER BY t.ts, t.id
+        $q$;
+    WHEN 'procrastinate_jobs' THEN
+        -- Job ids follow deferral order and a job finishes after it was deferred, so no job
+        -- from the first one deferred since the cutoff on can be due: the scan stops there.
+        _candidates := $q$
+            SELECT t.id FROM procrastinate_jobs t
+            WHERE t.id < coalesce(
+                    (SELECT e.job_id FROM procrastinate_events e
+                     WHERE e.type = 'deferred' AND e.at >= $1
+                     ORDER BY e.at LIMIT 1),
+                    9223372036854775807)
+              AND t.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
+              AND NOT EXISTS (
+                  SELECT 1 FROM procrastinate_events e WHERE e.job_id = t.id AND e.at >= $1)
+              AND NOT EXISTS (
+                  SELECT 1 FROM image_generations g
+                  WHERE g.job_id = t.id AND g.status IN ('pending', 'processing'))
+            ORDER BY t.id
+        $q$;
+    WHEN 'webhook_deliveries' THEN
+        _candidates := $q$
+            SELECT t.id FROM webhook_deliveries t
+            LEFT JOIN image_generations g ON g.id = t.generation_id
+            WHERE t.received_at < $1
+              AND (g.id IS NULL OR g.status IN ('completed', 'failed', 'cancelled'))
+            ORDER BY t.received_at, t.id
+        $q$;
+    WHEN 'outgoing_webhook_attempts' THEN
+        _candidates := $q$
+            SELECT t.id FROM outgoing_webhook_attempts t
+            WHERE t.sent_at < $1
+            ORDER BY t.sent_at, t.id
+        $q$;
+    ELSE
+        RAISE EXCEPTION 'imagejobs_prune: nothing to prune in %', target USING ERRCODE = '22023';
+    END CASE;
+    IF dry_run THEN
+        EXECUTE format('SELECT count(*) FROM (%s) c', _candidates) INTO _n USING _cutoff;
+    ELSE
+        EXECUTE format(
+            'WITH doomed AS (%s LIMIT $2 FOR UPDATE OF t SKIP LOCKED), '
+            'gone AS (DELETE FROM %I x USING doomed d WHERE x.id = d.id RETURNING 1) '
+            'SELECT count(*) FROM gone',
+            _candidates, target
+        ) INTO _n USING _cutoff, batch_size;
+    END IF;
+    RETURN _n;
+END;
+$_$;
+
 -- FUNCTION imagejobs_queue_position(bigint)
 CREATE FUNCTION imagejobs_queue_position(p_job_id bigint) RETURNS bigint
     LANGUAGE sql STABLE
@@ -1582,6 +1664,9 @@ CREATE INDEX image_generations_active_idx ON image_generations USING btree (stat
 -- INDEX image_generations_batch_idx
 CREATE INDEX image_generations_batch_idx ON image_generations USING btree (batch_id) WHERE (batch_id IS NOT NULL);
 
+-- INDEX image_generations_files_finished_idx
+CREATE INDEX image_generations_files_finished_idx ON image_generations USING btree (finished_at) WHERE ((finished_at IS NOT NULL) AND ((result_key IS NOT NULL) OR (thumbnail_key IS NOT NULL) OR (mask_key IS NOT NULL)));
+
 -- INDEX image_generations_finished_at_idx
 CREATE INDEX image_generations_finished_at_idx ON image_generations USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
@@ -1618,6 +1703,9 @@ CREATE INDEX image_generations_workspace_created_idx ON image_generations USING 
 -- INDEX imagejobs_batches_idempotency_idx
 CREATE UNIQUE INDEX imagejobs_batches_idempotency_idx ON imagejobs_batches USING btree (workspace_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
+-- INDEX imagejobs_procrastinate_deferred_at_idx
+CREATE INDEX imagejobs_procrastinate_deferred_at_idx ON procrastinate_events USING btree (at) WHERE (type = 'deferred'::procrastinate_job_event_type);
+
 -- INDEX models_one_default_idx
 CREATE UNIQUE INDEX models_one_default_idx ON models USING btree (provider) WHERE is_default;
 
@@ -1632,6 +1720,9 @@ CREATE INDEX projects_workspace_created_idx ON projects USING btree (workspace_i
 
 -- INDEX provider_requests_provider_idx
 CREATE INDEX provider_requests_provider_idx ON provider_requests USING btree (provider, granted_at);
+
+-- INDEX webhook_deliveries_received_at_idx
+CREATE INDEX webhook_deliveries_received_at_idx ON webhook_deliveries USING btree (received_at);
 
 -- INDEX workspace_members_user_idx
 CREATE INDEX workspace_members_user_idx ON workspace_members USING btree (user_id);

@@ -643,3 +643,49 @@ async def user_workspaces(db: Db, user_id: UUID) -> frozenset[UUID]:
     return frozenset(
         row[0] for row in await fetch_rows(db, "user_workspaces", {"user_id": user_id})
     )
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+# The tables imagejobs_prune (sql/migrations/024) keeps in check.
+PruneTarget: TypeAlias = Literal[
+    "image_events", "procrastinate_jobs", "webhook_deliveries", "outgoing_webhook_attempts"
+]
+
+
+async def prune_batch(db: Db, target: PruneTarget, older_than_s: float, batch_size: int) -> int:
+    """Deletes at most `batch_size` of the target's rows older than `older_than_s` (one
+    statement, rows other transactions hold skipped); how many went."""
+    row = await fetch_row(
+        db,
+        "prune_batch",
+        {"target": target, "older_than_s": older_than_s, "batch_size": batch_size},
+    )
+    return int(row[0]) if row else 0
+
+
+async def prune_due(db: Db, target: PruneTarget, older_than_s: float) -> int:
+    """How many of the target's rows are older than `older_than_s` and would be pruned."""
+    row = await fetch_row(db, "prune_due", {"target": target, "older_than_s": older_than_s})
+    return int(row[0]) if row else 0
+
+
+async def expiring_results(
+    conn: Conn, older_than_s: float, limit: int
+) -> list[tuple[UUID, list[str]]]:
+    """Finished generations older than `older_than_s` that still have files, with their
+    files' keys, locked until the caller's transaction ends (run it inside one)."""
+    rows = await fetch_rows(
+        conn, "expiring_results", {"older_than_s": older_than_s, "limit": limit}
+    )
+    return [(row[0], [key for key in row[1:] if key]) for row in rows]
+
+
+async def forget_results(conn: Conn, generation_ids: Sequence[UUID]) -> None:
+    """Clears the keys and URLs of these generations' files (deleted from storage)."""
+    await execute(conn, "forget_results", {"ids": list(generation_ids)})
+
+
+async def expiring_results_due(db: Db, older_than_s: float) -> int:
+    row = await fetch_row(db, "expiring_results_due", {"older_than_s": older_than_s})
+    return int(row[0]) if row else 0
