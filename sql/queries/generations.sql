@@ -164,10 +164,6 @@ UPDATE image_generations SET mask_url = %(mask_url)s, mask_key = %(mask_key)s
 WHERE id = %(id)s
 RETURNING *;
 
--- name: find_by_provider_job
-SELECT * FROM image_generations WHERE provider_job_id = %(provider_job_id)s
-ORDER BY created_at DESC LIMIT 1;
-
 -- name: give_up_on_exhausted_generations
 -- Unfinished generations out of attempts whose job died with its worker (or is gone): failed
 -- with `timeout` instead of run again; the status event carries the message.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -315,12 +315,6 @@ async def fail_generation(db: Db, generation_id: UUID, error_code: str, error_me
     )
 
 
-async def find_by_provider_job(db: Db, provider_job_id: str | None) -> Generation | None:
-    return await fetch_one(
-        db, "find_by_provider_job", Generation, {"provider_job_id": provider_job_id}
-    )
-
-
 async def queue_position(db: Db, generation_id: UUID) -> int | None:
     """Runnable generation jobs ahead of a pending generation's (None unless it waits)."""
     row = await fetch_row(db, "queue_position", {"id": generation_id})
@@ -600,10 +594,24 @@ async def get_webhook_delivery(db: Db, delivery_id: str) -> tuple[str, Any] | No
     return (str(row[0]), row[1]) if row is not None else None
 
 
-async def defer_webhook_result(db: Db, generation_id: UUID, delivery_id: str) -> None:
-    await execute(
-        db, "defer_webhook_result", {"generation_id": generation_id, "delivery_id": delivery_id}
+async def receive_webhook(
+    db: Db, delivery_id: str, provider: str, provider_job_id: str | None, payload: Any, state: str
+) -> Literal["accepted", "duplicate", "unknown_job", "ignored"]:
+    """A provider callback recorded once and, for a generation still running, its event
+    written and `finish_from_webhook` deferred: one round trip."""
+    row = await fetch_row(
+        db,
+        "receive_webhook",
+        {
+            "id": delivery_id,
+            "provider": provider,
+            "provider_job_id": provider_job_id,
+            "payload": Jsonb(payload),
+            "state": state,
+        },
     )
+    assert row is not None
+    return cast(Literal["accepted", "duplicate", "unknown_job", "ignored"], row[0])
 
 
 async def record_webhook_attempt(db: Db, attempt: Mapping[str, Any]) -> None:
