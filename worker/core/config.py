@@ -109,6 +109,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_concurrency: Annotated[
         int, Setting("WORKER_CONCURRENCY", "jobs one worker runs at once", minimum=1)
     ] = 10
+    worker_db_pool_max: Annotated[
+        int,
+        Setting(
+            "WORKER_DB_POOL_MAX",
+            "a worker's database connections, at most (jobs hold one only per statement)",
+            minimum=4,
+        ),
+    ] = 20
     worker_shutdown_grace_s: Annotated[
         float, Setting("WORKER_SHUTDOWN_GRACE_S", "how long SIGTERM waits for running jobs")
     ] = 25.0
