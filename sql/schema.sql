@@ -753,11 +753,15 @@ $$;
 CREATE FUNCTION imagejobs_has_inline_image(value text) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT value IS NOT NULL AND (
-        value ~* 'data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[^,;]{0,200}){0,8},'
-        OR value ~ '(iVBORw0KGgo|/9j/[0-9A-Za-z+/]|R0lGOD|UklGR)(?:[A-Za-z0-9+/]|\r|\n|\\r|\\n){200,}'
-        OR value ~ '([A-Za-z0-9+/]{250}){16}'
-    )
+    SELECT CASE
+        WHEN value IS NULL THEN false
+        WHEN strpos(lower(value), 'data:') > 0
+             AND value ~* 'data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[^,;]{0,200}){0,8},' THEN true
+        WHEN length(value) < 205 THEN false
+        WHEN value ~ '(iVBORw0KGgo|/9j/[0-9A-Za-z+/]|R0lGOD|UklGR)(?:[A-Za-z0-9+/]|\r|\n|\\r|\\n){200,}' THEN true
+        WHEN length(value) < 4000 THEN false
+        ELSE value ~ '([A-Za-z0-9+/]{250}){16}'
+    END
 $$;
 
 -- FUNCTION imagejobs_hit_api_rate(text, integer, integer)
