@@ -22,6 +22,7 @@ from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.local import LocalProvider
 from worker.queue.pipeline import run_generation
 from worker.queue.tasks import TransientRetry
+from worker.storage.local import LocalStorage
 
 
 class FailingProvider:
@@ -360,3 +361,48 @@ async def test_a_cancelled_generation_completes_on_retry(
     row = await generation_row(pool, generation_id)
     assert (row["status"], row["attempts"]) == ("completed", 1)
     assert row["result_image_url"]
+
+
+class SlowStorage(LocalStorage):
+    async def put(self, key: str, data: bytes, content_type: str) -> str:
+        await asyncio.sleep(0.3)
+        return await super().put(key, data, content_type)
+
+
+async def _saving_and_completed_txids(
+    pool: AsyncConnectionPool, generation_id: uuid.UUID
+) -> tuple[str, str]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT step, txid::text FROM image_events WHERE generation_id = %s"
+            " AND step IN ('saving', 'completed') ORDER BY id",
+            (generation_id,),
+        )
+        rows = await cur.fetchall()
+    assert [step for step, _ in rows] == ["saving", "completed"]
+    return rows[0][1], rows[1][1]
+
+
+async def test_a_quick_upload_reports_saving_and_completed_in_one_commit(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, tmp_path: Path
+) -> None:
+    generation_id = await insert_generation(pool, project_id, prompt_spec='{"size": "64x64"}')
+    runtime = make_runtime(pool, tmp_path, {"local": LocalProvider(delay_ms=0)})
+    await run_generation(runtime, generation_id, attempt=1)
+
+    saving, completed = await _saving_and_completed_txids(pool, generation_id)
+    assert saving == completed  # one transaction: one commit, both events, in order
+    assert (await generation_row(pool, generation_id))["status"] == "completed"
+
+
+async def test_a_slow_upload_gets_its_saving_event_while_it_runs(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, tmp_path: Path
+) -> None:
+    generation_id = await insert_generation(pool, project_id, prompt_spec='{"size": "64x64"}')
+    runtime = make_runtime(pool, tmp_path, {"local": LocalProvider(delay_ms=0)})
+    runtime.storage = SlowStorage(tmp_path, "http://files.test")
+    await run_generation(runtime, generation_id, attempt=1)
+
+    saving, completed = await _saving_and_completed_txids(pool, generation_id)
+    assert saving != completed
+    assert (await generation_row(pool, generation_id))["status"] == "completed"

@@ -290,21 +290,30 @@ async def complete_generation(
     result: StoredFile,
     metadata: dict[str, Any],
     thumbnail: StoredFile | None = None,
+    *,
+    saving_progress: int | None = None,
 ) -> bool:
     """Completes a processing generation with its result (and its thumbnail, NULL when none
-    could be made) in one compare-and-set write."""
-    return await wrote(
-        db,
-        "complete_generation",
-        {
-            "id": generation_id,
-            "result_image_url": result.url,
-            "result_key": result.key,
-            "thumbnail_url": thumbnail.url if thumbnail else None,
-            "thumbnail_key": thumbnail.key if thumbnail else None,
-            "metadata": Jsonb(metadata),
-        },
-    )
+    could be made) in one compare-and-set write. With `saving_progress`, its `saving` step is
+    written just before, in the same round trip and transaction (one pipeline): both events
+    happen, in order, for one commit."""
+    params = {
+        "id": generation_id,
+        "result_image_url": result.url,
+        "result_key": result.key,
+        "thumbnail_url": thumbnail.url if thumbnail else None,
+        "thumbnail_key": thumbnail.key if thumbnail else None,
+        "metadata": Jsonb(metadata),
+    }
+    if saving_progress is None:
+        return await wrote(db, "complete_generation", params)
+    async with connection(db) as conn, conn.pipeline():
+        await conn.execute(
+            query("set_step"),
+            {"id": generation_id, "step": "saving", "progress": saving_progress},
+        )
+        completed = await conn.execute(query("complete_generation"), params)
+        return await completed.fetchone() is not None
 
 
 async def fail_generation(db: Db, generation_id: UUID, error_code: str, error_message: str) -> bool:

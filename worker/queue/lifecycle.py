@@ -169,10 +169,20 @@ class Lifecycle:
         result: StoredFile,
         metadata: dict[str, Any],
         thumbnail: StoredFile | None = None,
+        *,
+        saving_first: bool = False,
     ) -> bool:
+        """`saving_first`: the `saving` step is written in the same round trip, just before."""
         written = await store.complete_generation(
-            self.pool, generation_id, result, metadata, thumbnail
+            self.pool,
+            generation_id,
+            result,
+            metadata,
+            thumbnail,
+            saving_progress=STEP_PROGRESS["saving"] if saving_first else None,
         )
+        if written and saving_first and self._traces:
+            self._end_step(generation_id, "saving", "done")
         if self._traces:
             self._end_step(generation_id, None, "completed" if written else "superseded")
         return written

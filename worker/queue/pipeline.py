@@ -411,6 +411,10 @@ async def finish_from_urls(runtime: Runtime, generation: Generation, urls: list[
     )
 
 
+# An upload done within this long is reported with its completion, as one write.
+SAVING_EVENT_AFTER_S = 0.05
+
+
 async def store_result(
     runtime: Runtime, generation: Generation, result: ImageResult, *, saving: bool = True
 ) -> None:
@@ -432,13 +436,22 @@ async def store_result(
         stored, thumbnail = await asyncio.gather(result_upload, thumb_upload)
         return stored, thumbnail
 
+    saving_first = False
     try:
         if saving:
-            # The `saving` event is committed while the preview is made and the uploads run;
-            # `completed` waits for all of it.
-            _, (stored, thumbnail) = await asyncio.gather(
-                runtime.lifecycle.step(generation.id, "saving"), upload()
-            )
+            # Quick uploads (local files, a near bucket) write `saving` and `completed` in one
+            # round trip; a slower one gets its `saving` event while it runs. Either way both
+            # events exist, in order.
+            uploading = asyncio.ensure_future(upload())
+            try:
+                done, _ = await asyncio.wait({uploading}, timeout=SAVING_EVENT_AFTER_S)
+                if not done:
+                    await runtime.lifecycle.step(generation.id, "saving")
+                saving_first = bool(done)
+                stored, thumbnail = await uploading
+            except BaseException:
+                uploading.cancel()  # an aborted run takes its uploads with it
+                raise
         else:
             stored, thumbnail = await upload()
     except OSError as exc:
@@ -454,7 +467,9 @@ async def store_result(
         "bytes": len(checked.data),
         "content_type": checked.content_type,
     }
-    await runtime.lifecycle.complete(generation.id, stored, metadata, thumbnail)
+    await runtime.lifecycle.complete(
+        generation.id, stored, metadata, thumbnail, saving_first=saving_first
+    )
 
 
 async def _put(runtime: Runtime, key: str, data: bytes, content_type: str) -> StoredFile:
