@@ -164,4 +164,19 @@ BEGIN
 END;
 $$;
 
+-- Supabase grants EXECUTE on new functions to its roles by default; this one is the API's and
+-- the worker's (RLS would leave a member nothing to delete anyway).
 REVOKE EXECUTE ON FUNCTION imagejobs_delete_generations(uuid, uuid[], timestamptz[], boolean) FROM PUBLIC;
+DO $$
+DECLARE
+    _role text;
+BEGIN
+    FOREACH _role IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF to_regrole(_role) IS NOT NULL THEN
+            EXECUTE format(
+                'REVOKE EXECUTE ON FUNCTION imagejobs_delete_generations(uuid, uuid[], timestamptz[], boolean) FROM %I',
+                _role);
+        END IF;
+    END LOOP;
+END;
+$$;
