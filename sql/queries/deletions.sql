@@ -124,3 +124,7 @@ SELECT done.id, pg_notify('project_status', jsonb_build_object(
     'deletion', jsonb_build_object('id', done.id, 'status', done.status) || done.detail
 )::text)
 FROM gone, done;
+
+-- name: workspace_project_ids
+-- Every project of a workspace, those being deleted included (erasing a workspace).
+SELECT id FROM projects WHERE workspace_id = %(workspace_id)s ORDER BY created_at, id;

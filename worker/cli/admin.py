@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from worker.cli.commands import add_commands, run_client_command
+from worker.cli.deletes import add_delete_command
 from worker.core.config import ConfigError, Settings, load_settings
 from worker.core.logs import configure_logging
 from worker.core.redact import install_log_redaction, secret_values
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     quota_show = quota_commands.add_parser("show", help="the limits and today's use")
     quota_show.add_argument("--workspace", type=UUID, required=True)
     quota_show.set_defaults(run=_quota_show)
+    add_delete_command(commands)
     return parser
 
 

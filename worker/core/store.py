@@ -611,6 +611,11 @@ async def resume_project_deletion(db: Db, project_id: UUID, workspace_id: UUID) 
     )
 
 
+async def workspace_project_ids(db: Db, workspace_id: UUID) -> list[UUID]:
+    rows = await fetch_rows(db, "workspace_project_ids", {"workspace_id": workspace_id})
+    return [row[0] for row in rows]
+
+
 async def project_generation_batch(db: Db, project_id: UUID, limit: int) -> list[UUID]:
     rows = await fetch_rows(
         db, "project_generation_batch", {"project_id": project_id, "limit": limit}
