@@ -128,3 +128,17 @@ FROM gone, done;
 -- name: workspace_project_ids
 -- Every project of a workspace, those being deleted included (erasing a workspace).
 SELECT id FROM projects WHERE workspace_id = %(workspace_id)s ORDER BY created_at, id;
+
+-- name: keys_in_use
+-- Of these storage keys, those a generation outside %(ids)s still uses: a regeneration of an
+-- edit shares its mask. Versions share files only within a history, so only the histories of
+-- %(ids)s are read (the root-version index).
+WITH roots AS (
+    SELECT DISTINCT coalesce(parent_id, id) AS root FROM image_generations
+    WHERE id = ANY (%(ids)s::uuid[]) AND workspace_id = %(workspace_id)s
+)
+SELECT DISTINCT k.key FROM unnest(%(keys)s::text[]) AS k(key)
+JOIN image_generations g ON g.workspace_id = %(workspace_id)s
+    AND coalesce(g.parent_id, g.id) IN (SELECT root FROM roots)
+    AND NOT (g.id = ANY (%(ids)s::uuid[]))
+    AND k.key IN (g.result_key, g.thumbnail_key, g.mask_key, imagejobs_storage_key_of(g.mask_url));

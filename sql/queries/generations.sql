@@ -136,11 +136,12 @@ RETURNING *;
 -- The next version of the generation's history, on the same node: its inputs, with the prompt,
 -- spec, provider or model the request changes (NULL keeps). A new spec without a prompt gets
 -- its prompt composed by the insert trigger; a new provider without a model, its default. The
--- node trigger then cancels older unfinished work on the node.
+-- node trigger then cancels older unfinished work on the node. An edit's regeneration shares
+-- its mask file (mask_url and mask_key): a delete keeps it while a version uses it.
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, mask_url, edited_from, priority
+    edit_mode, mask_url, mask_key, edited_from, priority
 )
 SELECT workspace_id, %(user_id)s, project_id,
        CASE WHEN %(prompt)s::text IS NOT NULL THEN %(prompt)s::text
@@ -154,7 +155,7 @@ SELECT workspace_id, %(user_id)s, project_id,
        original_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1, coalesce(parent_id, id),
        (metadata - 'model') || jsonb_build_object('regeneratedFrom', id::text),
-       edit_mode, mask_url, edited_from, priority
+       edit_mode, mask_url, mask_key, edited_from, priority
 FROM image_generations
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s
 RETURNING *;

@@ -455,3 +455,39 @@ async def test_a_project_delete_that_storage_interrupts_goes_on_where_it_stopped
     assert done is not None and done.detail["generations"] == 4
     assert await fetch_value(conn, remaining, (project_id,)) == 0
     assert ids
+
+
+async def test_a_mask_shared_with_a_regeneration_stays_until_its_last_version_goes(
+    conn: Conn,
+    pool: AsyncConnectionPool,
+    storage: LocalStorage,
+    project_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+) -> None:
+    root = await insert_generation(conn, project_id, job_id=-1)
+    await complete_with_files(conn, storage, root)
+    key = f"{workspace_id}/{project_id}/{uuid.uuid4()}-mask-0123abcd.png"
+    url = await storage.put(key, b"mask", "image/png")
+    edit = await insert_generation(
+        conn, project_id, job_id=-1, parent_id=root, edited_from=root, edit_mode="add"
+    )
+    await update_generation(conn, edit, mask_url=url, mask_key=key, status="cancelled")
+    again = await store.insert_regeneration(
+        pool,
+        {
+            "id": edit,
+            "workspace_id": workspace_id,
+            "user_id": None,
+            "prompt": None,
+            "prompt_spec": None,
+            "provider": None,
+            "model": None,
+        },
+    )
+    assert again is not None and again.mask_key == key
+
+    await deletes.delete_generation(pool, storage, workspace_id, edit, BY)
+    assert storage.path_for(key).exists()
+
+    await deletes.delete_generation(pool, storage, workspace_id, again.id, BY)
+    assert not storage.path_for(key).exists()

@@ -112,6 +112,9 @@ async def delete_generations(
     if not finished:
         return outcome
     keys = file_keys(finished)
+    # A regeneration of an edit shares the edit's mask: it stays while a version uses it.
+    shared = await store.keys_in_use(db, workspace_id, keys, [g.id for g in finished])
+    keys = [key for key in keys if key not in shared]
     await storage.delete(keys)
     seen: dict[UUID, datetime] = {g.id: g.updated_at for g in finished}
     async with store.transaction(db) as conn:

@@ -532,6 +532,18 @@ async def jobs_running(db: Db, job_ids: Sequence[int]) -> int:
     return int(row[0]) if row else 0
 
 
+async def keys_in_use(
+    db: Db, workspace_id: UUID, keys: Sequence[str], generation_ids: Sequence[UUID]
+) -> set[str]:
+    """Of `keys`, those a generation of the same histories outside `generation_ids` still uses."""
+    rows = await fetch_rows(
+        db,
+        "keys_in_use",
+        {"workspace_id": workspace_id, "keys": list(keys), "ids": list(generation_ids)},
+    )
+    return {str(row[0]) for row in rows}
+
+
 async def delete_generations(
     conn: Conn,
     workspace_id: UUID,
