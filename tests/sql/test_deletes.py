@@ -491,3 +491,23 @@ async def test_a_mask_shared_with_a_regeneration_stays_until_its_last_version_go
 
     await deletes.delete_generation(pool, storage, workspace_id, again.id, BY)
     assert not storage.path_for(key).exists()
+
+
+async def test_a_generation_cancelled_before_the_delete_still_waits_for_its_job(
+    conn: Conn,
+    pool: AsyncConnectionPool,
+    storage: LocalStorage,
+    project_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+) -> None:
+    target = await insert_generation(conn, project_id)
+    job_id = await fetch_value(
+        conn, "SELECT job_id FROM image_generations WHERE id = %s", (target,)
+    )
+    await conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job_id,))
+    await walk_to(conn, target, "processing")
+    await walk_to(conn, target, "cancelled")  # a user's cancel; the job is still aborting
+
+    with pytest.raises(deletes.StillRunning):
+        await deletes.delete_generation(pool, storage, workspace_id, target, BY, wait_s=0.1)
+    assert await exists(conn, target)

@@ -105,8 +105,9 @@ async def delete_generations(
     cancelled = await store.cancel_for_delete(
         db, [g.id for g in rows if g.status in ("pending", "processing")], workspace_id
     )
+    # Also for rows cancelled earlier: their aborted job may still be stopping, mid-upload.
+    await wait_until_stopped(db, rows, wait_s)
     if cancelled:
-        await wait_until_stopped(db, rows, wait_s)
         rows = await store.generations_by_ids(db, ids, workspace_id)
     finished = [g for g in rows if g.status not in ("pending", "processing")]
     if not finished:
