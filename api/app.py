@@ -20,6 +20,7 @@ from api.auth.jwt import JwtVerifier
 from api.auth.keys import ApiKeyAuthentication, KeyCache, MembershipCache
 from api.auth.webhooks import FalVerifier
 from api.deps import DEPENDENCIES
+from api.fresh_urls import fresh_urls
 from api.limits import StreamSlots
 from api.openapi import document_auth, document_problems
 from api.problems import EXCEPTION_HANDLERS, InvalidField
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await app.state.storage.aclose()
             await pool.close()
 
+    storage = build_storage(settings)
     v1 = Router(
         path="/",
         route_handlers=[
@@ -133,6 +135,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             workspace_project_events,
         ],
         middleware=[DefineMiddleware(ApiKeyAuthentication)],
+        # storage: private buckets' URLs are signed afresh on every read
+        after_request=fresh_urls(storage),
     )
     handlers: list[object] = [v1, receive_webhook, healthz, readyz]
     # metrics: Prometheus exposition
@@ -158,7 +162,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             {
                 "settings": settings,
                 "key_cache": KeyCache(settings.auth_cache_ttl_s),
-                "storage": build_storage(settings),
+                "storage": storage,
                 "fal_verifier": FalVerifier(settings.fal_jwks_url),
                 # auth: Supabase user JWTs and their workspace memberships
                 "jwt_verifier": JwtVerifier.configured(

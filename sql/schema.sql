@@ -864,11 +864,15 @@ $$;
 CREATE FUNCTION imagejobs_has_inline_image(value text) RETURNS boolean
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT value IS NOT NULL AND (
-        value ~* 'data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[^,;]{0,200}){0,8},'
-        OR value ~ '(iVBORw0KGgo|/9j/[0-9A-Za-z+/]|R0lGOD|UklGR)(?:[A-Za-z0-9+/]|\r|\n|\\r|\\n){200,}'
-        OR value ~ '([A-Za-z0-9+/]{250}){16}'
-    )
+    SELECT CASE
+        WHEN value IS NULL THEN false
+        WHEN strpos(lower(value), 'data:') > 0
+             AND value ~* 'data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[^,;]{0,200}){0,8},' THEN true
+        WHEN length(value) < 205 THEN false
+        WHEN value ~ '(iVBORw0KGgo|/9j/[0-9A-Za-z+/]|R0lGOD|UklGR)(?:[A-Za-z0-9+/]|\r|\n|\\r|\\n){200,}' THEN true
+        WHEN length(value) < 4000 THEN false
+        ELSE value ~ '([A-Za-z0-9+/]{250}){16}'
+    END
 $$;
 
 -- FUNCTION imagejobs_hit_api_rate(text, integer, integer)
@@ -1009,6 +1013,88 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_prune(text, interval, integer, boolean)
+CREATE FUNCTION imagejobs_prune(target text, older_than interval, batch_size integer, dry_run boolean DEFAULT false) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $_$
+DECLARE
+    _cutoff timestamptz := now() - older_than;
+    _candidates text;
+    _n integer;
+BEGIN
+    IF older_than IS NULL OR older_than <= interval '0' THEN
+        RAISE EXCEPTION 'imagejobs_prune: older_than must be positive, got %', older_than
+            USING ERRCODE = '22023';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'imagejobs_prune: batch_size must be at least 1, got %', batch_size
+            USING ERRCODE = '22023';
+    END IF;
+    -- Each candidate query selects the key `id` of its table, aliased `t`, oldest first; $1 is
+    -- the cutoff.
+    CASE target
+    WHEN 'image_events' THEN
+        _candidates := $q$
+            SELECT t.id FROM image_events t
+            JOIN image_generations g ON g.id = t.generation_id
+            WHERE t.ts < $1
+              AND g.status IN ('completed', 'failed', 'cancelled')
+              AND (t.kind NOT IN ('status', 'progress') OR EXISTS (
+                  SELECT 1 FROM image_events n
+                  WHERE n.generation_id = t.generation_id AND n.id > t.id
+                    AND n.kind IN ('status', 'progress')))
+            ORDER BY t.ts, t.id
+        $q$;
+    WHEN 'procrastinate_jobs' THEN
+        -- Job ids follow deferral order and a job finishes after it was deferred, so no job
+        -- from the first one deferred since the cutoff on can be due: the scan stops there.
+        _candidates := $q$
+            SELECT t.id FROM procrastinate_jobs t
+            WHERE t.id < coalesce(
+                    (SELECT e.job_id FROM procrastinate_events e
+                     WHERE e.type = 'deferred' AND e.at >= $1
+                     ORDER BY e.at LIMIT 1),
+                    9223372036854775807)
+              AND t.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
+              AND NOT EXISTS (
+                  SELECT 1 FROM procrastinate_events e WHERE e.job_id = t.id AND e.at >= $1)
+              AND NOT EXISTS (
+                  SELECT 1 FROM image_generations g
+                  WHERE g.job_id = t.id AND g.status IN ('pending', 'processing'))
+            ORDER BY t.id
+        $q$;
+    WHEN 'webhook_deliveries' THEN
+        _candidates := $q$
+            SELECT t.id FROM webhook_deliveries t
+            LEFT JOIN image_generations g ON g.id = t.generation_id
+            WHERE t.received_at < $1
+              AND (g.id IS NULL OR g.status IN ('completed', 'failed', 'cancelled'))
+            ORDER BY t.received_at, t.id
+        $q$;
+    WHEN 'outgoing_webhook_attempts' THEN
+        _candidates := $q$
+            SELECT t.id FROM outgoing_webhook_attempts t
+            WHERE t.sent_at < $1
+            ORDER BY t.sent_at, t.id
+        $q$;
+    ELSE
+        RAISE EXCEPTION 'imagejobs_prune: nothing to prune in %', target USING ERRCODE = '22023';
+    END CASE;
+    IF dry_run THEN
+        EXECUTE format('SELECT count(*) FROM (%s) c', _candidates) INTO _n USING _cutoff;
+    ELSE
+        EXECUTE format(
+            'WITH doomed AS (%s LIMIT $2 FOR UPDATE OF t SKIP LOCKED), '
+            'gone AS (DELETE FROM %I x USING doomed d WHERE x.id = d.id RETURNING 1) '
+            'SELECT count(*) FROM gone',
+            _candidates, target
+        ) INTO _n USING _cutoff, batch_size;
+    END IF;
+    RETURN _n;
+END;
+$_$;
+
 -- FUNCTION imagejobs_queue_position(bigint)
 CREATE FUNCTION imagejobs_queue_position(p_job_id bigint) RETURNS bigint
     LANGUAGE sql STABLE
@@ -1031,6 +1117,45 @@ CREATE FUNCTION imagejobs_quota_window(at timestamp with time zone DEFAULT now()
     AS $$
     SELECT date_trunc('day', at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
            (date_trunc('day', at AT TIME ZONE 'UTC') + interval '1 day') AT TIME ZONE 'UTC'
+$$;
+
+-- FUNCTION imagejobs_receive_webhook(text, text, text, jsonb, text)
+CREATE FUNCTION imagejobs_receive_webhook(delivery_id text, provider text, provider_job_id text, payload jsonb, state text) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    _generation image_generations%ROWTYPE;
+BEGIN
+    SELECT * INTO _generation FROM image_generations g
+    WHERE g.provider_job_id = imagejobs_receive_webhook.provider_job_id
+    ORDER BY g.created_at DESC LIMIT 1;
+    INSERT INTO webhook_deliveries (id, provider, generation_id, payload)
+    VALUES (delivery_id, provider, _generation.id, payload)
+    ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'duplicate';
+    END IF;
+    IF _generation.id IS NULL THEN
+        RETURN 'unknown_job';
+    END IF;
+    IF _generation.status IN ('completed', 'failed', 'cancelled') THEN
+        RETURN 'ignored';
+    END IF;
+    -- FOR UPDATE: as every writer of a generation's events (sql/queries/events.sql log_event).
+    INSERT INTO image_events (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
+    SELECT g.id, g.project_id, g.workspace_id, 'webhook', g.status, g.step, g.progress,
+           'Provider callback: ' || state,
+           jsonb_build_object('delivery_id', delivery_id, 'state', state)
+    FROM image_generations g WHERE g.id = _generation.id
+    FOR UPDATE;
+    PERFORM procrastinate_defer_jobs_v1(ARRAY[ROW(
+        'images', 'finish_from_webhook', 0, NULL, NULL,
+        jsonb_build_object('generation_id', _generation.id, 'delivery_id', delivery_id),
+        NULL
+    )::procrastinate_job_to_defer_v1]);
+    RETURN 'accepted';
+END;
 $$;
 
 -- FUNCTION imagejobs_secure_trigger_functions()
@@ -1374,6 +1499,7 @@ CREATE TABLE image_generations (
     result_key text,
     thumbnail_key text,
     mask_key text,
+    original_key text,
     CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
     CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
     CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
@@ -1385,6 +1511,7 @@ CREATE TABLE image_generations (
     CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
     CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
+    CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key)),
     CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
     CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
     CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
@@ -1407,6 +1534,9 @@ COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is sto
 
 -- COMMENT COLUMN image_generations.mask_key
 COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
+
+-- COMMENT COLUMN image_generations.original_key
+COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
 
 -- VIEW generation_cost_lines
 CREATE VIEW generation_cost_lines WITH (security_invoker='true') AS
@@ -1724,6 +1854,9 @@ CREATE INDEX image_generations_active_idx ON image_generations USING btree (stat
 -- INDEX image_generations_batch_idx
 CREATE INDEX image_generations_batch_idx ON image_generations USING btree (batch_id) WHERE (batch_id IS NOT NULL);
 
+-- INDEX image_generations_files_finished_idx
+CREATE INDEX image_generations_files_finished_idx ON image_generations USING btree (finished_at) WHERE ((finished_at IS NOT NULL) AND ((result_key IS NOT NULL) OR (thumbnail_key IS NOT NULL) OR (mask_key IS NOT NULL)));
+
 -- INDEX image_generations_finished_at_idx
 CREATE INDEX image_generations_finished_at_idx ON image_generations USING btree (finished_at) WHERE (finished_at IS NOT NULL);
 
@@ -1766,6 +1899,9 @@ CREATE UNIQUE INDEX imagejobs_deletions_running_key ON imagejobs_deletions USING
 -- INDEX imagejobs_deletions_workspace_idx
 CREATE INDEX imagejobs_deletions_workspace_idx ON imagejobs_deletions USING btree (workspace_id, requested_at DESC);
 
+-- INDEX imagejobs_procrastinate_deferred_at_idx
+CREATE INDEX imagejobs_procrastinate_deferred_at_idx ON procrastinate_events USING btree (at) WHERE (type = 'deferred'::procrastinate_job_event_type);
+
 -- INDEX models_one_default_idx
 CREATE UNIQUE INDEX models_one_default_idx ON models USING btree (provider) WHERE is_default;
 
@@ -1780,6 +1916,9 @@ CREATE INDEX projects_workspace_created_idx ON projects USING btree (workspace_i
 
 -- INDEX provider_requests_provider_idx
 CREATE INDEX provider_requests_provider_idx ON provider_requests USING btree (provider, granted_at);
+
+-- INDEX webhook_deliveries_received_at_idx
+CREATE INDEX webhook_deliveries_received_at_idx ON webhook_deliveries USING btree (received_at);
 
 -- INDEX workspace_members_user_idx
 CREATE INDEX workspace_members_user_idx ON workspace_members USING btree (user_id);

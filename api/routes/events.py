@@ -11,10 +11,10 @@ from uuid import UUID
 from litestar import Request, get
 from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, HeaderParameter
-from litestar.response import ServerSentEvent
+from litestar.response import Stream
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
-from api.deps import PoolDep, StreamsDep
+from api.deps import PoolDep, StorageDep, StreamsDep
 from api.limits import TooManyRequests
 from api.routes.generations import fetch_generation
 from api.routes.projects import fetch_project
@@ -50,7 +50,7 @@ async def generation_events(
     pool: PoolDep,
     streams: StreamsDep,
     last_event_id: LastEventId = None,
-) -> ServerSentEvent:
+) -> Stream:
     await fetch_generation(pool, generation_id, request.user.workspace_id)
     after = parse_last_event_id(last_event_id)
     return streams.open(
@@ -78,7 +78,7 @@ async def project_events(
     pool: PoolDep,
     streams: StreamsDep,
     last_event_id: LastEventId = None,
-) -> ServerSentEvent:
+) -> Stream:
     # Also while a delete of it runs: the stream shows its progress.
     await fetch_project(pool, project_id, request.user.workspace_id, deleting=True)
     after = parse_last_event_id(last_event_id)
@@ -106,13 +106,20 @@ async def workflow_events(
     request: Request[Principal, Any, Any],
     pool: PoolDep,
     streams: StreamsDep,
-) -> ServerSentEvent:
+    storage: StorageDep,
+) -> Stream:
     workspace_id = request.user.workspace_id
     if not await store.workflow_visible(pool, workflow_id, workspace_id):
         raise NotFoundException(f"workflow {workflow_id} not found")
     return streams.open(
         f"workflow:{workflow_id}",
         lambda subscription: workflow_stream(
-            pool, subscription, workflow_id, workspace_id, streams.keepalive_s, streams.credential
+            pool,
+            subscription,
+            workflow_id,
+            workspace_id,
+            streams.keepalive_s,
+            streams.credential,
+            storage,
         ),
     )

@@ -221,8 +221,10 @@ class GenerationController(Controller):
         raises=[TooManyRequests],
         responses={
             HTTP_200_OK: ResponseSpec(
-                data_container=Generation,
-                description="The generation an earlier request with the same Idempotency-Key created",
+                data_container=Generation | CreatedGenerations,  # type: ignore[arg-type]
+                generate_examples=False,
+                description="The generation (or, with `n`, the generations) an earlier request "
+                "with the same Idempotency-Key created",
             )
         },
     )
@@ -305,6 +307,14 @@ class GenerationController(Controller):
         middleware=[CreationRateLimit],
         raises=[TooManyRequests],
         request_max_body_size=MAX_BATCH_BODY,
+        responses={
+            HTTP_200_OK: ResponseSpec(
+                data_container=CreatedGenerations,
+                generate_examples=False,
+                description="The generations an earlier request with the same Idempotency-Key "
+                "created",
+            )
+        },
     )
     async def create_batch_of_generations(
         self,

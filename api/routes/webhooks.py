@@ -1,5 +1,5 @@
 """POST /v1/webhooks/{provider}: provider callbacks. Verify first, then record the delivery and
-defer the work in one transaction; no download or upload happens here."""
+defer the work in one SQL call (sql/migrations/026); no download or upload happens here."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from api.deps import FalVerifierDep, PoolDep, SettingsDep
 from api.problems import InvalidField, invalid_shape
 from worker.core import store
 from worker.core.config import Settings
-from worker.core.models import TERMINAL_STATUSES
 from worker.core.webhook_payloads import PARSERS, WebhookOutcome
 
 logger = logging.getLogger(__name__)
@@ -88,6 +87,14 @@ async def receive_webhook(
         raise
 
 
+_ANSWERS = {
+    "accepted": HTTP_202_ACCEPTED,
+    "duplicate": HTTP_200_OK,
+    "unknown_job": HTTP_200_OK,
+    "ignored": HTTP_200_OK,
+}
+
+
 async def _record(
     provider: str,
     delivery_id: str,
@@ -95,24 +102,9 @@ async def _record(
     outcome: WebhookOutcome,
     pool: AsyncConnectionPool,
 ) -> Response[WebhookAnswer]:
-    async with store.transaction(pool) as conn:
-        generation = await store.find_by_provider_job(conn, outcome.job_id)
-        generation_id = generation.id if generation else None
-        if not await store.record_webhook_delivery(
-            conn, delivery_id, provider, generation_id, payload
-        ):
-            return Response(WebhookAnswer("duplicate"), status_code=HTTP_200_OK)
-        if generation is None:
-            logger.warning("webhook %s names an unknown job %r", delivery_id, outcome.job_id)
-            return Response(WebhookAnswer("unknown_job"), status_code=HTTP_200_OK)
-        if generation.status in TERMINAL_STATUSES:
-            return Response(WebhookAnswer("ignored"), status_code=HTTP_200_OK)
-        await store.log_event(
-            conn,
-            generation.id,
-            "webhook",
-            f"Provider callback: {outcome.state}",
-            {"delivery_id": delivery_id, "state": outcome.state},
-        )
-        await store.defer_webhook_result(conn, generation.id, delivery_id)
-    return Response(WebhookAnswer("accepted"), status_code=HTTP_202_ACCEPTED)
+    answer = await store.receive_webhook(
+        pool, delivery_id, provider, outcome.job_id, payload, outcome.state
+    )
+    if answer == "unknown_job":
+        logger.warning("webhook %s names an unknown job %r", delivery_id, outcome.job_id)
+    return Response(WebhookAnswer(answer), status_code=_ANSWERS[answer])

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get
-from litestar.response import ServerSentEvent
+from litestar.response import Stream
 
 from api.auth.keys import QUERY_TOKEN_OPT, Principal
 from api.deps import PoolDep, StreamsDep
@@ -30,7 +30,7 @@ async def workspace_project_events(
     request: Request[Principal, Any, Any],
     pool: PoolDep,
     streams: StreamsDep,
-) -> ServerSentEvent:
+) -> Stream:
     workspace_id = request.user.workspace_id
     return streams.open(
         f"workspace:{workspace_id}",

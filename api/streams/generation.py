@@ -12,7 +12,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar.response import ServerSentEventMessage
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
@@ -89,9 +88,15 @@ def from_notification(payload: dict[str, Any]) -> GenerationEventData:
     )
 
 
-def generation_message(event: GenerationEventData) -> ServerSentEventMessage:
+def generation_message(event: GenerationEventData) -> bytes:
     """A `generation` event; its id is the image_events.id a client resumes after."""
     return sse_event("generation", event, event.event_id)
+
+
+def _decoded_and_encoded(event: HubEvent) -> tuple[GenerationEventData, bytes]:
+    """A notification as the event's data and its frame: made once for all its subscribers."""
+    data = from_notification(event.payload)
+    return data, generation_message(data)
 
 
 def _is_terminal(event: GenerationEventData) -> bool:
@@ -142,13 +147,16 @@ class _GenerationStream(StreamLogic):
         self.last_event_id = last_event_id
         self.last_sent = last_event_id or 0
 
-    def _send(self, events: list[GenerationEventData]) -> Iterator[ServerSentEventMessage]:
-        """The events not sent yet, up to the terminal one (the stream's last)."""
-        for event in events:
+    def _send(
+        self, events: list[GenerationEventData], frames: list[bytes] | None = None
+    ) -> Iterator[bytes]:
+        """The events not sent yet, up to the terminal one (the stream's last); `frames`, when
+        given, are the events already encoded."""
+        for index, event in enumerate(events):
             if event.event_id <= self.last_sent:
                 continue
             self.last_sent = event.event_id
-            yield generation_message(event)
+            yield frames[index] if frames is not None else generation_message(event)
             if _is_terminal(event):
                 self.finished = True
                 return
@@ -173,7 +181,8 @@ class _GenerationStream(StreamLogic):
             async for message in self.resync():
                 yield message
         elif event.channel == GENERATION_CHANNEL:
-            for message in self._send([from_notification(event.payload)]):
+            data, frame = event.shared("generation", _decoded_and_encoded)
+            for message in self._send([data], [frame]):
                 yield message
 
     async def resync(self) -> Messages:

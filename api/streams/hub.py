@@ -1,6 +1,6 @@
 """One LISTEN connection per API process, fanned out in memory to SSE subscribers.
 
-Each subscriber has a bounded queue: a slow client never blocks the hub or the others. When a
+Each subscriber has a bounded inbox: a slow client never blocks the hub or the others. When a
 queue overflows, or the LISTEN connection drops, the subscriber is marked stale and its stream
 re-reads what it missed from image_events (events carry increasing ids, so nothing is sent twice).
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
-from collections.abc import Iterator
-from typing import Any, Final
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar, cast
 
 import msgspec
 import psycopg
@@ -23,10 +23,23 @@ GENERATION_CHANNEL: Final = "image_generation_events"
 PROJECT_CHANNEL: Final = "project_status"
 QUEUE_SIZE: Final = 256
 
+T = TypeVar("T")
+
 
 class HubEvent(msgspec.Struct, frozen=True):
     channel: str
     payload: dict[str, Any]
+    # What streams derive from the event (its decoded form, its encoded frame), made once for
+    # every subscriber: per-subscriber work stays off the fan-out's hot path.
+    derived: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def shared(self, name: str, make: Callable[[HubEvent], T]) -> T:
+        """`make(self)`, computed by the first subscriber that asks and reused by the rest."""
+        try:
+            return cast(T, self.derived[name])
+        except KeyError:
+            value = self.derived[name] = make(self)
+            return value
 
 
 RESYNC: Final = HubEvent(channel="", payload={})
@@ -35,46 +48,89 @@ SHUTDOWN: Final = HubEvent(channel="", payload={"shutdown": True})
 
 
 class Subscription:
+    """A stream's inbox: a bounded deque and at most one waiter (the stream itself). Cheaper
+    than an asyncio.Queue on the fan-out's hot path, where every event wakes every subscriber."""
+
     def __init__(self, hub: Hub, keys: tuple[str, ...], maxsize: int = QUEUE_SIZE) -> None:
         self.hub = hub
         self.keys = keys
-        self.queue: asyncio.Queue[HubEvent] = asyncio.Queue(maxsize)
+        self.queue: deque[HubEvent] = deque()
+        self.maxsize = maxsize
         self.stale = False
         self.closing = False
+        self._waiter: asyncio.Future[None] | None = None
+        # One lazily re-armed timer per subscription, not one per wait: a wait only moves the
+        # deadline; the timer, when it fires early, re-arms itself once for the new deadline.
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def offer(self, event: HubEvent) -> None:
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            self.stale = True
+        if len(self.queue) >= self.maxsize:
+            self.stale = True  # the stream re-reads what it missed from the database
+        else:
+            self.queue.append(event)
+        self._wake()
 
     def mark_stale(self) -> None:
         self.stale = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(RESYNC)
+        self._wake()
 
     def shut_down(self) -> None:
         self.closing = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(SHUTDOWN)
+        self._wake()
 
-    async def get(self, timeout: float) -> HubEvent | None:
-        """The next event, RESYNC when the stream must re-read the database, SHUTDOWN when the
-        process is stopping, None on timeout."""
+    def get_nowait(self) -> HubEvent | None:
+        """The next event (RESYNC, SHUTDOWN as `get`), or None when nothing is queued."""
         if self.closing:
             return SHUTDOWN
         if self.stale:
             self.stale = False
             return RESYNC
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that races
-        # with a queue item, and a disconnected client's stream would then never end.
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+        return self.queue.popleft() if self.queue else None
+
+    async def get(self, timeout: float) -> HubEvent | None:
+        """The next event, RESYNC when the stream must re-read the database, SHUTDOWN when the
+        process is stopping, None on timeout."""
+        item = self.get_nowait()
+        if item is not None:
+            return item
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + timeout
+        if self._timer is None or self._timer.when() > self._deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(self._deadline, self._expire)
+        while True:
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+            item = self.get_nowait()
+            if item is not None:
+                return item
+            if loop.time() >= self._deadline:
+                return None
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # the next wait arms a timer of its own
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._wake()
+        else:
+            self._timer = loop.call_at(self._deadline, self._expire)
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.hub.unsubscribe(self)
 
 

@@ -10,7 +10,9 @@ The loop owns what all streams share:
   retry delay has passed (the client stays connected and nothing is lost);
 - the server's shutdown: a last comment with a `retry:` hint, so clients reconnect elsewhere;
 - the credential, checked again while the stream runs: once it no longer holds, the stream ends
-  with an `unauthorized` event.
+  with an `unauthorized` event;
+- coalescing: whatever the subscription has queued when the stream wakes is handled in one turn
+  and goes out as one write, so a burst costs a subscriber one send, not one per event.
 """
 
 from __future__ import annotations
@@ -21,25 +23,23 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 import psycopg
-from litestar.response import ServerSentEventMessage
 
 from api.auth.keys import StreamCredential
-from api.streams.encoding import sse_event
+from api.streams.encoding import sse_comment, sse_event
 from api.streams.hub import RESYNC, SHUTDOWN, HubEvent, Subscription
 
 logger = logging.getLogger(__name__)
 
-Messages = AsyncGenerator[ServerSentEventMessage, None]
+# Encoded SSE frames (api/streams/encoding.py); one item may hold several.
+Messages = AsyncGenerator[bytes, None]
 
 DATABASE_RETRY_S = 1.0
 # Sent while the database is away: the client stays connected and nothing is lost.
-WAITING = ServerSentEventMessage(comment="waiting for the database", data=None)
-KEEPALIVE = ServerSentEventMessage(comment="keepalive", data=None)
+WAITING = sse_comment("waiting for the database")
+KEEPALIVE = sse_comment("keepalive")
 RECONNECT_MS = 1000
 # The last message of a stream whose server is shutting down: reconnect (to the new instance).
-RECONNECT = ServerSentEventMessage(
-    comment="server restarting, reconnect", data=None, retry=RECONNECT_MS
-)
+RECONNECT = sse_comment("server restarting, reconnect", retry_ms=RECONNECT_MS)
 
 
 class StreamLogic:
@@ -76,17 +76,35 @@ class StreamLogic:
         yield
 
 
+async def _collect(step: Messages, out: list[bytes]) -> None:
+    async with aclosing(step) as messages:
+        async for message in messages:
+            out.append(message)
+
+
+def _step(logic: StreamLogic, item: HubEvent | None) -> Messages:
+    if item is None:
+        return logic.timed_out()
+    if item is RESYNC:
+        return logic.resync()
+    return logic.notified(item)
+
+
 async def _run(logic: StreamLogic, subscription: Subscription, keepalive_s: float) -> Messages:
     try:
         while True:
+            out: list[bytes] = []
             try:
-                async with aclosing(logic.start()) as messages:
-                    async for message in messages:
-                        yield message
-                break
+                await _collect(logic.start(), out)
             except psycopg.OperationalError:
+                if out:
+                    yield b"".join(out)
                 yield WAITING
                 await asyncio.sleep(DATABASE_RETRY_S)
+                continue
+            if out:
+                yield b"".join(out)
+            break
         while not logic.finished:
             pending = logic.pending_s()
             if pending is not None and pending <= 0:
@@ -96,24 +114,27 @@ async def _run(logic: StreamLogic, subscription: Subscription, keepalive_s: floa
             if item is SHUTDOWN:
                 yield RECONNECT
                 return
-            if item is None:
-                if pending is None:
-                    yield KEEPALIVE
-                    continue
-                step = logic.timed_out()
-            elif item is RESYNC:
-                step = logic.resync()
-            else:
-                step = logic.notified(item)
+            if item is None and pending is None:
+                yield KEEPALIVE
+                continue
+            out = []
             try:
-                async with aclosing(step) as messages:
-                    async for message in messages:
-                        yield message
+                await _collect(_step(logic, item), out)
+                # Whatever else is queued now goes out in the same write.
+                while not logic.finished:
+                    queued = subscription.get_nowait()
+                    if queued is None or queued is SHUTDOWN:
+                        break  # SHUTDOWN: `closing` stays set, so the next turn sees it
+                    await _collect(_step(logic, queued), out)
             except psycopg.OperationalError:
                 # The database is away: keep the client; the next turn resyncs, after a pause.
                 subscription.stale = True
-                yield WAITING
+                out.append(WAITING)
+                yield b"".join(out)
                 await asyncio.sleep(DATABASE_RETRY_S)
+                continue
+            if out:
+                yield b"".join(out)
     finally:
         subscription.close()
 
@@ -123,7 +144,7 @@ async def _end_when_unauthorized(
 ) -> Messages:
     """The stream, ended with an `unauthorized` event once its credential no longer holds (a
     revoked key, an expired token, a user who left the workspace)."""
-    ended: list[ServerSentEventMessage] = []
+    ended: list[bytes] = []
 
     async def watch() -> None:
         while not ended:

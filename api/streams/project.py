@@ -7,7 +7,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar.response import ServerSentEventMessage
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
@@ -18,11 +17,13 @@ from api.streams.loop import Messages, StreamLogic, stream_loop
 from worker.core import store
 from worker.core.models import Project
 from worker.core.store import Cursor
+from worker.storage.base import Storage
+from worker.storage.fresh import fresh_node_data
 
 NODE_BATCH_S = 0.1
 
 
-def _project_message(project: Project | dict[str, Any], event_id: int) -> ServerSentEventMessage:
+def _project_message(project: Project | dict[str, Any], event_id: int) -> bytes:
     return sse_event("project", project, event_id)
 
 
@@ -153,18 +154,32 @@ class NodeBatch(msgspec.Struct):
 
 
 async def _nodes(
-    pool: AsyncConnectionPool, workflow_id: UUID, workspace_id: UUID, ids: list[str] | None
+    pool: AsyncConnectionPool,
+    storage: Storage | None,
+    workflow_id: UUID,
+    workspace_id: UUID,
+    ids: list[str] | None,
 ) -> list[NodeState]:
     rows = await store.workflow_nodes(pool, workflow_id, workspace_id, ids)
+    datas = [data for _, _, data, _ in rows]
+    if storage is not None:
+        datas = await fresh_node_data(storage, datas)
     return [
         NodeState(id=id, node_type=kind, node_data=data, position=position)
-        for id, kind, data, position in rows
+        for (id, kind, _, position), data in zip(rows, datas, strict=True)
     ]
 
 
 class _WorkflowStream(StreamLogic):
-    def __init__(self, pool: AsyncConnectionPool, workflow_id: UUID, workspace_id: UUID) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        storage: Storage | None,
+        workflow_id: UUID,
+        workspace_id: UUID,
+    ) -> None:
         self.pool = pool
+        self.storage = storage
         self.workflow_id = workflow_id
         self.workspace_id = workspace_id
         self.last_id = 0
@@ -178,7 +193,7 @@ class _WorkflowStream(StreamLogic):
             self._changed = set()
 
     async def _message(self, ids: list[str] | None) -> Messages:
-        nodes = await _nodes(self.pool, self.workflow_id, self.workspace_id, ids)
+        nodes = await _nodes(self.pool, self.storage, self.workflow_id, self.workspace_id, ids)
         batch = NodeBatch(workflow_id=self.workflow_id, nodes=nodes)
         yield sse_event("node", batch, self.last_id)
 
@@ -225,8 +240,10 @@ def workflow_stream(
     workspace_id: UUID,
     keepalive_s: float,
     credential: StreamCredential | None = None,
+    storage: Storage | None = None,
 ) -> Messages:
     """`node` events: every node first, then the nodes that changed, a burst (changes within
-    ~100 ms) coalesced into one event. Node data is state, so a reconnect re-sends it all."""
-    logic = _WorkflowStream(pool, workflow_id, workspace_id)
+    ~100 ms) coalesced into one event. Node data is state, so a reconnect re-sends it all; its
+    image URLs are made afresh from their keys when `storage` signs them."""
+    logic = _WorkflowStream(pool, storage, workflow_id, workspace_id)
     return stream_loop(logic, subscription, keepalive_s, credential)

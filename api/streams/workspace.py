@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from litestar.response import ServerSentEventMessage
 from psycopg_pool import AsyncConnectionPool
 
 from api.auth.keys import StreamCredential
@@ -21,7 +20,7 @@ from worker.core.models import Project
 MAX_PROJECTS = 200
 
 
-def _message(project: object) -> ServerSentEventMessage:
+def _message(project: object) -> bytes:
     return sse_event("project", project)
 
 

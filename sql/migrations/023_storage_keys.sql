@@ -37,17 +37,22 @@ ALTER TABLE image_generations
     ADD COLUMN thumbnail_key text
         CONSTRAINT image_generations_thumbnail_key_check CHECK (imagejobs_is_storage_key(thumbnail_key)),
     ADD COLUMN mask_key text
-        CONSTRAINT image_generations_mask_key_check CHECK (imagejobs_is_storage_key(mask_key));
+        CONSTRAINT image_generations_mask_key_check CHECK (imagejobs_is_storage_key(mask_key)),
+    ADD COLUMN original_key text
+        CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key));
 
 COMMENT ON COLUMN image_generations.result_key IS 'where the result is stored (the truth); result_image_url is how it was served when written';
 COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is stored';
 COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
+COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
 
 UPDATE image_generations
 SET result_key = imagejobs_storage_key_of(result_image_url),
     thumbnail_key = imagejobs_storage_key_of(thumbnail_url),
-    mask_key = imagejobs_storage_key_of(mask_url)
-WHERE result_image_url IS NOT NULL OR thumbnail_url IS NOT NULL OR mask_url IS NOT NULL;
+    mask_key = imagejobs_storage_key_of(mask_url),
+    original_key = CASE WHEN edited_from IS NOT NULL THEN imagejobs_storage_key_of(original_image_url) END
+WHERE result_image_url IS NOT NULL OR thumbnail_url IS NOT NULL OR mask_url IS NOT NULL
+   OR original_image_url IS NOT NULL;
 
 -- The node carries the keys beside the URLs, so a reader can sign a fresh URL for its image.
 CREATE OR REPLACE FUNCTION imagejobs_generations_sync_node() RETURNS trigger

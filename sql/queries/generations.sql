@@ -121,13 +121,13 @@ ORDER BY g.version, g.created_at;
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, edited_from, priority
+    edit_mode, edited_from, priority, original_key
 )
 SELECT workspace_id, %(user_id)s, project_id, %(prompt)s, prompt_spec, provider, model,
        result_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1,  -- the version trigger numbers it within its history, under a lock
        coalesce(parent_id, id),
-       %(metadata)s, %(edit_mode)s, id, priority
+       %(metadata)s, %(edit_mode)s, id, priority, result_key
 FROM image_generations g
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND status = 'completed'
 RETURNING *;
@@ -136,12 +136,11 @@ RETURNING *;
 -- The next version of the generation's history, on the same node: its inputs, with the prompt,
 -- spec, provider or model the request changes (NULL keeps). A new spec without a prompt gets
 -- its prompt composed by the insert trigger; a new provider without a model, its default. The
--- node trigger then cancels older unfinished work on the node. An edit's regeneration shares
--- its mask file (mask_url and mask_key): a delete keeps it while a version uses it.
+-- node trigger then cancels older unfinished work on the node.
 INSERT INTO image_generations (
     workspace_id, user_id, project_id, prompt, prompt_spec, provider, model, original_image_url,
     node_id, workflow_id, webhook_url, webhook_events_filter, version, parent_id, metadata,
-    edit_mode, mask_url, mask_key, edited_from, priority
+    edit_mode, mask_url, edited_from, priority, mask_key, original_key
 )
 SELECT workspace_id, %(user_id)s, project_id,
        CASE WHEN %(prompt)s::text IS NOT NULL THEN %(prompt)s::text
@@ -155,7 +154,7 @@ SELECT workspace_id, %(user_id)s, project_id,
        original_image_url, node_id, workflow_id, webhook_url, webhook_events_filter,
        1, coalesce(parent_id, id),
        (metadata - 'model') || jsonb_build_object('regeneratedFrom', id::text),
-       edit_mode, mask_url, mask_key, edited_from, priority
+       edit_mode, mask_url, edited_from, priority, mask_key, original_key
 FROM image_generations
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s
 RETURNING *;
@@ -164,10 +163,6 @@ RETURNING *;
 UPDATE image_generations SET mask_url = %(mask_url)s, mask_key = %(mask_key)s
 WHERE id = %(id)s
 RETURNING *;
-
--- name: find_by_provider_job
-SELECT * FROM image_generations WHERE provider_job_id = %(provider_job_id)s
-ORDER BY created_at DESC LIMIT 1;
 
 -- name: give_up_on_exhausted_generations
 -- Unfinished generations out of attempts whose job died with its worker (or is gone): failed

@@ -2,13 +2,6 @@
 -- Each starts with "-- name: <name>", unique across sql/queries/; parameters are psycopg
 -- named placeholders. Nothing here is a migration.
 
--- name: defer_webhook_result
-SELECT (procrastinate_defer_jobs_v1(ARRAY[ROW(
-    'images', 'finish_from_webhook', 0, NULL, NULL,
-    jsonb_build_object('generation_id', %(generation_id)s::uuid, 'delivery_id', %(delivery_id)s::text),
-    NULL
-)::procrastinate_job_to_defer_v1]))[1] AS job_id;
-
 -- name: jobs_of_absent_workers
 -- `doing` jobs on the given queues whose worker's presence lock is not held in this database
 -- (worker/queue/presence.py: two-key advisory lock, classid = namespace, objid = worker id):

@@ -8,6 +8,11 @@ VALUES (%(id)s, %(provider)s, %(generation_id)s, %(payload)s)
 ON CONFLICT (id) DO NOTHING
 RETURNING id;
 
+-- name: receive_webhook
+-- Record, de-duplicate and defer a provider callback in one round trip (sql/migrations/026):
+-- 'accepted', 'duplicate', 'unknown_job' or 'ignored'.
+SELECT imagejobs_receive_webhook(%(id)s, %(provider)s, %(provider_job_id)s, %(payload)s, %(state)s);
+
 -- name: get_webhook_delivery
 SELECT provider, payload FROM webhook_deliveries WHERE id = %(id)s;
 

@@ -136,3 +136,18 @@ async def test_a_repeated_batch_answers_with_the_first(client: Client, tenant: T
     )
     assert again.status_code == 200
     assert again.json()["batch_id"] == first.json()["batch_id"]
+
+
+async def test_the_openapi_documents_the_repeat_answers(client: Client) -> None:
+    """A repeat's 200 is a documented answer of both creations (schemathesis found it missing
+    on the batch route: an undocumented status code)."""
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    batch = paths["/v1/generations/batch"]["post"]["responses"]["200"]
+    single = paths["/v1/generations"]["post"]["responses"]["200"]
+    assert batch["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/CreatedGenerations"
+    }
+    assert {s["$ref"] for s in single["content"]["application/json"]["schema"]["oneOf"]} == {
+        "#/components/schemas/Generation",
+        "#/components/schemas/CreatedGenerations",
+    }

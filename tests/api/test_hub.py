@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import Any
@@ -12,6 +11,7 @@ from psycopg_pool import AsyncConnectionPool
 from api.streams.generation import generation_stream
 from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Hub
 from tests.factories import insert_generation
+from tests.sse_client import SSEEvent, frames, parse_frames
 
 
 def notification(generation_id: str, event_id: int, **extra: Any) -> str:
@@ -57,10 +57,10 @@ async def test_a_slow_subscriber_overflows_without_blocking_the_others() -> None
     hub = Hub("unused")
     slow = hub.subscribe("generation:a")
     fast = hub.subscribe("generation:a")
-    slow.queue = asyncio.Queue(maxsize=2)
+    slow.maxsize = 2
     for event_id in range(1, 11):
         hub.dispatch(GENERATION_CHANNEL, notification("a", event_id))
-    assert fast.queue.qsize() == 10
+    assert len(fast.queue) == 10
     assert slow.stale
     assert (await slow.get(0.1)) is RESYNC
 
@@ -79,10 +79,10 @@ async def test_an_overflowed_stream_replays_from_image_events(
     generation_id = await insert_generation(pool, project_id, job_id=-1)
     hub = Hub("unused")
     subscription = hub.subscribe(f"generation:{generation_id}")
-    subscription.queue = asyncio.Queue(maxsize=1)
+    subscription.maxsize = 1
     stream = generation_stream(pool, subscription, generation_id, None, keepalive_s=0.2)
-    first = await anext(stream)
-    assert json.loads(str(first.data))["status"] == "pending"
+    [first] = parse_frames(await anext(stream))
+    assert isinstance(first, SSEEvent) and first.json()["status"] == "pending"
 
     # Changes committed while the client is too slow: only one fits its queue.
     async with pool.connection() as conn:
@@ -108,6 +108,6 @@ async def test_an_overflowed_stream_replays_from_image_events(
     )
     assert subscription.stale
 
-    received = [message async for message in stream if message.data is not None]
-    assert [(int(m.id or 0), json.loads(str(m.data))["step"]) for m in received] == expected
+    received = [m async for m in frames(stream) if isinstance(m, SSEEvent)]
+    assert [(int(m.id or 0), m.json()["step"]) for m in received] == expected
     assert hub.subscriber_count == 0

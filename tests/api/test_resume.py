@@ -11,7 +11,6 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import httpx
 import psycopg
 import pytest
-from litestar.response import ServerSentEventMessage
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -20,7 +19,7 @@ from api.streams.hub import Hub
 from api.streams.project import project_stream
 from tests.conftest import Tenant
 from tests.factories import insert_generation
-from tests.sse_client import SSEEvent, read_sse
+from tests.sse_client import SSEEvent, frames, read_sse
 from worker.core.sqlfiles import query
 
 
@@ -44,17 +43,19 @@ async def idle_generation(pool: AsyncConnectionPool, project_id: uuid.UUID) -> u
 class Reader:
     """Consumes a stream in the background, as a connected client does."""
 
-    def __init__(
-        self, stream: AsyncGenerator[ServerSentEventMessage, None], *, after: int = 0
-    ) -> None:
+    def __init__(self, stream: AsyncGenerator[bytes, None], *, after: int = 0) -> None:
         self.stream = stream
         self.after = after  # ids up to this one are ignored
         self.ids: asyncio.Queue[int] = asyncio.Queue()
         self.task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        async for message in self.stream:
-            if message.event == "generation" and int(str(message.id)) > self.after:
+        async for message in frames(self.stream):
+            if (
+                isinstance(message, SSEEvent)
+                and message.event == "generation"
+                and int(str(message.id)) > self.after
+            ):
                 await self.ids.put(int(str(message.id)))
 
     async def take(self, count: int, timeout: float) -> list[int]:
@@ -207,15 +208,14 @@ async def test_a_stream_started_while_another_transaction_is_open_catches_up_whe
     await reader.close()
 
 
-async def drain(
-    stream: AsyncGenerator[ServerSentEventMessage, None], timeout: float
-) -> list[ServerSentEventMessage]:
-    """Every message up to the end of the stream; TimeoutError if it does not end in time."""
-    messages: list[ServerSentEventMessage] = []
+async def drain(stream: AsyncGenerator[bytes, None], timeout: float) -> list[SSEEvent]:
+    """Every event up to the end of the stream; TimeoutError if it does not end in time."""
+    messages: list[SSEEvent] = []
     try:
         async with asyncio.timeout(timeout):
-            async for message in stream:
-                messages.append(message)
+            async for message in frames(stream):
+                if isinstance(message, SSEEvent):
+                    messages.append(message)
     finally:
         await stream.aclose()
     return messages

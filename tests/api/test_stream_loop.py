@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import psycopg
 import pytest
-from litestar.response import ServerSentEventMessage
 
 from api.auth.keys import CredentialEnded, StreamCredential
 from api.streams import loop
@@ -20,7 +20,7 @@ def no_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop, "DATABASE_RETRY_S", 0.0)
 
 
-def _event(name: str) -> ServerSentEventMessage:
+def _event(name: str) -> bytes:
     return sse_event(name, {})
 
 
@@ -59,11 +59,7 @@ def _subscription() -> tuple[Hub, Subscription]:
     return hub, hub.subscribe("generation:x")
 
 
-def _names(messages: list[ServerSentEventMessage]) -> list[str | None]:
-    return [m.event or m.comment for m in messages]
-
-
-async def _take(stream: Messages, n: int) -> list[ServerSentEventMessage]:
+async def _take(stream: Messages, n: int) -> list[bytes]:
     return [await anext(stream) for _ in range(n)]
 
 
@@ -116,6 +112,44 @@ async def test_a_hub_resync_reaches_the_stream() -> None:
     await stream.aclose()
 
 
+async def test_what_is_queued_goes_out_in_one_write() -> None:
+    _, subscription = _subscription()
+    script = Script()
+    stream = stream_loop(script, subscription, keepalive_s=60)
+    assert await anext(stream) == _event("start")
+    for channel in ("one", "two", "three"):
+        subscription.offer(HubEvent(channel=channel, payload={}))
+    assert await anext(stream) == _event("one") + _event("two") + _event("three")
+    assert script.calls == ["start", "notified", "notified", "notified"]
+    await stream.aclose()
+
+
+async def test_a_burst_stops_at_the_stream_s_last_event() -> None:
+    hub, subscription = _subscription()
+    stream = stream_loop(Script(), subscription, keepalive_s=60)
+    assert await anext(stream) == _event("start")
+    subscription.offer(HubEvent(channel="done", payload={"last": True}))
+    subscription.offer(HubEvent(channel="after", payload={}))
+    assert await anext(stream) == _event("done")
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert hub.subscriber_count == 0
+
+
+async def test_a_wait_times_out_once_per_deadline() -> None:
+    """The subscription's one timer: a wait ends at its own deadline, not an earlier one's."""
+    _, subscription = _subscription()
+    assert await subscription.get(0.01) is None
+    event = HubEvent(channel="one", payload={})
+    subscription.offer(event)
+    assert await subscription.get(0.01) is event
+    long_wait = asyncio.ensure_future(subscription.get(0.2))
+    await asyncio.sleep(0.05)
+    assert not long_wait.done()  # an earlier, shorter deadline does not end a longer wait
+    assert await long_wait is None
+    subscription.close()
+
+
 async def test_a_finished_stream_ends_and_unsubscribes() -> None:
     hub, subscription = _subscription()
     stream = stream_loop(Script(), subscription, keepalive_s=60)
@@ -162,8 +196,8 @@ async def test_a_stream_whose_credential_ends_says_unauthorized() -> None:
     stream = stream_loop(Script(), subscription, keepalive_s=60, credential=credential)
     first, last = await _take(stream, 2)
     assert first == _event("start")
-    assert last.event == "unauthorized"
-    assert '"code":"credential_revoked"' in str(last.data)
+    assert last.startswith(b"event: unauthorized\r\n")
+    assert b'"code":"credential_revoked"' in last
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
     assert hub.subscriber_count == 0

@@ -267,6 +267,48 @@ def _quota_set(settings: Settings, args: argparse.Namespace) -> None:
     _print_quota(usage)
 
 
+def _prune(settings: Settings, args: argparse.Namespace) -> None:
+    import psycopg
+
+    from worker.queue import retention
+    from worker.storage import build_storage
+
+    plan = retention.retentions(settings)
+    if not plan:
+        print("nothing to prune: every RETENTION_*_DAYS is 0 (kept forever)")
+        return
+
+    async def run() -> retention.PruneRun:
+        async with await psycopg.AsyncConnection.connect(
+            _require_database(settings), autocommit=True
+        ) as conn:
+            if args.dry_run:
+                return retention.PruneRun(deleted=await retention.due(conn, plan))
+            storage = build_storage(settings)
+            try:
+                return await retention.prune(
+                    conn,
+                    plan,
+                    batch_size=settings.prune_batch_size,
+                    max_s=settings.prune_max_s,
+                    storage=storage,
+                )
+            finally:
+                await storage.aclose()
+
+    done = asyncio.run(run())
+    # results: generations whose files go (or went), not rows.
+    verb = "would delete" if args.dry_run else "deleted"
+    _print_table(
+        [("TABLE", "KEPT (DAYS)", verb.upper())]
+        + [(r.target, f"{r.days:g}", str(done.deleted[r.target])) for r in plan]
+    )
+    if done.failed:
+        raise SystemExit(f"not pruned (see the warnings above): {', '.join(done.failed)}")
+    if not done.finished:
+        print(f"stopped after PRUNE_MAX_S ({settings.prune_max_s:g} s): more is due, run it again")
+
+
 def _dev(settings: Settings, _: argparse.Namespace) -> None:
     from worker.devtools.dev import run_dev
 
@@ -348,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     quota_show = quota_commands.add_parser("show", help="the limits and today's use")
     quota_show.add_argument("--workspace", type=UUID, required=True)
     quota_show.set_defaults(run=_quota_show)
+    prune = commands.add_parser(
+        "prune", help="delete what is older than its retention (RETENTION_*_DAYS), in batches"
+    )
+    prune.add_argument(
+        "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
+    )
+    prune.set_defaults(run=_prune)
     add_delete_command(commands)
     return parser
 

@@ -4,7 +4,7 @@ Each setting is declared once, as a field of a Struct below: its type, its defau
 `Annotated[..., Setting("ENV_NAME", "doc")]` naming the environment variable with one line of
 doc. `load` derives how to read the variable from the field's type:
 
-- `int` (at least `Setting.minimum`, 0 unless said), `float`, `bool` (true/false, 1/0, yes/no,
+- `int` and `float` (at least `Setting.minimum`, 0 unless said), `bool` (true/false, 1/0, yes/no,
   on/off), `Path`, `str` and `str | None`, `Literal[...]` (one of the choices);
 - `tuple[str, ...] | None`: a comma-separated list (unset: None; set but empty: no items).
 
@@ -41,7 +41,7 @@ class Setting:
 
     env: str
     doc: str
-    # ints: the smallest value accepted.
+    # ints and floats: the smallest value accepted.
     minimum: int = 0
     # strs: a trailing slash is dropped (base URLs).
     strip_slash: bool = False
@@ -109,6 +109,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_concurrency: Annotated[
         int, Setting("WORKER_CONCURRENCY", "jobs one worker runs at once", minimum=1)
     ] = 10
+    worker_db_pool_max: Annotated[
+        int,
+        Setting(
+            "WORKER_DB_POOL_MAX",
+            "a worker's database connections, at most (jobs hold one only per statement)",
+            minimum=4,
+        ),
+    ] = 20
     worker_shutdown_grace_s: Annotated[
         float, Setting("WORKER_SHUTDOWN_GRACE_S", "how long SIGTERM waits for running jobs")
     ] = 25.0
@@ -133,6 +141,31 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rescue_cron: Annotated[
         str, Setting("RESCUE_CRON", "when the rescuer runs (6 fields for seconds)")
     ] = "* * * * *"
+    # retention (worker/queue/retention.py): how long each growing table keeps its rows, in
+    # days (fractions allowed); 0 keeps them forever. Pruned by the periodic task `prune`.
+    retention_events_days: Annotated[
+        float, Setting("RETENTION_EVENTS_DAYS", "days image_events of finished work are kept")
+    ] = 30.0
+    retention_jobs_days: Annotated[
+        float, Setting("RETENTION_JOBS_DAYS", "days finished procrastinate jobs are kept")
+    ] = 7.0
+    retention_webhooks_days: Annotated[
+        float, Setting("RETENTION_WEBHOOKS_DAYS", "days webhook deliveries and attempts are kept")
+    ] = 30.0
+    # Off by default: results (their files in storage) are the product, kept until deleted.
+    retention_results_days: Annotated[
+        float, Setting("RETENTION_RESULTS_DAYS", "days result files are kept; 0: forever")
+    ] = 0.0
+    # Read at import by worker/queue/tasks.py, like RESCUE_CRON.
+    prune_cron: Annotated[
+        str, Setting("PRUNE_CRON", "when the pruner runs (6 fields for seconds)")
+    ] = "7 * * * *"
+    prune_batch_size: Annotated[
+        int, Setting("PRUNE_BATCH_SIZE", "rows one pruning statement deletes at most", minimum=1)
+    ] = 1000
+    prune_max_s: Annotated[
+        float, Setting("PRUNE_MAX_S", "seconds one pruning run may take before it stops")
+    ] = 60.0
     db_pool_min: Annotated[int, Setting("DB_POOL_MIN", "API connection pool, smallest")] = 1
     db_pool_max: Annotated[
         int, Setting("DB_POOL_MAX", "API connection pool, largest", minimum=1)
@@ -329,13 +362,16 @@ def _int(name: str, raw: str | None, default: int, minimum: int) -> int:
     return value
 
 
-def _float(name: str, raw: str | None, default: float) -> float:
+def _float(name: str, raw: str | None, default: float, minimum: int) -> float:
     if raw is None or raw == "":
         return default
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not value >= minimum:  # NaN too
+        raise ConfigError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
 
 
 def _bool(name: str, raw: str | None, default: bool) -> bool:
@@ -376,7 +412,7 @@ def _read(declared: Declared, env: Mapping[str, str]) -> Any:
     if kind is int:
         return _int(name, raw, default, setting.minimum)
     if kind is float:
-        return _float(name, raw, default)
+        return _float(name, raw, default, setting.minimum)
     if kind is Path:
         return Path(raw) if raw else default
     if typing.get_origin(kind) is Literal:

@@ -79,6 +79,8 @@ def create_pool(
         min_size=min_size,
         max_size=max_size,
         name=name,
+        # pg_stat_activity says which process a connection belongs to (imagejobs-api, -worker).
+        kwargs={"application_name": name},
         open=False,
         # Set in `configure`, not `kwargs`: procrastinate opens its LISTEN connection with the
         # pool's kwargs plus its own autocommit=True.

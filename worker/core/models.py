@@ -104,6 +104,7 @@ class Generation(msgspec.Struct, kw_only=True):
     result_key: str | None = None
     thumbnail_key: str | None = None
     mask_key: str | None = None
+    original_key: str | None = None  # an edit's source, when it is a result stored here
 
 
 DeletionKind = Literal["generation", "project"]

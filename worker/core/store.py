@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, cast
 from uuid import UUID
 
 import psycopg
@@ -321,12 +321,6 @@ async def fail_generation(db: Db, generation_id: UUID, error_code: str, error_me
         db,
         "fail_generation",
         {"id": generation_id, "error_code": error_code, "error_message": error_message},
-    )
-
-
-async def find_by_provider_job(db: Db, provider_job_id: str | None) -> Generation | None:
-    return await fetch_one(
-        db, "find_by_provider_job", Generation, {"provider_job_id": provider_job_id}
     )
 
 
@@ -777,10 +771,24 @@ async def get_webhook_delivery(db: Db, delivery_id: str) -> tuple[str, Any] | No
     return (str(row[0]), row[1]) if row is not None else None
 
 
-async def defer_webhook_result(db: Db, generation_id: UUID, delivery_id: str) -> None:
-    await execute(
-        db, "defer_webhook_result", {"generation_id": generation_id, "delivery_id": delivery_id}
+async def receive_webhook(
+    db: Db, delivery_id: str, provider: str, provider_job_id: str | None, payload: Any, state: str
+) -> Literal["accepted", "duplicate", "unknown_job", "ignored"]:
+    """A provider callback recorded once and, for a generation still running, its event
+    written and `finish_from_webhook` deferred: one round trip."""
+    row = await fetch_row(
+        db,
+        "receive_webhook",
+        {
+            "id": delivery_id,
+            "provider": provider,
+            "provider_job_id": provider_job_id,
+            "payload": Jsonb(payload),
+            "state": state,
+        },
     )
+    assert row is not None
+    return cast(Literal["accepted", "duplicate", "unknown_job", "ignored"], row[0])
 
 
 async def record_webhook_attempt(db: Db, attempt: Mapping[str, Any]) -> None:
@@ -820,3 +828,49 @@ async def user_workspaces(db: Db, user_id: UUID) -> frozenset[UUID]:
     return frozenset(
         row[0] for row in await fetch_rows(db, "user_workspaces", {"user_id": user_id})
     )
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+# The tables imagejobs_prune (sql/migrations/024) keeps in check.
+PruneTarget: TypeAlias = Literal[
+    "image_events", "procrastinate_jobs", "webhook_deliveries", "outgoing_webhook_attempts"
+]
+
+
+async def prune_batch(db: Db, target: PruneTarget, older_than_s: float, batch_size: int) -> int:
+    """Deletes at most `batch_size` of the target's rows older than `older_than_s` (one
+    statement, rows other transactions hold skipped); how many went."""
+    row = await fetch_row(
+        db,
+        "prune_batch",
+        {"target": target, "older_than_s": older_than_s, "batch_size": batch_size},
+    )
+    return int(row[0]) if row else 0
+
+
+async def prune_due(db: Db, target: PruneTarget, older_than_s: float) -> int:
+    """How many of the target's rows are older than `older_than_s` and would be pruned."""
+    row = await fetch_row(db, "prune_due", {"target": target, "older_than_s": older_than_s})
+    return int(row[0]) if row else 0
+
+
+async def expiring_results(
+    conn: Conn, older_than_s: float, limit: int
+) -> list[tuple[UUID, list[str]]]:
+    """Finished generations older than `older_than_s` that still have files, with their
+    files' keys, locked until the caller's transaction ends (run it inside one)."""
+    rows = await fetch_rows(
+        conn, "expiring_results", {"older_than_s": older_than_s, "limit": limit}
+    )
+    return [(row[0], [key for key in row[1:] if key]) for row in rows]
+
+
+async def forget_results(conn: Conn, generation_ids: Sequence[UUID]) -> None:
+    """Clears the keys and URLs of these generations' files (deleted from storage)."""
+    await execute(conn, "forget_results", {"ids": list(generation_ids)})
+
+
+async def expiring_results_due(db: Db, older_than_s: float) -> int:
+    row = await fetch_row(db, "expiring_results_due", {"older_than_s": older_than_s})
+    return int(row[0]) if row else 0

@@ -61,13 +61,15 @@ TASK_MIDDLEWARE: list[TaskMiddleware] = [report_task_errors]
 async def run_worker(settings: Settings) -> None:
     if not settings.database_url:
         raise SystemExit("DATABASE_URL is required for the worker")
-    # One connection per running job, one for procrastinate's LISTEN, one for fetching and
-    # heartbeats, one spare for the lifecycle writes between them (and the fast rescue pass).
-    # The presence lock has a connection of its own, outside the pool.
+    # A job holds a connection only for each statement it runs, never across a provider wait,
+    # so the pool is sized by what the database can serve, not by the concurrency: at most one
+    # per running job, procrastinate's LISTEN, fetching and heartbeats, and a spare, capped by
+    # WORKER_DB_POOL_MAX however many generations are in flight. The presence lock has a
+    # connection of its own, outside the pool.
     pool = create_pool(
         settings.database_url,
         min_size=2,
-        max_size=settings.worker_concurrency + 3,
+        max_size=min(settings.worker_concurrency + 3, settings.worker_db_pool_max),
         name="imagejobs-worker",
     )
     name = f"{socket.gethostname()}:{os.getpid()}"

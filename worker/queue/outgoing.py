@@ -27,6 +27,8 @@ from worker.core.jsonenc import encode
 from worker.core.models import Generation
 from worker.core.netguard import OutboundPolicy, OutboundRefused
 from worker.queue.lifecycle import Lifecycle
+from worker.storage.base import Storage
+from worker.storage.fresh import fresh_generation
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +76,15 @@ async def deliver(
     attempt: int,
     client: httpx.AsyncClient | None = None,
     policy: OutboundPolicy | None = None,
+    storage: Storage | None = None,
 ) -> None:
     generation = await Lifecycle(pool).get(generation_id)
     if generation is None or generation.webhook_url is None:
         return
+    webhook_url = generation.webhook_url
+    if storage is not None:
+        # A retry can go out days later: its URLs are signed when it is sent, not when stored.
+        generation = await fresh_generation(storage, generation)
     message_id = f"msg_{generation_id.hex}_{event_id}"
     body = encode(WebhookBody(type=event_type, data=generation))
     started = time.monotonic()
@@ -86,10 +93,10 @@ async def deliver(
     refused = False
     policy = policy or OutboundPolicy.from_env()
     try:
-        policy.check_url(generation.webhook_url)
+        policy.check_url(webhook_url)
         async with policy.client(TIMEOUT) if client is None else _borrowed(client) as http:
             response = await http.post(
-                generation.webhook_url,
+                webhook_url,
                 content=body,
                 headers=signed_headers(secret, message_id, body),
             )

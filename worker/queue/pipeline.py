@@ -32,6 +32,7 @@ from worker.core.webhook_payloads import PARSERS
 from worker.providers.base import AsyncProvider, ImageRequest, ImageResult, Provider, build_request
 from worker.queue.runtime import Runtime
 from worker.storage.base import result_key
+from worker.storage.fresh import fresh_generation
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,9 @@ async def _edit(runtime: Runtime, generation: Generation) -> None:
             permanent=True,
         )
     await lifecycle.step(generation.id, "preparing")
+    # An edit can run (or be retried) long after its source was stored: a private bucket's
+    # stored URLs may be dead by then, so its source and mask are fetched by fresh URLs.
+    generation = await fresh_generation(runtime.storage, generation)
     if not generation.original_image_url:
         raise GenerationError(ErrorCode.SOURCE_UNREACHABLE, "the edited version has no image")
     source = await download(

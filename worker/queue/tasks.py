@@ -15,7 +15,7 @@ from procrastinate.jobs import Job
 from worker.core import deletes, store
 from worker.core.config import read_setting
 from worker.core.errors import MAX_ATTEMPTS, GenerationError
-from worker.queue import outgoing, pipeline, rescuer
+from worker.queue import outgoing, pipeline, rescuer, retention
 from worker.queue.outgoing import WebhookBackoff
 from worker.queue.runtime import Runtime
 
@@ -118,6 +118,7 @@ async def deliver_webhook(
         type,
         _attempt(context),
         policy=runtime.outbound,
+        storage=runtime.storage,
     )
 
 
@@ -171,3 +172,15 @@ async def rescue_stalled(context: JobContext, timestamp: int) -> None:
         stale_s=settings.rescue_stale_s,
         grace_s=settings.rescue_grace_s,
     )
+
+
+# Hourly by default; PRUNE_CRON like RESCUE_CRON (read alone at import). What is pruned and for
+# how long each table keeps its rows: worker/queue/retention.py.
+PRUNE_CRON: str = read_setting("prune_cron")
+
+
+@app.periodic(cron=PRUNE_CRON, periodic_id="prune")
+@app.task(name="prune", queue=QUEUE, pass_context=True, queueing_lock="prune")
+async def prune(context: JobContext, timestamp: int) -> None:
+    runtime = Runtime.from_context(context)
+    await retention.prune_with_settings(runtime.lifecycle.pool, runtime.settings, runtime.storage)
