@@ -27,6 +27,7 @@ from api.problems import EXCEPTION_HANDLERS, InvalidField
 from api.routes.actions import GenerationActions
 from api.routes.bulk import BulkActions
 from api.routes.dashboard import dashboard, dashboard_assets
+from api.routes.deletes import DeletionController, GenerationDelete, ProjectDelete
 from api.routes.events import generation_events, project_events, workflow_events
 from api.routes.generations import GenerationController
 from api.routes.health import healthz, readyz
@@ -120,6 +121,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
             GenerationController,
             GenerationActions,
             BulkActions,
+            # deletes: generations and projects with their files, and the audit records
+            GenerationDelete,
+            ProjectDelete,
+            DeletionController,
             models,
             # quotas: today's use against the workspace's limits
             usage,

@@ -74,6 +74,102 @@ CREATE FUNCTION imagejobs_defer_generation(generation_id uuid, task_name text, w
     )::procrastinate_job_to_defer_v1]))[1]
     $$;
 
+-- FUNCTION imagejobs_delete_generations(uuid, uuid[], timestamp with time zone[], boolean)
+CREATE FUNCTION imagejobs_delete_generations(p_workspace_id uuid, p_ids uuid[], p_seen timestamp with time zone[], p_whole_history boolean) RETURNS TABLE(id uuid, project_id uuid)
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+#variable_conflict use_column
+DECLARE
+    _root uuid;
+    _new_root uuid;
+    _gone uuid[];
+BEGIN
+    -- New versions of these histories wait until we commit (the version trigger's lock).
+    FOR _root IN
+        SELECT DISTINCT coalesce(g.parent_id, g.id) FROM image_generations g
+        WHERE g.id = ANY (p_ids) AND g.workspace_id = p_workspace_id
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(hashtextextended('imagejobs.versions:' || _root::text, 0));
+    END LOOP;
+
+    SELECT coalesce(array_agg(g.id), '{}') INTO _gone
+    FROM (
+        SELECT g.id FROM image_generations g
+        JOIN unnest(p_ids, p_seen) AS seen(id, updated_at) ON seen.id = g.id
+        WHERE g.workspace_id = p_workspace_id
+          AND g.status NOT IN ('pending', 'processing')
+          AND g.updated_at = seen.updated_at
+        ORDER BY g.id
+        FOR UPDATE OF g
+    ) g;
+    IF cardinality(_gone) = 0 THEN
+        RETURN;
+    END IF;
+
+    IF p_whole_history AND EXISTS (
+        WITH roots AS (
+            SELECT DISTINCT coalesce(h.parent_id, h.id) AS root FROM image_generations h
+            WHERE h.id = ANY (_gone)
+        )
+        SELECT 1 FROM image_generations g JOIN roots ON g.id = roots.root OR g.parent_id = roots.root
+        WHERE NOT (g.id = ANY (_gone))
+    ) THEN
+        RETURN;
+    END IF;
+
+    -- A deleted root with surviving versions: the lowest surviving version becomes the root
+    -- (it keeps its number) and the others point at it.
+    FOR _root IN
+        SELECT g.id FROM image_generations g WHERE g.id = ANY (_gone) AND g.parent_id IS NULL
+    LOOP
+        SELECT c.id INTO _new_root FROM image_generations c
+        WHERE c.parent_id = _root AND NOT (c.id = ANY (_gone))
+        ORDER BY c.version, c.created_at, c.id
+        LIMIT 1;
+        IF _new_root IS NOT NULL THEN
+            UPDATE image_generations SET parent_id = _new_root
+            WHERE parent_id = _root AND image_generations.id <> _new_root
+              AND NOT (image_generations.id = ANY (_gone));
+            UPDATE image_generations SET parent_id = NULL WHERE image_generations.id = _new_root;
+        END IF;
+    END LOOP;
+
+    -- Canvas nodes: a deleted result is no longer shown, a deleted generation no longer current.
+    UPDATE workflow_nodes n
+    SET node_data = (
+            CASE WHEN n.node_data->>'imageKey' = d.result_key OR n.node_data->>'imageUrl' = d.result_image_url
+                 THEN n.node_data - ARRAY['imageUrl', 'thumbnailUrl', 'imageKey', 'thumbnailKey']
+                 ELSE n.node_data END
+            - CASE WHEN n.node_data->>'generationId' = d.id::text
+                   THEN ARRAY['generationId', 'version'] ELSE ARRAY[]::text[] END
+        ) || jsonb_build_object(
+            'updatedAt', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
+        ),
+        updated_at = now()
+    FROM image_generations d
+    WHERE d.id = ANY (_gone) AND d.node_id IS NOT NULL
+      AND n.workflow_id = d.workflow_id AND n.id = d.node_id AND n.workspace_id = d.workspace_id
+      AND (n.node_data->>'generationId' = d.id::text
+           OR n.node_data->>'imageKey' = d.result_key
+           OR n.node_data->>'imageUrl' = d.result_image_url);
+
+    -- A provider cancel still queued would find no row: give it what it needs.
+    UPDATE procrastinate_jobs j
+    SET args = j.args || jsonb_build_object(
+        'provider', d.provider, 'model', d.model, 'provider_job_id', d.provider_job_id)
+    FROM image_generations d
+    WHERE d.id = ANY (_gone) AND d.provider_job_id IS NOT NULL
+      AND j.task_name = 'cancel_provider_job' AND j.status = 'todo'
+      AND j.args->>'generation_id' = d.id::text;
+
+    RETURN QUERY
+        DELETE FROM image_generations g WHERE g.id = ANY (_gone)
+        RETURNING g.id, g.project_id;
+END;
+$$;
+
 -- FUNCTION imagejobs_enable_rls()
 CREATE FUNCTION imagejobs_enable_rls() RETURNS void
     LANGUAGE plpgsql
@@ -503,6 +599,21 @@ BEGIN
                              coalesce(_entry.replacement, imagejobs_default_model(NEW.provider), 'another model')),
             COLUMN = 'model',
             CONSTRAINT = 'models_shutdown';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- FUNCTION imagejobs_generations_check_project_deleting()
+CREATE FUNCTION imagejobs_generations_check_project_deleting() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM projects WHERE id = NEW.project_id AND deleting_at IS NOT NULL) THEN
+        RAISE check_violation USING
+            MESSAGE = format('project %s is being deleted', NEW.project_id),
+            COLUMN = 'project_id';
     END IF;
     RETURN NEW;
 END;
@@ -1283,6 +1394,7 @@ CREATE TABLE projects (
     cancelled_count integer DEFAULT 0 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleting_at timestamp with time zone,
     CONSTRAINT projects_cancelled_count_check CHECK ((cancelled_count >= 0)),
     CONSTRAINT projects_completed_count_check CHECK ((completed_count >= 0)),
     CONSTRAINT projects_failed_count_check CHECK ((failed_count >= 0)),
@@ -1494,6 +1606,34 @@ CREATE TABLE imagejobs_batches (
     CONSTRAINT imagejobs_batches_size_check CHECK (((size >= 1) AND (size <= 1000)))
 );
 
+-- TABLE imagejobs_deletions
+CREATE TABLE imagejobs_deletions (
+    id bigint NOT NULL,
+    workspace_id uuid NOT NULL,
+    kind text NOT NULL,
+    target_id uuid NOT NULL,
+    deleted_by text NOT NULL,
+    status text DEFAULT 'done'::text NOT NULL,
+    requested_at timestamp with time zone DEFAULT now() NOT NULL,
+    deleted_at timestamp with time zone,
+    detail jsonb DEFAULT '{}'::jsonb NOT NULL,
+    job_id bigint,
+    CONSTRAINT imagejobs_deletions_deleted_by_check CHECK ((length(deleted_by) <= 200)),
+    CONSTRAINT imagejobs_deletions_kind_check CHECK ((kind = ANY (ARRAY['generation'::text, 'project'::text]))),
+    CONSTRAINT imagejobs_deletions_status_check CHECK ((status = ANY (ARRAY['running'::text, 'done'::text])))
+);
+
+-- SEQUENCE imagejobs_deletions_id_seq
+CREATE SEQUENCE imagejobs_deletions_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+-- SEQUENCE OWNED BY imagejobs_deletions_id_seq
+ALTER SEQUENCE imagejobs_deletions_id_seq OWNED BY imagejobs_deletions.id;
+
 -- TABLE imagejobs_fair_queue
 CREATE TABLE imagejobs_fair_queue (
     workspace_id uuid NOT NULL,
@@ -1615,6 +1755,9 @@ CREATE TABLE workspace_members (
 -- DEFAULT image_events id
 ALTER TABLE ONLY image_events ALTER COLUMN id SET DEFAULT nextval('image_events_id_seq'::regclass);
 
+-- DEFAULT imagejobs_deletions id
+ALTER TABLE ONLY imagejobs_deletions ALTER COLUMN id SET DEFAULT nextval('imagejobs_deletions_id_seq'::regclass);
+
 -- DEFAULT outgoing_webhook_attempts id
 ALTER TABLE ONLY outgoing_webhook_attempts ALTER COLUMN id SET DEFAULT nextval('outgoing_webhook_attempts_id_seq'::regclass);
 
@@ -1645,6 +1788,10 @@ ALTER TABLE ONLY imagejobs_api_rate_limits
 -- CONSTRAINT imagejobs_batches imagejobs_batches_pkey
 ALTER TABLE ONLY imagejobs_batches
     ADD CONSTRAINT imagejobs_batches_pkey PRIMARY KEY (id);
+
+-- CONSTRAINT imagejobs_deletions imagejobs_deletions_pkey
+ALTER TABLE ONLY imagejobs_deletions
+    ADD CONSTRAINT imagejobs_deletions_pkey PRIMARY KEY (id);
 
 -- CONSTRAINT imagejobs_fair_queue imagejobs_fair_queue_pkey
 ALTER TABLE ONLY imagejobs_fair_queue
@@ -1746,6 +1893,12 @@ CREATE INDEX image_generations_workspace_created_idx ON image_generations USING 
 -- INDEX imagejobs_batches_idempotency_idx
 CREATE UNIQUE INDEX imagejobs_batches_idempotency_idx ON imagejobs_batches USING btree (workspace_id, idempotency_key) WHERE (idempotency_key IS NOT NULL);
 
+-- INDEX imagejobs_deletions_running_key
+CREATE UNIQUE INDEX imagejobs_deletions_running_key ON imagejobs_deletions USING btree (target_id) WHERE (status = 'running'::text);
+
+-- INDEX imagejobs_deletions_workspace_idx
+CREATE INDEX imagejobs_deletions_workspace_idx ON imagejobs_deletions USING btree (workspace_id, requested_at DESC);
+
 -- INDEX imagejobs_procrastinate_deferred_at_idx
 CREATE INDEX imagejobs_procrastinate_deferred_at_idx ON procrastinate_events USING btree (at) WHERE (type = 'deferred'::procrastinate_job_event_type);
 
@@ -1784,6 +1937,9 @@ CREATE TRIGGER image_generations_before_update BEFORE UPDATE ON image_generation
 
 -- TRIGGER image_generations image_generations_check_model
 CREATE TRIGGER image_generations_check_model BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_check_model();
+
+-- TRIGGER image_generations image_generations_check_project_deleting
+CREATE TRIGGER image_generations_check_project_deleting BEFORE INSERT OR UPDATE OF project_id ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_check_project_deleting();
 
 -- TRIGGER image_generations image_generations_check_quota
 CREATE TRIGGER image_generations_check_quota BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_check_quota();
@@ -1854,6 +2010,9 @@ ALTER TABLE ONLY webhook_deliveries
 
 -- ROW SECURITY generation_prices
 ALTER TABLE generation_prices ENABLE ROW LEVEL SECURITY;
+
+-- ROW SECURITY imagejobs_deletions
+ALTER TABLE imagejobs_deletions ENABLE ROW LEVEL SECURITY;
 
 -- ROW SECURITY models
 ALTER TABLE models ENABLE ROW LEVEL SECURITY;

@@ -246,6 +246,14 @@ function renderProjectHeader() {
 function applyProjectEvent(payload) {
   const id = payload.id || payload.project_id;
   const known = state.projects.get(id);
+  if (payload.deleted) {
+    // The end of a project delete (DELETE /v1/projects/{id}): it is gone.
+    if (known) {
+      state.projects.delete(id);
+      renderProjects();
+    }
+    return;
+  }
   if (!known) {
     // A project made elsewhere: a full row is shown at once, a bare counter change is read first.
     if (payload.name !== undefined) addProject(payload);

@@ -79,7 +79,8 @@ async def project_events(
     streams: StreamsDep,
     last_event_id: LastEventId = None,
 ) -> Stream:
-    await fetch_project(pool, project_id, request.user.workspace_id)
+    # Also while a delete of it runs: the stream shows its progress.
+    await fetch_project(pool, project_id, request.user.workspace_id, deleting=True)
     after = parse_last_event_id(last_event_id)
     return streams.open(
         f"project:{project_id}",

@@ -18,8 +18,12 @@ from worker.core import store
 from worker.core.models import Project
 
 
-async def fetch_project(pool: AsyncConnectionPool, project_id: UUID, workspace_id: UUID) -> Project:
-    project = await store.get_project(pool, project_id, workspace_id)
+async def fetch_project(
+    pool: AsyncConnectionPool, project_id: UUID, workspace_id: UUID, *, deleting: bool = False
+) -> Project:
+    """The project; 404 when not there or (unless `deleting`) while a delete of it runs."""
+    read = store.get_project_even_deleting if deleting else store.get_project
+    project = await read(pool, project_id, workspace_id)
     if project is None:
         raise NotFoundException(f"project {project_id} not found")
     return project

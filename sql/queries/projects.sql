@@ -8,12 +8,17 @@ VALUES (%(workspace_id)s, %(name)s)
 RETURNING *;
 
 -- name: get_project
+-- A project being deleted is hidden (sql/migrations/025).
+SELECT * FROM projects
+WHERE id = %(id)s AND workspace_id = %(workspace_id)s AND deleting_at IS NULL;
+
+-- name: get_project_even_deleting
 SELECT * FROM projects
 WHERE id = %(id)s AND workspace_id = %(workspace_id)s;
 
 -- name: list_projects
 SELECT * FROM projects
-WHERE workspace_id = %(workspace_id)s
+WHERE workspace_id = %(workspace_id)s AND deleting_at IS NULL
   AND (%(cursor_ts)s::timestamptz IS NULL OR (created_at, id) < (%(cursor_ts)s, %(cursor_id)s::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
@@ -22,4 +27,5 @@ LIMIT %(limit)s;
 SELECT * FROM projects WHERE id = %(id)s;
 
 -- name: projects_in_workspace
-SELECT id FROM projects WHERE id = ANY (%(ids)s::uuid[]) AND workspace_id = %(workspace_id)s;
+SELECT id FROM projects
+WHERE id = ANY (%(ids)s::uuid[]) AND workspace_id = %(workspace_id)s AND deleting_at IS NULL;

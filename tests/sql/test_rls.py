@@ -24,6 +24,7 @@ MEMBER_TABLES = ("projects", "image_generations", "image_events", "workflow_node
 # Nobody but the owner and service_role.
 PRIVATE_TABLES = (
     "api_keys",
+    "imagejobs_deletions",
     "webhook_deliveries",
     "outgoing_webhook_attempts",
     "provider_requests",
@@ -71,6 +72,11 @@ async def world(rls_url: str) -> World:
             "INSERT INTO outgoing_webhook_attempts (generation_id, event_id, message_id, type, attempt)"
             " VALUES (%s, 1, 'msg_out', 'generation.started', 1)",
             (a.generation_id,),
+        )
+        await conn.execute(
+            "INSERT INTO imagejobs_deletions (workspace_id, kind, target_id, deleted_by)"
+            " VALUES (%s, 'generation', gen_random_uuid(), 'api_key:seed')",
+            (a.id,),
         )
         await conn.execute("SELECT * FROM imagejobs_acquire_rate('local', 10)")
         await conn.execute("SELECT procrastinate_register_worker_v1()")
@@ -182,6 +188,43 @@ async def test_private_tables_are_hidden_from_members(conn: Conn, world: World, 
             await conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(_table(table)))
     async with acting_as(conn, "service_role"):
         assert await _count(conn, table) > 0
+
+
+async def test_members_cannot_delete_around_the_api(conn: Conn, world: World) -> None:
+    """Deletes remove files first (worker/core/deletes.py): a member deleting rows with SQL
+    would leave them behind, so neither rows nor the delete function are theirs."""
+    async with acting_as(conn, "authenticated", world.a.user_id):
+        for statement in (
+            "DELETE FROM image_generations",
+            "DELETE FROM projects",
+            "UPDATE projects SET deleting_at = now()",
+        ):
+            assert await _rowcount(conn, statement) == 0
+    async with acting_as(conn, "authenticated", world.a.user_id):
+        with pytest.raises(errors.InsufficientPrivilege):
+            await conn.execute(
+                "SELECT * FROM imagejobs_delete_generations(%s, ARRAY[%s]::uuid[],"
+                " ARRAY[now()], false)",
+                (world.a.id, world.a.generation_id),
+            )
+    async with acting_as(conn, "service_role"):
+        assert await _count(conn, "image_generations") >= 2
+
+
+async def test_a_member_cannot_add_to_a_project_being_deleted(conn: Conn, world: World) -> None:
+    async with await psycopg.AsyncConnection.connect(world.url, autocommit=True) as owner:
+        project_id = await fetch_value(
+            owner,
+            "INSERT INTO projects (workspace_id, name, deleting_at) VALUES (%s, 'going', now())"
+            " RETURNING id",
+            (world.a.id,),
+        )
+    async with acting_as(conn, "authenticated", world.a.user_id):
+        with pytest.raises(errors.CheckViolation, match="being deleted"):
+            await conn.execute(
+                "INSERT INTO image_generations (project_id, prompt, user_id) VALUES (%s, 'x', %s)",
+                (project_id, world.a.user_id),
+            )
 
 
 async def test_members_cannot_write_api_keys_or_join_workspaces(conn: Conn, world: World) -> None:

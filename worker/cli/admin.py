@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID
 
 from worker.cli.commands import add_commands, run_client_command
+from worker.cli.deletes import add_delete_command
 from worker.core.config import ConfigError, Settings, load_settings
 from worker.core.logs import configure_logging
 from worker.core.redact import install_log_redaction, secret_values
@@ -396,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="count what would be deleted, delete nothing"
     )
     prune.set_defaults(run=_prune)
+    add_delete_command(commands)
     return parser
 
 

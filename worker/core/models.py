@@ -47,6 +47,8 @@ class Project(msgspec.Struct, kw_only=True):
     cancelled_count: int
     created_at: datetime
     updated_at: datetime
+    # Set when a delete of the project started (sql/migrations/025): it is then hidden.
+    deleting_at: datetime | None = None
 
 
 class Generation(msgspec.Struct, kw_only=True):
@@ -103,6 +105,25 @@ class Generation(msgspec.Struct, kw_only=True):
     thumbnail_key: str | None = None
     mask_key: str | None = None
     original_key: str | None = None  # an edit's source, when it is a result stored here
+
+
+DeletionKind = Literal["generation", "project"]
+
+
+class Deletion(msgspec.Struct, kw_only=True):
+    """A delete as the audit trail records it (imagejobs_deletions, sql/migrations/025)."""
+
+    id: int
+    workspace_id: UUID
+    kind: DeletionKind
+    target_id: UUID
+    deleted_by: str
+    # `running` while a project delete goes on in the background, then `done`.
+    status: Literal["running", "done"]
+    requested_at: datetime
+    deleted_at: datetime | None
+    detail: dict[str, Any]
+    job_id: int | None = None
 
 
 class StoredFile(msgspec.Struct, frozen=True):

@@ -20,7 +20,16 @@ from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from worker.core.models import Generation, ImageEvent, Project, Status, Step, StoredFile
+from worker.core.models import (
+    Deletion,
+    DeletionKind,
+    Generation,
+    ImageEvent,
+    Project,
+    Status,
+    Step,
+    StoredFile,
+)
 from worker.core.sqlfiles import query
 
 Conn: TypeAlias = psycopg.AsyncConnection[Any]
@@ -463,6 +472,13 @@ async def list_projects(
     )
 
 
+async def get_project_even_deleting(db: Db, project_id: UUID, workspace_id: UUID) -> Project | None:
+    """The project, also while a delete of it runs (its stream shows the progress)."""
+    return await fetch_one(
+        db, "get_project_even_deleting", Project, {"id": project_id, "workspace_id": workspace_id}
+    )
+
+
 async def get_project_for_stream(db: Db, project_id: UUID) -> Project | None:
     """The row whatever its workspace: the stream checked access when it opened."""
     return await fetch_one(db, "get_project_for_stream", Project, {"id": project_id})
@@ -475,6 +491,167 @@ async def projects_in_workspace(
         db, "projects_in_workspace", {"ids": list(project_ids), "workspace_id": workspace_id}
     )
     return {row[0] for row in rows}
+
+
+# --- deletes (sql/migrations/025) ------------------------------------------------------------
+
+
+async def deletion_targets(
+    db: Db, generation_id: UUID, workspace_id: UUID, *, cascade: bool
+) -> list[Generation]:
+    """The generation, or with `cascade` every version of its history; [] when not there."""
+    return await fetch_all(
+        db,
+        "deletion_targets",
+        Generation,
+        {"id": generation_id, "workspace_id": workspace_id, "cascade": cascade},
+    )
+
+
+async def generations_by_ids(
+    db: Db, generation_ids: Sequence[UUID], workspace_id: UUID
+) -> list[Generation]:
+    return await fetch_all(
+        db,
+        "generations_by_ids",
+        Generation,
+        {"ids": list(generation_ids), "workspace_id": workspace_id},
+    )
+
+
+async def cancel_for_delete(
+    db: Db, generation_ids: Sequence[UUID], workspace_id: UUID
+) -> list[UUID]:
+    """Cancels the pending or processing ones (their jobs are cancelled or aborted); their ids."""
+    rows = await fetch_rows(
+        db, "cancel_for_delete", {"ids": list(generation_ids), "workspace_id": workspace_id}
+    )
+    return [row[0] for row in rows]
+
+
+async def jobs_running(db: Db, job_ids: Sequence[int]) -> int:
+    """How many of these procrastinate jobs a worker is still running."""
+    row = await fetch_row(db, "jobs_running", {"job_ids": list(job_ids)})
+    return int(row[0]) if row else 0
+
+
+async def keys_in_use(
+    db: Db, workspace_id: UUID, keys: Sequence[str], generation_ids: Sequence[UUID]
+) -> set[str]:
+    """Of `keys`, those a generation of the same histories outside `generation_ids` still uses."""
+    rows = await fetch_rows(
+        db,
+        "keys_in_use",
+        {"workspace_id": workspace_id, "keys": list(keys), "ids": list(generation_ids)},
+    )
+    return {str(row[0]) for row in rows}
+
+
+async def delete_generations(
+    conn: Conn,
+    workspace_id: UUID,
+    seen: Mapping[UUID, datetime],
+    *,
+    whole_history: bool,
+) -> list[tuple[UUID, UUID]]:
+    """Deletes those of the generations that are finished and unchanged since `seen` (their
+    updated_at when their files were removed), in the caller's transaction; (id, project_id)
+    of each deleted one."""
+    ids = list(seen)
+    rows = await fetch_rows(
+        conn,
+        "delete_generations",
+        {
+            "workspace_id": workspace_id,
+            "ids": ids,
+            "seen": [seen[i] for i in ids],
+            "whole_history": whole_history,
+        },
+    )
+    return [(row[0], row[1]) for row in rows]
+
+
+async def insert_deletion(
+    db: Db,
+    workspace_id: UUID,
+    kind: DeletionKind,
+    target_id: UUID,
+    deleted_by: str,
+    detail: Mapping[str, Any],
+) -> Deletion:
+    created = await fetch_one(
+        db,
+        "insert_deletion",
+        Deletion,
+        {
+            "workspace_id": workspace_id,
+            "kind": kind,
+            "target_id": target_id,
+            "deleted_by": deleted_by,
+            "detail": Jsonb(dict(detail)),
+        },
+    )
+    assert created is not None
+    return created
+
+
+async def get_deletion(db: Db, deletion_id: int, workspace_id: UUID) -> Deletion | None:
+    return await fetch_one(
+        db, "get_deletion", Deletion, {"id": deletion_id, "workspace_id": workspace_id}
+    )
+
+
+async def get_deletion_for_worker(db: Db, deletion_id: int) -> Deletion | None:
+    return await fetch_one(db, "get_deletion_for_worker", Deletion, {"id": deletion_id})
+
+
+async def start_project_deletion(
+    db: Db, project_id: UUID, workspace_id: UUID, deleted_by: str
+) -> Deletion | None:
+    """Marks the project as being deleted, records it and defers the `delete_project` job;
+    None when the project is not there or already being deleted."""
+    return await fetch_one(
+        db,
+        "start_project_deletion",
+        Deletion,
+        {"id": project_id, "workspace_id": workspace_id, "deleted_by": deleted_by},
+    )
+
+
+async def resume_project_deletion(db: Db, project_id: UUID, workspace_id: UUID) -> Deletion | None:
+    """The running delete of the project, with a new job if its last one ended; None when no
+    delete of it runs."""
+    return await fetch_one(
+        db, "resume_project_deletion", Deletion, {"id": project_id, "workspace_id": workspace_id}
+    )
+
+
+async def workspace_project_ids(db: Db, workspace_id: UUID) -> list[UUID]:
+    rows = await fetch_rows(db, "workspace_project_ids", {"workspace_id": workspace_id})
+    return [row[0] for row in rows]
+
+
+async def project_generation_batch(db: Db, project_id: UUID, limit: int) -> list[UUID]:
+    rows = await fetch_rows(
+        db, "project_generation_batch", {"project_id": project_id, "limit": limit}
+    )
+    return [row[0] for row in rows]
+
+
+async def record_deletion_progress(db: Db, deletion_id: int, detail: Mapping[str, Any]) -> None:
+    """Merges `detail` into the delete's and tells the project stream."""
+    await execute(
+        db, "record_deletion_progress", {"id": deletion_id, "detail": Jsonb(dict(detail))}
+    )
+
+
+async def finish_project_deletion(db: Db, deletion_id: int, detail: Mapping[str, Any]) -> bool:
+    """Deletes the project row once it has no generation left and marks the delete done;
+    whether it did."""
+    row = await fetch_row(
+        db, "finish_project_deletion", {"id": deletion_id, "detail": Jsonb(dict(detail))}
+    )
+    return row is not None
 
 
 # --- workflow nodes ----------------------------------------------------------------------------

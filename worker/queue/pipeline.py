@@ -236,9 +236,23 @@ async def finish_from_webhook(
         await lifecycle.log(generation_id, "log", f"Provider reports the job is {outcome.state}")
 
 
-async def cancel_provider_job(runtime: Runtime, generation_id: UUID) -> None:
-    """After a cancel: ask a queue-based provider to stop the job it runs for us."""
+async def cancel_provider_job(
+    runtime: Runtime,
+    generation_id: UUID,
+    gone: tuple[str, str, str] | None = None,
+) -> None:
+    """After a cancel: ask a queue-based provider to stop the job it runs for us. `gone` is
+    (provider, model, provider_job_id), handed over by a delete that removed the row."""
     generation = await runtime.lifecycle.get(generation_id)
+    if generation is None and gone is not None:
+        provider_name, model, provider_job_id = gone
+        queue_provider = runtime.queue_provider(provider_name)
+        if queue_provider is not None:
+            try:
+                await queue_provider.cancel(model, provider_job_id)
+            except Exception:
+                logger.warning("could not cancel provider job %s", provider_job_id, exc_info=True)
+        return
     if generation is None or generation.provider_job_id is None:
         return
     provider = runtime.queue_provider(generation.provider)
@@ -467,9 +481,28 @@ async def store_result(
         "bytes": len(checked.data),
         "content_type": checked.content_type,
     }
-    await runtime.lifecycle.complete(
+    if not await runtime.lifecycle.complete(
         generation.id, stored, metadata, thumbnail, saving_first=saving_first
-    )
+    ):
+        await _discard_upload(runtime, generation.id, [stored, thumbnail])
+
+
+async def _discard_upload(
+    runtime: Runtime, generation_id: UUID, files: list[StoredFile | None]
+) -> None:
+    """The complete write found the row no longer processing (cancelled, deleted): what this run
+    uploaded is nobody's, unless the row (a run that won) records the same keys. A delete that
+    ran while the upload was in flight relies on this (worker/core/deletes.py)."""
+    current = await runtime.lifecycle.get(generation_id)
+    kept = {current.result_key, current.thumbnail_key} if current is not None else set()
+    keys = [f.key for f in files if f is not None and f.key not in kept]
+    if not keys:
+        return
+    try:
+        await runtime.storage.delete(keys)
+        logger.info("generation %s: removed an upload no row holds", generation_id)
+    except OSError:
+        logger.warning("generation %s: could not remove an orphaned upload", generation_id)
 
 
 async def _put(runtime: Runtime, key: str, data: bytes, content_type: str) -> StoredFile:

@@ -12,7 +12,7 @@ import psycopg
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 
-from worker.core import store
+from worker.core import deletes, store
 from worker.core.config import read_setting
 from worker.core.errors import MAX_ATTEMPTS, GenerationError
 from worker.queue import outgoing, pipeline, rescuer, retention
@@ -84,8 +84,17 @@ async def finish_from_webhook(context: JobContext, generation_id: str, delivery_
 
 
 @app.task(name="cancel_provider_job", queue=QUEUE, pass_context=True, retry=ShutdownRetry())
-async def cancel_provider_job(context: JobContext, generation_id: str) -> None:
-    await pipeline.cancel_provider_job(Runtime.from_context(context), UUID(generation_id))
+async def cancel_provider_job(
+    context: JobContext,
+    generation_id: str,
+    provider: str | None = None,
+    model: str | None = None,
+    provider_job_id: str | None = None,
+) -> None:
+    # provider, model and provider_job_id: added by a delete (sql/migrations/025) that removed
+    # the row before this job ran.
+    gone = (provider, model or "", provider_job_id) if provider and provider_job_id else None
+    await pipeline.cancel_provider_job(Runtime.from_context(context), UUID(generation_id), gone)
 
 
 @app.task(name="expire_generation", queue=QUEUE, pass_context=True, retry=ShutdownRetry())
@@ -120,6 +129,31 @@ async def poll_generation(
     await pipeline.poll_generation(
         Runtime.from_context(context), UUID(generation_id), submitted_at, seen_logs
     )
+
+
+class DeleteRetry(ShutdownRetry):
+    """A project delete held up by storage failing or a job still stopping runs again later
+    (5 s, 10 s, ... up to 5 minutes apart), at most `max_attempts` times; a repeated DELETE of
+    the project starts it again after that."""
+
+    max_attempts = 12
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        if _interrupted(exception):
+            return super().get_retry_decision(exception=exception, job=job)
+        if not isinstance(exception, OSError | deletes.StillRunning):
+            return None
+        if job.attempts + 1 >= self.max_attempts:
+            return None
+        return RetryDecision(retry_in={"seconds": int(min(300, 5 * 2**job.attempts))})
+
+
+@app.task(name="delete_project", queue=QUEUE, pass_context=True, retry=DeleteRetry())
+async def delete_project(context: JobContext, deletion_id: int) -> None:
+    """Deferred by DELETE /v1/projects/{id} (sql/queries/deletions.sql)."""
+    runtime = Runtime.from_context(context)
+    if await deletes.delete_project(runtime.lifecycle.pool, runtime.storage, deletion_id):
+        logger.info("project delete %s finished", deletion_id)
 
 
 # Once a minute; RESCUE_CRON (6 fields for seconds) lets tests and impatient operators go faster.
