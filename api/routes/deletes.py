@@ -1,7 +1,7 @@
 """Deletes: a generation (or its whole history) with its files, a project with everything in it
 (a background job), and the audit record of each (`GET /v1/deletions/{id}`).
 
-The order that keeps files and rows consistent, and why, is in worker/core/deletes.py. Every
+The order that keeps files and rows consistent, and why, is in worker/storage/deletes.py. Every
 answer is idempotent: a repeated delete answers 404 (generation) or the running delete (project),
 never a 500; a delete that storage refused answers 503 and keeps the row, so repeating it finishes.
 """
@@ -20,8 +20,9 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABL
 
 from api.auth.keys import Principal
 from api.deps import PoolDep, StorageDep
-from worker.core import deletes, store
+from worker.core import store
 from worker.core.models import Deletion
+from worker.storage import deletes
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_S = 5

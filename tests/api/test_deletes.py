@@ -18,7 +18,7 @@ from tests.emulators.recorder import Scripted
 from tests.emulators.supabase_storage import StorageState
 from tests.providers.supabase_fixtures import supabase_storage  # noqa: F401
 from tests.sql.helpers import assert_project_consistent, update_generation
-from worker.core import deletes
+from worker.storage import deletes
 from worker.storage.supabase import SupabaseStorage
 
 Client = AsyncTestClient[Litestar]

@@ -1,4 +1,4 @@
-"""Deletes (sql/migrations/025, worker/core/deletes.py) on a real database: rows, files, counters,
+"""Deletes (sql/migrations/025, worker/storage/deletes.py) on a real database: rows, files, counters,
 versions, canvas nodes, the audit trail; storage failing half-way; a project in batches."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from tests.sql.helpers import (
     update_generation,
     walk_to,
 )
-from worker.core import deletes, store
+from worker.core import store
+from worker.storage import deletes
 from worker.storage.local import LocalStorage
 from worker.storage.supabase import SupabaseStorage
 

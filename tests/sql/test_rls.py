@@ -191,7 +191,7 @@ async def test_private_tables_are_hidden_from_members(conn: Conn, world: World, 
 
 
 async def test_members_cannot_delete_around_the_api(conn: Conn, world: World) -> None:
-    """Deletes remove files first (worker/core/deletes.py): a member deleting rows with SQL
+    """Deletes remove files first (worker/storage/deletes.py): a member deleting rows with SQL
     would leave them behind, so neither rows nor the delete function are theirs."""
     async with acting_as(conn, "authenticated", world.a.user_id):
         for statement in (

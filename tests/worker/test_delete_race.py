@@ -12,11 +12,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from tests.factories import insert_generation
 from tests.worker.conftest import make_runtime
-from worker.core import deletes, store
+from worker.core import store
 from worker.core.errors import ErrorCode, GenerationError
 from worker.providers.base import ImageRequest, ImageResult
 from worker.providers.local import LocalProvider
 from worker.queue.pipeline import run_generation
+from worker.storage import deletes
 from worker.storage.local import LocalStorage
 
 BY = "api_key:race"

@@ -1,6 +1,6 @@
 """`imagejobs delete generation|project|workspace ID`: the operator's deletes, run in this
 process against DATABASE_URL and the configured storage, in the same order as the API's
-(worker/core/deletes.py) and recorded in imagejobs_deletions as `cli:<user>`."""
+(worker/storage/deletes.py) and recorded in imagejobs_deletions as `cli:<user>`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import asyncio
 import getpass
 from uuid import UUID
 
-from worker.core import deletes, store
+from worker.core import store
 from worker.core.config import Settings
 from worker.core.db import create_pool
-from worker.storage import build_storage
+from worker.storage import build_storage, deletes
 from worker.storage.base import Storage
 
 

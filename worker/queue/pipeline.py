@@ -492,7 +492,7 @@ async def _discard_upload(
 ) -> None:
     """The complete write found the row no longer processing (cancelled, deleted): what this run
     uploaded is nobody's, unless the row (a run that won) records the same keys. A delete that
-    ran while the upload was in flight relies on this (worker/core/deletes.py)."""
+    ran while the upload was in flight relies on this (worker/storage/deletes.py)."""
     current = await runtime.lifecycle.get(generation_id)
     kept = {current.result_key, current.thumbnail_key} if current is not None else set()
     keys = [f.key for f in files if f is not None and f.key not in kept]

@@ -12,12 +12,13 @@ import psycopg
 from procrastinate import App, BaseRetryStrategy, JobContext, PsycopgConnector, RetryDecision
 from procrastinate.jobs import Job
 
-from worker.core import deletes, store
+from worker.core import store
 from worker.core.config import read_setting
 from worker.core.errors import MAX_ATTEMPTS, GenerationError
 from worker.queue import outgoing, pipeline, rescuer, retention
 from worker.queue.outgoing import WebhookBackoff
 from worker.queue.runtime import Runtime
+from worker.storage import deletes
 
 logger = logging.getLogger(__name__)
 
