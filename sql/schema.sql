@@ -753,6 +753,26 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_generations_supersede()
+CREATE FUNCTION imagejobs_generations_supersede() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.node_id IS NULL OR NEW.workflow_id IS NULL OR NEW.status NOT IN ('pending', 'processing') THEN
+        RETURN NULL;
+    END IF;
+    -- The newer generation supersedes older unfinished work on the node, provider work
+    -- included (the cancel trigger asks the provider to stop).
+    UPDATE image_generations
+    SET status = 'cancelled', error_message = format('Superseded by generation %s on node %s', NEW.id, NEW.node_id)
+    WHERE workflow_id = NEW.workflow_id AND node_id = NEW.node_id
+      AND workspace_id = NEW.workspace_id AND id <> NEW.id
+      AND status IN ('pending', 'processing');
+    RETURN NULL;
+END;
+$$;
+
 -- FUNCTION imagejobs_generations_sync_node()
 CREATE FUNCTION imagejobs_generations_sync_node() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -806,15 +826,6 @@ BEGIN
                   WHERE current.id = imagejobs_uuid_or_null(workflow_nodes.node_data->>'generationId')
               )
           );
-    IF TG_OP = 'INSERT' AND NEW.status IN ('pending', 'processing') THEN
-        -- The newer generation supersedes older unfinished work on the node, provider work
-        -- included (the cancel trigger asks the provider to stop).
-        UPDATE image_generations
-        SET status = 'cancelled', error_message = format('Superseded by generation %s on node %s', NEW.id, NEW.node_id)
-        WHERE workflow_id = NEW.workflow_id AND node_id = NEW.node_id
-          AND workspace_id = NEW.workspace_id AND id <> NEW.id
-          AND status IN ('pending', 'processing');
-    END IF;
     RETURN NULL;
 END;
 $$;
@@ -1925,6 +1936,9 @@ CREATE INDEX workspace_members_user_idx ON workspace_members USING btree (user_i
 
 -- TRIGGER image_events image_events_notify
 CREATE TRIGGER image_events_notify AFTER INSERT ON image_events FOR EACH ROW EXECUTE FUNCTION imagejobs_events_notify();
+
+-- TRIGGER image_generations image_generations_0_supersede
+CREATE TRIGGER image_generations_0_supersede AFTER INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_supersede();
 
 -- TRIGGER image_generations image_generations_assign_version
 CREATE TRIGGER image_generations_assign_version BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_assign_version();

@@ -9,6 +9,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from tests.sql.helpers import (
@@ -238,3 +239,53 @@ async def test_retry_from_psql_gives_a_fresh_attempt_budget_and_a_job(
             conn, "SELECT status FROM procrastinate_jobs WHERE id = %s", (after["job_id"],)
         )
         assert job == "todo", end
+
+
+async def test_a_new_generation_on_a_node_and_a_worker_finishing_the_old_one_do_not_deadlock(
+    pool: AsyncConnectionPool, database_url: str, project_id: uuid.UUID
+) -> None:
+    """The inserter cancels the node's older work; a worker completes that work at the same
+    moment. Both take the older row before the project's counters (migration 028): one waits
+    for the other instead of Postgres failing one of them with a deadlock."""
+    workflow_id = uuid.uuid4()
+    old = await insert_generation(
+        pool, project_id, workflow_id=workflow_id, node_id="n1", job_id=-1
+    )
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE image_generations SET status = 'processing', step = 'processing' WHERE id = %s",
+            (old,),
+        )
+    # Connections of their own: one holds a transaction open, and both change settings.
+    async with (
+        await psycopg.AsyncConnection.connect(database_url) as worker,
+        await psycopg.AsyncConnection.connect(database_url, autocommit=True) as inserter,
+    ):
+        await worker.execute("SET deadlock_timeout = '100ms'")
+        # The worker holds the older generation's row, as its complete write does...
+        await worker.execute("SELECT 1 FROM image_generations WHERE id = %s FOR UPDATE", (old,))
+        insert = asyncio.create_task(
+            inserter.execute(
+                "INSERT INTO image_generations (project_id, prompt, workflow_id, node_id, job_id)"
+                " VALUES (%s, 'newer', %s, 'n1', -1) RETURNING id",
+                (project_id, workflow_id),
+            )
+        )
+        await asyncio.sleep(0.3)  # ...while the insert runs into it
+        # ...and then changes its status, which takes the project's row for the counters.
+        await worker.execute(
+            "UPDATE image_generations SET status = 'completed', result_image_url ="
+            " 'https://cdn.example.com/old.png' WHERE id = %s",
+            (old,),
+        )
+        await worker.commit()
+        cur = await asyncio.wait_for(insert, 10)
+        newer = (await cur.fetchone() or [None])[0]
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT status FROM image_generations WHERE id = %s", (old,))
+        assert await cur.fetchone() == ("completed",)  # it finished before it was superseded
+        cur = await conn.execute(
+            "SELECT node_data->>'generationId' FROM workflow_nodes WHERE workflow_id = %s",
+            (workflow_id,),
+        )
+        assert await cur.fetchone() == (str(newer),)

@@ -28,10 +28,11 @@ async def take(conn: Conn, count: int) -> list[uuid.UUID]:
 
 
 async def only_our_jobs(conn: Conn, keep: list[uuid.UUID]) -> None:
-    """Other tests' queued jobs share the table: park them (scheduled far ahead)."""
+    """Other tests' queued jobs share the table: park them (scheduled far ahead), those of no
+    generation too (a project's deletion)."""
     await conn.execute(
         "UPDATE procrastinate_jobs SET scheduled_at = now() + interval '1 day'"
-        " WHERE status = 'todo' AND NOT (args->>'generation_id' = ANY (%s))",
+        " WHERE status = 'todo' AND NOT coalesce(args->>'generation_id' = ANY (%s), false)",
         ([str(g) for g in keep],),
     )
 
