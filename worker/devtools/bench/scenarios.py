@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
 import sys
 import time
@@ -181,8 +182,16 @@ async def pickup_latency(bench: Bench, samples: int) -> Result:
     )
 
 
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    cpu = psutil.Process(pid).cpu_times()
+    return float(cpu.user + cpu.system)
+
+
 async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
     api = await bench.start_api()
+    api_process = bench.processes[-1]
     _, key, project_id = await bench.tenant()
     async with await bench.connect() as conn:
         cur = await conn.execute(
@@ -225,6 +234,10 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
         tasks = [asyncio.create_task(client(http)) for _ in range(clients)]
         await asyncio.wait_for(ready.wait(), 120)
         commits: dict[int, float] = {}
+        # Who is busy while the updates fan out: the API, or this driver reading 1,000 streams
+        # (one Python process; when it is near 100%, latencies are partly the driver's).
+        cpu_before = {pid: _cpu_s(pid) for pid in (os.getpid(), api_process.pid)}
+        window_started = time.perf_counter()
         async with await bench.connect() as conn:
             for progress in range(51, 51 + updates):
                 await conn.execute(
@@ -234,11 +247,12 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
                 commits[progress] = time.perf_counter()
                 await asyncio.sleep(0.05)
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        window = time.perf_counter() - window_started
+        busy = {pid: (_cpu_s(pid) - cpu_before[pid]) / window * 100 for pid in cpu_before}
     latencies = [(t - commits[p]) * 1000 for p, times in received.items() for t in times]
     listen = await _count(
         bench, "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN project_status'"
     )
-    api_process = bench.processes[-1]
     memory = rss_mb(api_process.pid)
     bench.stop(api_process)
     return Result(
@@ -251,6 +265,8 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
             "deliveries": len(latencies),
             "listen_connections": listen,
             "api_rss_mb": round(memory, 1),
+            "api_cpu_pct": round(busy[api_process.pid]),
+            "driver_cpu_pct": round(busy[os.getpid()]),
         },
     )
 
