@@ -108,9 +108,10 @@ class Bench:
         if profiled and spy is not None:
             assert self.profile_dir is not None
             output = self.profile_dir / f"worker-{len(self.processes) - 1}.txt"
-            # Raw collapsed stacks (one line per stack and its sample count), active samples
-            # only; py-spy stops and writes when the worker exits.
-            spy_command = [spy, "record", "--pid", str(process.pid), "--format", "raw"]
+            # Raw collapsed stacks (one line per stack and its sample count), only of the
+            # thread holding the GIL: where the worker's Python CPU goes (waiting on epoll or
+            # an idle thread pool is not). py-spy stops and writes when the worker exits.
+            spy_command = [spy, "record", "--pid", str(process.pid), "--format", "raw", "--gil"]
             spy_command += ["--rate", "200", "--nonblocking", "--output", str(output)]
             self.profilers[process.pid] = subprocess.Popen(
                 spy_command,
@@ -257,7 +258,9 @@ def summarize_profiles(profile_dir: Path, top: int = 25) -> str:
     lines = [f"{total} active samples of the worker processes", "", "self:"]
     for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
         lines.append(f"  {100 * count / total:5.1f}%  {frame}")
-    lines += ["", "inclusive:"]
-    for frame, count in sorted(inclusive.items(), key=lambda kv: -kv[1])[: top * 2]:
+    lines += ["", "inclusive (the interpreter's and asyncio's own frames left out):"]
+    framework = ("<frozen", "asyncio/", "threading.py", "contextlib.py", "cli/")
+    ours = {f: c for f, c in inclusive.items() if not any(m in f for m in framework)}
+    for frame, count in sorted(ours.items(), key=lambda kv: -kv[1])[: top * 2]:
         lines.append(f"  {100 * count / total:5.1f}%  {frame}")
     return "\n".join(lines)

@@ -18,10 +18,12 @@ from worker.core.config import BenchSettings, load
 from worker.devtools.bench import scenarios
 from worker.devtools.bench.harness import Bench, Result, bench_database, summarize_profiles
 
+# Run only when named with --only.
+OPTIONAL = {"spread"}
 QUICK = {
     "jobs": 300,
     "samples": 30,
-    "clients": 100,
+    "clients": 1_000,
     "updates": 10,
     "requests": 400,
     "hooks": 300,
@@ -63,6 +65,11 @@ async def run(
     plan: dict[str, Callable[[Bench], list[Coroutine[Any, Any, Result]]]] = {
         "throughput": lambda b: [scenarios.worker_throughput(b, size["jobs"], c) for c in (10, 50)],
         "pgcost": lambda b: [scenarios.pg_cost(b, size["cost"])],
+        # Not in the default run: what the project's counter row costs (issue 18's levers).
+        "spread": lambda b: (
+            [scenarios.worker_throughput(b, size["jobs"], c, projects=50) for c in (10, 50)]
+            + [scenarios.pg_cost(b, size["cost"], projects=50)]
+        ),
         "pickup": lambda b: [scenarios.pickup_latency(b, size["samples"])],
         "sse": lambda b: [scenarios.sse_fanout(b, size["clients"], size["updates"])],
         "create": lambda b: [scenarios.create_throughput(b, size["requests"], 20)],
@@ -87,7 +94,7 @@ async def run(
             bench = Bench(url, Path(workdir), profile_dir)
             try:
                 for name, make in plan.items():
-                    if only and name not in only:
+                    if (only and name not in only) or (not only and name in OPTIONAL):
                         continue
                     for scenario in make(bench):
                         started = time.perf_counter()
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         nargs="*",
         help="scenarios: throughput pgcost pickup sse create webhook counters memory scaling"
-        " fairness recovery inflight",
+        " fairness recovery inflight; optional: spread",
     )
     parser.add_argument("--output", default="bench/results.json")
     parser.add_argument(

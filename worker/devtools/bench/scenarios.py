@@ -117,18 +117,65 @@ async def _drain_generations(
     return time.perf_counter() - started
 
 
-async def worker_throughput(bench: Bench, jobs: int, concurrency: int) -> Result:
+async def _projects(bench: Bench, count: int) -> list[uuid.UUID]:
+    """`count` projects of one fresh workspace."""
+    workspace, _, project_id = await bench.tenant()
+    project_ids = [project_id]
+    async with await bench.connect() as conn:
+        for _ in range(count - 1):
+            cur = await conn.execute(
+                "INSERT INTO projects (workspace_id, name) VALUES (%s, 'bench') RETURNING id",
+                (workspace,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            project_ids.append(row[0])
+    return project_ids
+
+
+async def _insert_spread(conn: Any, project_ids: list[uuid.UUID], count: int) -> None:
+    """`count` generations in one statement, dealt out over the projects in turn."""
+    await conn.execute(
+        "INSERT INTO image_generations (project_id, prompt, prompt_spec) "
+        "SELECT (%s::uuid[])[1 + i %% %s], 'bench ' || i, %s::jsonb"
+        " FROM generate_series(1, %s) AS i",
+        (project_ids, len(project_ids), SMALL_IMAGE, count),
+    )
+
+
+def _completed(
+    bench: Bench, project_ids: list[uuid.UUID], count: int
+) -> Callable[[], Awaitable[bool]]:
+    async def completed() -> bool:
+        done = await _count(
+            bench,
+            "SELECT coalesce(sum(completed_count), 0) FROM projects WHERE id = ANY(%s)",
+            (project_ids,),
+        )
+        return done >= count
+
+    return completed
+
+
+async def worker_throughput(bench: Bench, jobs: int, concurrency: int, projects: int = 1) -> Result:
+    """`projects` > 1 spreads the generations over that many projects of one workspace: every
+    status change updates its project's counter row, so this tells what the one row costs."""
     reference = await reference_drain(bench, jobs, concurrency)
-    _, _, project_id = await bench.tenant()
+    project_ids = await _projects(bench, projects)
     worker = await _start_and_wait(
         bench, [sys.executable, "-m", "worker.cli", "worker"], WORKER_CONCURRENCY=str(concurrency)
     )
     await asyncio.sleep(0.5)
-    elapsed = await _drain_generations(bench, project_id, jobs)
+    started = time.perf_counter()
+    async with await bench.connect() as conn:
+        await _insert_spread(conn, project_ids, jobs)
+    await bench.wait_for(_completed(bench, project_ids, jobs), 600)
+    elapsed = time.perf_counter() - started
     bench.stop(worker)
     rate = jobs / elapsed
+    spread = f", {projects} projects" if projects > 1 else ""
     return Result(
-        scenario=f"worker throughput, concurrency {concurrency}",
+        scenario=f"worker throughput, concurrency {concurrency}{spread}",
         figure=round(rate, 1),
         unit="generations/s",
         reference=round(reference, 1),
@@ -790,16 +837,23 @@ class _PgCost:
 
 
 async def _measured(
-    bench: Bench, statements: bool, units: int, work: Callable[[Any], Awaitable[None]]
-) -> _PgCost:
+    bench: Bench,
+    statements: bool,
+    units: int,
+    work: Callable[[Any], Awaitable[None]],
+    worker_pid: int,
+) -> tuple[_PgCost, float]:
+    """The run's Postgres cost per unit, and the worker process's own CPU ms per unit."""
     async with await bench.connect() as probe, await bench.connect() as writer:
         before = await _pg_snapshot(probe, statements)
+        worker_before = _cpu_s(worker_pid)
         await work(writer)
+        worker_ms = (_cpu_s(worker_pid) - worker_before) * 1000 / units
         # Backends publish their function and statement counters when idle, at most once a
         # second: wait for the last ones.
         await asyncio.sleep(1.5)
         after = await _pg_snapshot(probe, statements)
-    return _PgCost(before, after, units)
+    return _PgCost(before, after, units), worker_ms
 
 
 async def _pg_stat_statements(bench: Bench) -> bool:
@@ -813,7 +867,7 @@ async def _pg_stat_statements(bench: Bench) -> bool:
     return True
 
 
-async def pg_cost(bench: Bench, jobs: int, concurrency: int = 10) -> Result:
+async def pg_cost(bench: Bench, jobs: int, concurrency: int = 10, projects: int = 1) -> Result:
     """Postgres CPU per generation: the CPU time of every backend of the bench database, read
     from /proc (so the server must run on this machine), over a drained run of `jobs`
     generations, divided by `jobs`. It is everything Postgres does for them in those backends —
@@ -858,34 +912,28 @@ async def pg_cost(bench: Bench, jobs: int, concurrency: int = 10) -> Result:
     async def noop_run(conn: Any) -> None:
         await defer_noop(conn, jobs)
 
-    reference = await _measured(bench, statements, jobs, noop_run)
+    reference, noop_worker_ms = await _measured(bench, statements, jobs, noop_run, noop_worker.pid)
     bench.stop(noop_worker)
 
-    _, _, project_id = await bench.tenant()
+    project_ids = await _projects(bench, projects)
     worker = await _start_and_wait(bench, WORKER_COMMAND, WORKER_CONCURRENCY=str(concurrency))
-    await _drain_generations(bench, project_id, warmup)
+    async with await bench.connect() as conn:
+        await _insert_spread(conn, project_ids, warmup)
+    await bench.wait_for(_completed(bench, project_ids, warmup), 120)
 
     async def generation_run(conn: Any) -> None:
-        await conn.execute(
-            "INSERT INTO image_generations (project_id, prompt, prompt_spec) "
-            "SELECT %s, 'cost ' || i, %s::jsonb FROM generate_series(1, %s) AS i",
-            (project_id, SMALL_IMAGE, jobs),
-        )
+        await _insert_spread(conn, project_ids, jobs)
+        await bench.wait_for(_completed(bench, project_ids, warmup + jobs), 600)
 
-        async def completed() -> bool:
-            done = await _count(
-                bench, "SELECT completed_count FROM projects WHERE id = %s", (project_id,)
-            )
-            return done >= warmup + jobs
-
-        await bench.wait_for(completed, 600)
-
-    cost = await _measured(bench, statements, jobs, generation_run)
+    cost, worker_ms = await _measured(bench, statements, jobs, generation_run, worker.pid)
     bench.stop(worker)
     details: dict[str, Any] = {
         "jobs": jobs,
         "concurrency": concurrency,
+        "projects": projects,
         "method": "backend CPU (/proc)",
+        "worker_cpu_ms": round(worker_ms, 3),
+        "noop_worker_cpu_ms": round(noop_worker_ms, 3),
     }
     if statements:
         details["statement_ms"] = round(cost.statement_ms, 3)
@@ -897,8 +945,9 @@ async def pg_cost(bench: Bench, jobs: int, concurrency: int = 10) -> Result:
     if not figure and statements:  # a server elsewhere: statement time is what there is
         figure, reference_figure = cost.statement_ms, reference.statement_ms
         details["method"] = "pg_stat_statements"
+    spread = f", {projects} projects" if projects > 1 else ""
     return Result(
-        scenario="Postgres cost per generation",
+        scenario=f"Postgres cost per generation{spread}",
         figure=round(figure, 3),
         unit="ms",
         reference=round(reference_figure, 3),
