@@ -89,6 +89,7 @@ async def run(
             f"unknown scenarios: {', '.join(sorted(unknown))} (known: {', '.join(plan)})"
         )
     results: list[Result] = []
+    failures.clear()
     with tempfile.TemporaryDirectory(prefix="imagejobs-bench-") as workdir:
         async with bench_database(database_url, Path(workdir)) as url:
             bench = Bench(url, Path(workdir), profile_dir)
@@ -98,13 +99,26 @@ async def run(
                         continue
                     for scenario in make(bench):
                         started = time.perf_counter()
-                        result = await scenario
+                        try:
+                            result = await scenario
+                        except Exception as exc:
+                            # One scenario that fails (or hits its time cap) is reported and
+                            # the others still run; the exit status says so at the end.
+                            result = Result(
+                                scenario=f"{name} FAILED: {type(exc).__name__}: {exc}"[:200],
+                                figure=float("nan"),
+                                unit="",
+                            )
+                            failures.append(name)
                         result.details["seconds"] = round(time.perf_counter() - started, 1)
                         print(_row(result), flush=True)
                         results.append(result)
             finally:
                 bench.stop_all()
     return results
+
+
+failures: list[str] = []
 
 
 def _breakdowns(results: list[Result]) -> str:
@@ -122,7 +136,7 @@ def _row(result: Result) -> str:
         f"{result.reference} {result.reference_name}" if result.reference is not None else "-"
     )
     ratio = f"{result.ratio}x" if result.ratio is not None else "-"
-    extra = ", ".join(f"{k}={v}" for k, v in result.details.items() if k != "seconds")
+    extra = ", ".join(f"{k}={v}" for k, v in result.details.items())
     return f"| {result.scenario} | {result.figure} {result.unit} | {reference} | {ratio} | {result.target} | {extra} |"
 
 
@@ -192,3 +206,5 @@ def main(argv: list[str] | None = None) -> None:
         summary = summarize_profiles(profile_dir)
         (profile_dir / "summary.txt").write_text(summary + "\n")
         print(f"\nworker profile ({profile_dir}):\n{summary}")
+    if failures:
+        raise SystemExit(f"failed: {', '.join(failures)}")
