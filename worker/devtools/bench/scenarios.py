@@ -427,6 +427,9 @@ async def webhook_handler(bench: Bench, deliveries: int, concurrency: int) -> Re
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         rate = len(latencies) / (time.perf_counter() - started)
     bench.stop(bench.processes[-1])
+    # Each accepted delivery deferred a job that downloads its (unreachable) image URL: left
+    # queued, they kept the memory scenario's worker busy with download timeouts for minutes.
+    await _withdraw(bench, project_id)
     return Result(
         scenario=f"webhook handler, {concurrency} senders",
         figure=round(percentile(latencies, 99), 2),
