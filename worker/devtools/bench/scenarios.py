@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import signal
 import sys
 import time
@@ -14,9 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from psycopg import sql
 from standardwebhooks import Webhook
 
-from worker.devtools.bench.harness import Bench, Result, median, percentile, rss_mb
+from worker.devtools.bench.harness import (
+    WORKER_COMMAND,
+    Bench,
+    Result,
+    backend_cpu_ms,
+    median,
+    percentile,
+    rss_mb,
+)
 from worker.devtools.bench.noop import QUEUE as NOOP_QUEUE
 from worker.queue.presence import NAMESPACE as PRESENCE_NAMESPACE
 
@@ -107,18 +117,65 @@ async def _drain_generations(
     return time.perf_counter() - started
 
 
-async def worker_throughput(bench: Bench, jobs: int, concurrency: int) -> Result:
+async def _projects(bench: Bench, count: int) -> list[uuid.UUID]:
+    """`count` projects of one fresh workspace."""
+    workspace, _, project_id = await bench.tenant()
+    project_ids = [project_id]
+    async with await bench.connect() as conn:
+        for _ in range(count - 1):
+            cur = await conn.execute(
+                "INSERT INTO projects (workspace_id, name) VALUES (%s, 'bench') RETURNING id",
+                (workspace,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            project_ids.append(row[0])
+    return project_ids
+
+
+async def _insert_spread(conn: Any, project_ids: list[uuid.UUID], count: int) -> None:
+    """`count` generations in one statement, dealt out over the projects in turn."""
+    await conn.execute(
+        "INSERT INTO image_generations (project_id, prompt, prompt_spec) "
+        "SELECT (%s::uuid[])[1 + i %% %s], 'bench ' || i, %s::jsonb"
+        " FROM generate_series(1, %s) AS i",
+        (project_ids, len(project_ids), SMALL_IMAGE, count),
+    )
+
+
+def _completed(
+    bench: Bench, project_ids: list[uuid.UUID], count: int
+) -> Callable[[], Awaitable[bool]]:
+    async def completed() -> bool:
+        done = await _count(
+            bench,
+            "SELECT coalesce(sum(completed_count), 0) FROM projects WHERE id = ANY(%s)",
+            (project_ids,),
+        )
+        return done >= count
+
+    return completed
+
+
+async def worker_throughput(bench: Bench, jobs: int, concurrency: int, projects: int = 1) -> Result:
+    """`projects` > 1 spreads the generations over that many projects of one workspace: every
+    status change updates its project's counter row, so this tells what the one row costs."""
     reference = await reference_drain(bench, jobs, concurrency)
-    _, _, project_id = await bench.tenant()
+    project_ids = await _projects(bench, projects)
     worker = await _start_and_wait(
         bench, [sys.executable, "-m", "worker.cli", "worker"], WORKER_CONCURRENCY=str(concurrency)
     )
     await asyncio.sleep(0.5)
-    elapsed = await _drain_generations(bench, project_id, jobs)
+    started = time.perf_counter()
+    async with await bench.connect() as conn:
+        await _insert_spread(conn, project_ids, jobs)
+    await bench.wait_for(_completed(bench, project_ids, jobs), 600)
+    elapsed = time.perf_counter() - started
     bench.stop(worker)
     rate = jobs / elapsed
+    spread = f", {projects} projects" if projects > 1 else ""
     return Result(
-        scenario=f"worker throughput, concurrency {concurrency}",
+        scenario=f"worker throughput, concurrency {concurrency}{spread}",
         figure=round(rate, 1),
         unit="generations/s",
         reference=round(reference, 1),
@@ -172,8 +229,16 @@ async def pickup_latency(bench: Bench, samples: int) -> Result:
     )
 
 
+def _cpu_s(pid: int) -> float:
+    import psutil
+
+    cpu = psutil.Process(pid).cpu_times()
+    return float(cpu.user + cpu.system)
+
+
 async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
     api = await bench.start_api()
+    api_process = bench.processes[-1]
     _, key, project_id = await bench.tenant()
     async with await bench.connect() as conn:
         cur = await conn.execute(
@@ -216,6 +281,10 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
         tasks = [asyncio.create_task(client(http)) for _ in range(clients)]
         await asyncio.wait_for(ready.wait(), 120)
         commits: dict[int, float] = {}
+        # Who is busy while the updates fan out: the API, or this driver reading 1,000 streams
+        # (one Python process; when it is near 100%, latencies are partly the driver's).
+        cpu_before = {pid: _cpu_s(pid) for pid in (os.getpid(), api_process.pid)}
+        window_started = time.perf_counter()
         async with await bench.connect() as conn:
             for progress in range(51, 51 + updates):
                 await conn.execute(
@@ -225,11 +294,12 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
                 commits[progress] = time.perf_counter()
                 await asyncio.sleep(0.05)
         await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        window = time.perf_counter() - window_started
+        busy = {pid: (_cpu_s(pid) - cpu_before[pid]) / window * 100 for pid in cpu_before}
     latencies = [(t - commits[p]) * 1000 for p, times in received.items() for t in times]
     listen = await _count(
         bench, "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN project_status'"
     )
-    api_process = bench.processes[-1]
     memory = rss_mb(api_process.pid)
     bench.stop(api_process)
     return Result(
@@ -242,6 +312,8 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
             "deliveries": len(latencies),
             "listen_connections": listen,
             "api_rss_mb": round(memory, 1),
+            "api_cpu_pct": round(busy[api_process.pid]),
+            "driver_cpu_pct": round(busy[os.getpid()]),
         },
     )
 
@@ -285,6 +357,9 @@ async def create_throughput(bench: Bench, requests: int, concurrency: int) -> Re
         await asyncio.gather(*(poster(requests // concurrency) for _ in range(concurrency)))
         rate = len(latencies) / (time.perf_counter() - started)
     bench.stop(bench.processes[-1])
+    # The 400 generations created are full-size `local` ones: left queued, the next worker
+    # (the memory scenario's) rendered them all, which took it minutes instead of seconds.
+    await _withdraw(bench, project_id)
     return Result(
         scenario=f"create throughput, {concurrency} clients",
         figure=round(rate, 1),
@@ -352,6 +427,9 @@ async def webhook_handler(bench: Bench, deliveries: int, concurrency: int) -> Re
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         rate = len(latencies) / (time.perf_counter() - started)
     bench.stop(bench.processes[-1])
+    # Each accepted delivery deferred a job that downloads its (unreachable) image URL: left
+    # queued, they kept the memory scenario's worker busy with download timeouts for minutes.
+    await _withdraw(bench, project_id)
     return Result(
         scenario=f"webhook handler, {concurrency} senders",
         figure=round(percentile(latencies, 99), 2),
@@ -363,6 +441,23 @@ async def webhook_handler(bench: Bench, deliveries: int, concurrency: int) -> Re
             "deliveries": len(latencies),
         },
     )
+
+
+async def _withdraw(bench: Bench, project_id: uuid.UUID) -> None:
+    """Cancels a project's unfinished generations and removes their jobs, so that a scenario's
+    leftovers (a backlog, a capped run) do not become the next scenario's load."""
+    async with await bench.connect() as conn:
+        await conn.execute(
+            "UPDATE image_generations SET status = 'cancelled'"
+            " WHERE project_id = %s AND status IN ('pending', 'processing')",
+            (project_id,),
+        )
+        await conn.execute(
+            "DELETE FROM procrastinate_jobs WHERE status IN ('todo', 'doing')"
+            " AND args->>'generation_id' IN"
+            " (SELECT id::text FROM image_generations WHERE project_id = %s)",
+            (project_id,),
+        )
 
 
 async def _status_change_ms(bench: Bench, project_id: uuid.UUID, changes: int) -> float:
@@ -511,6 +606,8 @@ async def fairness(bench: Bench, backlog: int, samples: int) -> Result:
         (project_a,),
     )
     bench.stop(worker)
+    # A's backlog would otherwise be the next scenario's first work (recovery's 10-minute jobs).
+    await _withdraw(bench, project_a)
     duration = median([float(r[0]) for r in rows])
     p95 = percentile(waits, 95)
     return Result(
@@ -584,4 +681,293 @@ async def recovery(bench: Bench, jobs: int) -> Result:
         unit="s until all run again",
         target="< 10 s",
         details={"jobs": jobs, "heartbeat_fallback": "off"},
+    )
+
+
+async def inflight(bench: Bench, generations: int, delay_ms: int = 20_000) -> Result:
+    """`generations` inserted at once, one worker process at that concurrency, the `local`
+    provider taking `delay_ms` each: elapsed against the ideal (one provider delay), the
+    worker's peak database connections and its RSS. Capped at three times the ideal (plus
+    start-up), after which the worker is killed and what finished is reported."""
+    ideal_s = delay_ms / 1000
+    cap_s = 3 * ideal_s + 30
+    application = "imagejobs-bench-inflight"
+    _, _, project_id = await bench.tenant()
+    worker = await _start_and_wait(
+        bench,
+        WORKER_COMMAND,
+        WORKER_CONCURRENCY=str(generations),
+        LOCAL_PROVIDER_DELAY_MS=str(delay_ms),
+        PGAPPNAME=application,
+    )
+    await asyncio.sleep(0.5)
+    rss_start = peak_rss = rss_mb(worker.pid)
+    peak_connections = peak_running = 0
+    finished = failed = 0
+    timed_out = False
+    async with await bench.connect() as monitor:
+        await _insert_generations(bench, project_id, generations)
+        started = time.perf_counter()
+        while True:
+            cur = await monitor.execute(
+                "SELECT completed_count, failed_count, processing_count FROM projects"
+                " WHERE id = %s",
+                (project_id,),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            completed, failed, running = (int(v) for v in row)
+            finished = completed + failed
+            cur = await monitor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND (application_name = %s OR application_name LIKE 'imagejobs-presence %%')",
+                (application,),
+            )
+            counted = await cur.fetchone()
+            peak_connections = max(peak_connections, int(counted[0]) if counted else 0)
+            peak_running = max(peak_running, running)
+            if worker.poll() is None:
+                peak_rss = max(peak_rss, rss_mb(worker.pid))
+            if finished >= generations:
+                break
+            if time.perf_counter() - started > cap_s or worker.poll() is not None:
+                timed_out = True
+                break
+            await asyncio.sleep(0.25)
+        elapsed = time.perf_counter() - started
+        cur = await monitor.execute(
+            "SELECT extract(epoch FROM max(started_at) - min(created_at)),"
+            " extract(epoch FROM percentile_cont(0.5) WITHIN GROUP"
+            " (ORDER BY finished_at - started_at))"
+            " FROM image_generations WHERE project_id = %s",
+            (project_id,),
+        )
+        spread = await cur.fetchone()
+    rss_end = rss_mb(worker.pid) if worker.poll() is None else float("nan")
+    # A run that did not finish leaves thousands of 20 s jobs: kill rather than drain them, and
+    # take them out of the queue so no later worker picks them up.
+    bench.stop(worker, kill=timed_out)
+    if timed_out:
+        await _withdraw(bench, project_id)
+    all_started_s = float(spread[0]) if spread and spread[0] is not None else float("nan")
+    median_run_s = float(spread[1]) if spread and spread[1] is not None else float("nan")
+    return Result(
+        scenario=f"in-flight generations, {generations:,} on one worker, provider {ideal_s:g} s",
+        figure=round(elapsed, 1),
+        unit="s elapsed" + (" (capped)" if timed_out else ""),
+        reference=ideal_s,
+        reference_name="s ideal (one provider delay)",
+        ratio=round(elapsed / ideal_s, 2),
+        target="<= 1.2x, <= 20 connections, RSS flat",
+        details={
+            "finished": finished,
+            "failed": failed,
+            "peak_running": peak_running,
+            "last_started_after_s": round(all_started_s, 1),
+            "median_run_s": round(median_run_s, 1),
+            "peak_db_connections": peak_connections,
+            "rss_mb_start": round(rss_start, 1),
+            "rss_mb_peak": round(peak_rss, 1),
+            "rss_mb_end": round(rss_end, 1),
+        },
+    )
+
+
+class _PgSnapshot:
+    """What Postgres has spent so far on this database: CPU per backend (from /proc), statement
+    time per statement (pg_stat_statements, when loaded) and time per function
+    (pg_stat_user_functions, with track_functions = all)."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[int, float] = {}
+        self.statements: dict[int, tuple[str, int, float]] = {}
+        self.functions: dict[str, tuple[int, float]] = {}
+
+
+async def _pg_snapshot(conn: Any, statements: bool) -> _PgSnapshot:
+    snapshot = _PgSnapshot()
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    cur = await conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+    snapshot.cpu = backend_cpu_ms([int(r[0]) for r in await cur.fetchall()])
+    if statements:
+        cur = await conn.execute(
+            "SELECT queryid, query, calls, total_exec_time FROM pg_stat_statements"
+            " WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            " AND toplevel AND queryid IS NOT NULL"
+        )
+        snapshot.statements = {
+            int(r[0]): (str(r[1]), int(r[2]), float(r[3])) for r in await cur.fetchall()
+        }
+    cur = await conn.execute(
+        "SELECT schemaname || '.' || funcname, calls, self_time FROM pg_stat_user_functions"
+    )
+    snapshot.functions = {str(r[0]): (int(r[1]), float(r[2])) for r in await cur.fetchall()}
+    return snapshot
+
+
+class _PgCost:
+    def __init__(self, before: _PgSnapshot, after: _PgSnapshot, units: int) -> None:
+        self.units = units
+        # Backends that were born during the run count from zero: their start-up is the run's.
+        self.cpu_ms = sum(t - before.cpu.get(pid, 0.0) for pid, t in after.cpu.items()) / units
+        self.statements: list[tuple[float, float, str]] = []
+        for queryid, (query, calls, total) in after.statements.items():
+            _, calls_before, total_before = before.statements.get(queryid, ("", 0, 0.0))
+            if calls - calls_before <= 0 or "pg_stat" in query:
+                continue
+            self.statements.append(
+                ((total - total_before) / units, (calls - calls_before) / units, query)
+            )
+        self.statements.sort(reverse=True)
+        self.statement_ms = sum(ms for ms, _, _ in self.statements)
+        self.functions: list[tuple[float, float, str]] = []
+        for name, (calls, self_time) in after.functions.items():
+            calls_before, time_before = before.functions.get(name, (0, 0.0))
+            if calls - calls_before > 0:
+                self.functions.append(
+                    ((self_time - time_before) / units, (calls - calls_before) / units, name)
+                )
+        self.functions.sort(reverse=True)
+        self.function_ms = sum(ms for ms, _, _ in self.functions)
+
+    def lines(self, what: str, top: int = 12) -> dict[str, list[str]]:
+        def short(query: str) -> str:
+            return " ".join(query.split())[:140]
+
+        result = {}
+        if self.statements:
+            result[f"{what}: statements, ms per unit (calls per unit)"] = [
+                f"{ms:7.3f} ms ({calls:5.2f})  {short(query)}"
+                for ms, calls, query in self.statements[:top]
+            ]
+        if self.functions:
+            result[f"{what}: functions (triggers included), self ms per unit (calls)"] = [
+                f"{ms:7.3f} ms ({calls:5.2f})  {name}" for ms, calls, name in self.functions[:top]
+            ]
+        return result
+
+
+async def _measured(
+    bench: Bench,
+    statements: bool,
+    units: int,
+    work: Callable[[Any], Awaitable[None]],
+    worker_pid: int,
+) -> tuple[_PgCost, float]:
+    """The run's Postgres cost per unit, and the worker process's own CPU ms per unit."""
+    async with await bench.connect() as probe, await bench.connect() as writer:
+        before = await _pg_snapshot(probe, statements)
+        worker_before = _cpu_s(worker_pid)
+        await work(writer)
+        worker_ms = (_cpu_s(worker_pid) - worker_before) * 1000 / units
+        # Backends publish their function and statement counters when idle, at most once a
+        # second: wait for the last ones.
+        await asyncio.sleep(1.5)
+        after = await _pg_snapshot(probe, statements)
+    return _PgCost(before, after, units), worker_ms
+
+
+async def _pg_stat_statements(bench: Bench) -> bool:
+    """pg_stat_statements usable here (it needs shared_preload_libraries)."""
+    try:
+        async with await bench.connect() as conn:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            await conn.execute("SELECT count(*) FROM pg_stat_statements LIMIT 1")
+    except Exception:
+        return False
+    return True
+
+
+async def pg_cost(bench: Bench, jobs: int, concurrency: int = 10, projects: int = 1) -> Result:
+    """Postgres CPU per generation: the CPU time of every backend of the bench database, read
+    from /proc (so the server must run on this machine), over a drained run of `jobs`
+    generations, divided by `jobs`. It is everything Postgres does for them in those backends —
+    parse, plan, execute, every trigger, NOTIFY, commit — but not the WAL writer's or
+    autovacuum's share. Reference: the same for procrastinate no-op jobs (defer, fetch,
+    finish). With pg_stat_statements loaded, statement time per generation (triggers run inside
+    their statement) and its top statements come with it; with track_functions = all (set on
+    the database here, superuser only), time per function and trigger."""
+    statements = await _pg_stat_statements(bench)
+    tracked = True
+    try:
+        async with await bench.connect() as conn:
+            await conn.execute(
+                sql.SQL("ALTER DATABASE {} SET track_functions = 'all'").format(
+                    sql.Identifier(conn.info.dbname)
+                )
+            )
+    except Exception:
+        tracked = False
+    warmup = 20
+    noop_command = [sys.executable, "-m", "procrastinate", "--app=worker.devtools.bench.noop.app"]
+    noop_command += ["worker", "--queues", NOOP_QUEUE, "--concurrency", str(concurrency)]
+    noop_worker = await _start_and_wait(bench, noop_command)
+    succeeded = "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'bench_noop' AND status = 'succeeded'"
+
+    async def defer_noop(conn: Any, count: int) -> None:
+        done_before = await _count(bench, succeeded)
+        await conn.execute(
+            "SELECT procrastinate_defer_jobs_v1(array_agg(ROW(%s, 'bench_noop', 0, NULL, NULL,"
+            " '{}'::jsonb, NULL)::procrastinate_job_to_defer_v1)) FROM generate_series(1, %s)",
+            (NOOP_QUEUE, count),
+        )
+
+        async def drained() -> bool:
+            return await _count(bench, succeeded) - done_before >= count
+
+        await bench.wait_for(drained, 300)
+
+    async with await bench.connect() as conn:
+        await defer_noop(conn, warmup)
+
+    async def noop_run(conn: Any) -> None:
+        await defer_noop(conn, jobs)
+
+    reference, noop_worker_ms = await _measured(bench, statements, jobs, noop_run, noop_worker.pid)
+    bench.stop(noop_worker)
+
+    project_ids = await _projects(bench, projects)
+    worker = await _start_and_wait(bench, WORKER_COMMAND, WORKER_CONCURRENCY=str(concurrency))
+    async with await bench.connect() as conn:
+        await _insert_spread(conn, project_ids, warmup)
+    await bench.wait_for(_completed(bench, project_ids, warmup), 120)
+
+    async def generation_run(conn: Any) -> None:
+        await _insert_spread(conn, project_ids, jobs)
+        await bench.wait_for(_completed(bench, project_ids, warmup + jobs), 600)
+
+    cost, worker_ms = await _measured(bench, statements, jobs, generation_run, worker.pid)
+    bench.stop(worker)
+    details: dict[str, Any] = {
+        "jobs": jobs,
+        "concurrency": concurrency,
+        "projects": projects,
+        "method": "backend CPU (/proc)",
+        "worker_cpu_ms": round(worker_ms, 3),
+        "noop_worker_cpu_ms": round(noop_worker_ms, 3),
+    }
+    if statements:
+        details["statement_ms"] = round(cost.statement_ms, 3)
+        details["noop_statement_ms"] = round(reference.statement_ms, 3)
+    if tracked:
+        details["function_self_ms"] = round(cost.function_ms, 3)
+        details["noop_function_self_ms"] = round(reference.function_ms, 3)
+    figure, reference_figure = cost.cpu_ms, reference.cpu_ms
+    if not figure and statements:  # a server elsewhere: statement time is what there is
+        figure, reference_figure = cost.statement_ms, reference.statement_ms
+        details["method"] = "pg_stat_statements"
+    spread = f", {projects} projects" if projects > 1 else ""
+    return Result(
+        scenario=f"Postgres cost per generation{spread}",
+        figure=round(figure, 3),
+        unit="ms",
+        reference=round(reference_figure, 3),
+        reference_name="ms per procrastinate no-op job",
+        ratio=round(figure / reference_figure, 2) if reference_figure else None,
+        target="<= 1.0 ms",
+        details=details,
+        breakdown={**cost.lines("generation"), **reference.lines("no-op job")},
     )
