@@ -1341,53 +1341,50 @@ CREATE FUNCTION procrastinate_fetch_job_v2(target_queue_names character varying[
     LANGUAGE plpgsql
     AS $$
 DECLARE
-	found_jobs procrastinate_jobs;
+    _candidate record;
+    found_jobs procrastinate_jobs;
 BEGIN
-    WITH candidate AS (
-        SELECT jobs.*
-            FROM procrastinate_jobs AS jobs
-            WHERE
-                -- reject the job if its lock has earlier or higher priority jobs
-                NOT EXISTS (
-                    SELECT 1
-                        FROM procrastinate_jobs AS other_jobs
-                        WHERE
-                            jobs.lock IS NOT NULL
-                            AND other_jobs.lock = jobs.lock
-                            AND (
-                                -- job with same lock is already running
-                                other_jobs.status = 'doing'
-                                OR
-                                -- job with same lock is waiting and has higher priority (or same priority but was queued first)
-                                (
-                                    other_jobs.status = 'todo'
-                                    AND (
-                                        other_jobs.priority > jobs.priority
-                                        OR (
-                                        other_jobs.priority = jobs.priority
-                                        AND other_jobs.id < jobs.id
-                                        )
-                                    )
-                                )
-                            )
-                )
-                AND jobs.status = 'todo'
-                AND (target_queue_names IS NULL OR jobs.queue_name = ANY( target_queue_names ))
-                AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
-                -- imagejobs (sql/migrations/022): a generation run of a workspace at its
-                -- max_concurrency waits, and the next job in order is taken instead.
-                AND (jobs.task_name NOT IN ('generate_image', 'edit_image')
-                     OR imagejobs_may_start(imagejobs_uuid_or_null(jobs.args->>'generation_id')))
-            ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1
-            FOR UPDATE OF jobs SKIP LOCKED
-    )
-    UPDATE procrastinate_jobs
-        SET status = 'doing', worker_id = p_worker_id
-        FROM candidate
-        WHERE procrastinate_jobs.id = candidate.id
-        RETURNING procrastinate_jobs.* INTO found_jobs;
-
- RETURN found_jobs;
+    FOR _candidate IN
+        SELECT jobs.id, jobs.lock, jobs.priority, jobs.task_name, jobs.args
+        FROM procrastinate_jobs AS jobs
+        WHERE jobs.status = 'todo'
+          AND (target_queue_names IS NULL OR jobs.queue_name = ANY (target_queue_names))
+          AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+        ORDER BY jobs.priority DESC, jobs.id ASC
+    LOOP
+        -- reject the job if its lock has earlier or higher priority jobs (procrastinate's rule)
+        CONTINUE WHEN _candidate.lock IS NOT NULL AND EXISTS (
+            SELECT 1
+            FROM procrastinate_jobs AS other_jobs
+            WHERE other_jobs.lock = _candidate.lock
+              AND (
+                  other_jobs.status = 'doing'
+                  OR (
+                      other_jobs.status = 'todo'
+                      AND (
+                          other_jobs.priority > _candidate.priority
+                          OR (other_jobs.priority = _candidate.priority AND other_jobs.id < _candidate.id)
+                      )
+                  )
+              )
+        );
+        -- imagejobs (sql/migrations/022): a generation run of a workspace at its
+        -- max_concurrency waits, and the next job in order is taken instead.
+        CONTINUE WHEN _candidate.task_name IN ('generate_image', 'edit_image')
+            AND NOT imagejobs_may_start(imagejobs_uuid_or_null(_candidate.args->>'generation_id'));
+        UPDATE procrastinate_jobs
+            SET status = 'doing', worker_id = p_worker_id
+            WHERE id = (
+                SELECT locked.id FROM procrastinate_jobs AS locked
+                WHERE locked.id = _candidate.id AND locked.status = 'todo'
+                FOR UPDATE SKIP LOCKED
+            )
+            RETURNING procrastinate_jobs.* INTO found_jobs;
+        IF found_jobs.id IS NOT NULL THEN
+            RETURN found_jobs;
+        END IF;
+    END LOOP;
+    RETURN found_jobs;
 END;
 $$;
 

@@ -81,7 +81,8 @@ async def test_a_workspace_without_a_cap_is_not_held(
 
 
 async def test_the_installed_fetch_function_is_ours(conn: Conn) -> None:
-    """A procrastinate upgrade that replaces its fetch function must merge migration 022 again."""
+    """A procrastinate upgrade that replaces its fetch function must merge migrations 022 and 029
+    again."""
     body = await fetch_value(
         conn,
         "SELECT prosrc FROM pg_proc WHERE proname = 'procrastinate_fetch_job_v2'",
