@@ -113,10 +113,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         int,
         Setting(
             "WORKER_DB_POOL_MAX",
-            "a worker's database connections, at most (jobs hold one only per statement)",
+            "a worker's connection pool, at most (jobs hold a connection only per statement)",
             minimum=4,
         ),
-    ] = 20
+    ] = 18
     worker_shutdown_grace_s: Annotated[
         float, Setting("WORKER_SHUTDOWN_GRACE_S", "how long SIGTERM waits for running jobs")
     ] = 25.0

@@ -720,7 +720,8 @@ async def inflight(bench: Bench, generations: int, delay_ms: int = 20_000) -> Re
             finished = completed + failed
             cur = await monitor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND (application_name = %s OR application_name LIKE 'imagejobs-presence %%')",
+                " AND (application_name IN (%s, 'imagejobs-worker')"
+                " OR application_name LIKE 'imagejobs-presence %%')",
                 (application,),
             )
             counted = await cur.fetchone()
