@@ -31,7 +31,8 @@ $$;
 CREATE TRIGGER image_generations_0_supersede AFTER INSERT ON image_generations
     FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_supersede();
 
--- The node trigger without the supersede (now above).
+-- The node trigger, without the supersede (now above), and carrying the storage keys of
+-- migration 023 beside the URLs (`imageKey`, `thumbnailKey`) so readers can sign fresh URLs.
 CREATE OR REPLACE FUNCTION imagejobs_generations_sync_node() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path = public, pg_temp
