@@ -59,6 +59,17 @@ async def complete_with_files(
     return [storage.path_for(f"{stem}.png"), storage.path_for(f"{stem}-thumb.webp")]
 
 
+async def running(conn: Conn, project_id: uuid.UUID) -> tuple[uuid.UUID, int]:
+    """A generation whose job a worker has taken and runs (processing): the id and the job's."""
+    target = await insert_generation(conn, project_id)
+    job_id = await fetch_value(
+        conn, "SELECT job_id FROM image_generations WHERE id = %s", (target,)
+    )
+    await conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job_id,))
+    await walk_to(conn, target, "processing")
+    return target, int(job_id)
+
+
 async def exists(conn: Conn, generation_id: uuid.UUID) -> bool:
     return bool(
         await fetch_value(
@@ -325,13 +336,7 @@ async def test_a_delete_waits_for_the_aborted_job_to_stop_and_else_keeps_the_row
     project_id: uuid.UUID,
     workspace_id: uuid.UUID,
 ) -> None:
-    target = await insert_generation(conn, project_id)
-    job_id = await fetch_value(
-        conn, "SELECT job_id FROM image_generations WHERE id = %s", (target,)
-    )
-    # A worker took the job and runs it.
-    await conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job_id,))
-    await walk_to(conn, target, "processing")
+    target, job_id = await running(conn, project_id)
 
     with pytest.raises(deletes.StillRunning):
         await deletes.delete_generation(pool, storage, workspace_id, target, BY, wait_s=0.2)
@@ -501,12 +506,7 @@ async def test_a_generation_cancelled_before_the_delete_still_waits_for_its_job(
     project_id: uuid.UUID,
     workspace_id: uuid.UUID,
 ) -> None:
-    target = await insert_generation(conn, project_id)
-    job_id = await fetch_value(
-        conn, "SELECT job_id FROM image_generations WHERE id = %s", (target,)
-    )
-    await conn.execute("UPDATE procrastinate_jobs SET status = 'doing' WHERE id = %s", (job_id,))
-    await walk_to(conn, target, "processing")
+    target, _ = await running(conn, project_id)
     await walk_to(conn, target, "cancelled")  # a user's cancel; the job is still aborting
 
     with pytest.raises(deletes.StillRunning):
