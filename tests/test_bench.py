@@ -27,7 +27,7 @@ def test_bench_measures_postgres_cost_and_generations_in_flight(
     """pgcost and inflight, tiny: 20 generations each, a 1 s provider delay."""
     output = tmp_path / "results.json"
     command = [sys.executable, "-m", "worker.cli", "bench", "--quick", "--only", "pgcost"]
-    command += ["inflight", "--size", "cost=20", "--size", "inflight=20"]
+    command += ["inflight", "--size", "cost=150", "--size", "inflight=20"]
     command += ["--size", "delay_ms=1000", "--database-url", server_url, "--output", str(output)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
