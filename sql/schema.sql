@@ -934,6 +934,21 @@ CREATE FUNCTION imagejobs_job_priority(level smallint, tag bigint) RETURNS integ
     SELECT (level::bigint * 536870912 - least(greatest(tag, 0), 536870911))::integer
     $$;
 
+-- FUNCTION imagejobs_lock_for_group(uuid[], boolean)
+CREATE FUNCTION imagejobs_lock_for_group(p_ids uuid[], p_with_projects boolean) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM 1 FROM image_generations WHERE id = ANY (p_ids) ORDER BY id FOR NO KEY UPDATE;
+    IF p_with_projects THEN
+        PERFORM 1 FROM projects
+        WHERE id IN (SELECT project_id FROM image_generations WHERE id = ANY (p_ids))
+        ORDER BY id FOR NO KEY UPDATE;
+    END IF;
+END;
+$$;
+
 -- FUNCTION imagejobs_may_start(uuid)
 CREATE FUNCTION imagejobs_may_start(p_generation_id uuid) RETURNS boolean
     LANGUAGE sql STABLE SECURITY DEFINER
@@ -1231,6 +1246,116 @@ BEGIN
 END;
 $$;
 
+-- TABLE image_generations
+CREATE TABLE image_generations (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    workspace_id uuid NOT NULL,
+    user_id uuid,
+    project_id uuid NOT NULL,
+    prompt text NOT NULL,
+    prompt_spec jsonb DEFAULT '{}'::jsonb NOT NULL,
+    provider text DEFAULT 'local'::text NOT NULL,
+    model text DEFAULT ''::text NOT NULL,
+    original_image_url text,
+    result_image_url text,
+    status text DEFAULT 'pending'::text NOT NULL,
+    step text DEFAULT 'queued'::text NOT NULL,
+    progress integer DEFAULT 0 NOT NULL,
+    error_code text,
+    error_message text,
+    version integer DEFAULT 1 NOT NULL,
+    parent_id uuid,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    provider_job_id text,
+    job_id bigint,
+    attempts integer DEFAULT 0 NOT NULL,
+    node_id text,
+    workflow_id uuid,
+    webhook_url text,
+    webhook_events_filter text[],
+    idempotency_key text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    edit_mode text,
+    mask_url text,
+    edited_from uuid,
+    thumbnail_url text,
+    error_resolution text GENERATED ALWAYS AS (imagejobs_error_resolution(error_code)) STORED,
+    priority smallint DEFAULT 0 NOT NULL,
+    batch_id uuid,
+    batch_index integer,
+    run_at timestamp with time zone,
+    deadline_at timestamp with time zone,
+    result_key text,
+    thumbnail_key text,
+    mask_key text,
+    original_key text,
+    CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
+    CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
+    CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
+    CONSTRAINT image_generations_error_message_check CHECK ((length(error_message) <= 4000)),
+    CONSTRAINT image_generations_idempotency_key_check CHECK ((length(idempotency_key) <= 255)),
+    CONSTRAINT image_generations_mask_key_check CHECK (imagejobs_is_storage_key(mask_key)),
+    CONSTRAINT image_generations_mask_url_check CHECK (imagejobs_is_http_url(mask_url)),
+    CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
+    CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
+    CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key)),
+    CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
+    CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
+    CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
+    CONSTRAINT image_generations_prompt_spec_check CHECK ((jsonb_typeof(prompt_spec) = 'object'::text)),
+    CONSTRAINT image_generations_result_key_check CHECK (imagejobs_is_storage_key(result_key)),
+    CONSTRAINT image_generations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT image_generations_step_check CHECK ((step = ANY (ARRAY['queued'::text, 'fetching'::text, 'uploading'::text, 'preparing'::text, 'processing'::text, 'saving'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT image_generations_thumbnail_key_check CHECK (imagejobs_is_storage_key(thumbnail_key)),
+    CONSTRAINT image_generations_thumbnail_url_http CHECK (imagejobs_is_http_url(thumbnail_url)),
+    CONSTRAINT image_generations_urls_http CHECK ((imagejobs_is_http_url(original_image_url) AND imagejobs_is_http_url(result_image_url) AND imagejobs_is_http_url(webhook_url))),
+    CONSTRAINT image_generations_version_check CHECK ((version >= 1)),
+    CONSTRAINT image_generations_webhook_events_filter_check CHECK ((webhook_events_filter <@ ARRAY['start'::text, 'progress'::text, 'completed'::text]))
+);
+
+-- COMMENT COLUMN image_generations.result_key
+COMMENT ON COLUMN image_generations.result_key IS 'where the result is stored (the truth); result_image_url is how it was served when written';
+
+-- COMMENT COLUMN image_generations.thumbnail_key
+COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is stored';
+
+-- COMMENT COLUMN image_generations.mask_key
+COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
+
+-- COMMENT COLUMN image_generations.original_key
+COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
+
+-- FUNCTION imagejobs_start_generations(uuid[], integer[])
+CREATE FUNCTION imagejobs_start_generations(p_ids uuid[], p_count_attempts integer[]) RETURNS SETOF image_generations
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    _todo record;
+BEGIN
+    FOR _todo IN
+        SELECT w.id, w.count_attempt
+        FROM unnest(p_ids, p_count_attempts) AS w(id, count_attempt)
+        JOIN image_generations g ON g.id = w.id
+        ORDER BY g.project_id, g.id
+    LOOP
+        RETURN QUERY
+            UPDATE image_generations
+            SET status = 'processing', step = 'fetching', progress = 10,
+                attempts = attempts + _todo.count_attempt,
+                error_code = NULL, error_message = NULL
+            WHERE id = _todo.id AND status IN ('pending', 'processing')
+              AND imagejobs_slot_free(workspace_id, id)
+            RETURNING *;
+    END LOOP;
+END;
+$$;
+
 -- FUNCTION imagejobs_step_label(text)
 CREATE FUNCTION imagejobs_step_label(step text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -1461,90 +1586,6 @@ CREATE TABLE generation_prices (
     CONSTRAINT generation_prices_unit_check CHECK ((unit = ANY (ARRAY['image'::text, 'megapixel'::text]))),
     CONSTRAINT generation_prices_usd_per_unit_check CHECK ((usd_per_unit >= (0)::numeric))
 );
-
--- TABLE image_generations
-CREATE TABLE image_generations (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    workspace_id uuid NOT NULL,
-    user_id uuid,
-    project_id uuid NOT NULL,
-    prompt text NOT NULL,
-    prompt_spec jsonb DEFAULT '{}'::jsonb NOT NULL,
-    provider text DEFAULT 'local'::text NOT NULL,
-    model text DEFAULT ''::text NOT NULL,
-    original_image_url text,
-    result_image_url text,
-    status text DEFAULT 'pending'::text NOT NULL,
-    step text DEFAULT 'queued'::text NOT NULL,
-    progress integer DEFAULT 0 NOT NULL,
-    error_code text,
-    error_message text,
-    version integer DEFAULT 1 NOT NULL,
-    parent_id uuid,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    provider_job_id text,
-    job_id bigint,
-    attempts integer DEFAULT 0 NOT NULL,
-    node_id text,
-    workflow_id uuid,
-    webhook_url text,
-    webhook_events_filter text[],
-    idempotency_key text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    started_at timestamp with time zone,
-    finished_at timestamp with time zone,
-    edit_mode text,
-    mask_url text,
-    edited_from uuid,
-    thumbnail_url text,
-    error_resolution text GENERATED ALWAYS AS (imagejobs_error_resolution(error_code)) STORED,
-    priority smallint DEFAULT 0 NOT NULL,
-    batch_id uuid,
-    batch_index integer,
-    run_at timestamp with time zone,
-    deadline_at timestamp with time zone,
-    result_key text,
-    thumbnail_key text,
-    mask_key text,
-    original_key text,
-    CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
-    CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
-    CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
-    CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
-    CONSTRAINT image_generations_error_message_check CHECK ((length(error_message) <= 4000)),
-    CONSTRAINT image_generations_idempotency_key_check CHECK ((length(idempotency_key) <= 255)),
-    CONSTRAINT image_generations_mask_key_check CHECK (imagejobs_is_storage_key(mask_key)),
-    CONSTRAINT image_generations_mask_url_check CHECK (imagejobs_is_http_url(mask_url)),
-    CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
-    CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
-    CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
-    CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key)),
-    CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
-    CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
-    CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
-    CONSTRAINT image_generations_prompt_spec_check CHECK ((jsonb_typeof(prompt_spec) = 'object'::text)),
-    CONSTRAINT image_generations_result_key_check CHECK (imagejobs_is_storage_key(result_key)),
-    CONSTRAINT image_generations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
-    CONSTRAINT image_generations_step_check CHECK ((step = ANY (ARRAY['queued'::text, 'fetching'::text, 'uploading'::text, 'preparing'::text, 'processing'::text, 'saving'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
-    CONSTRAINT image_generations_thumbnail_key_check CHECK (imagejobs_is_storage_key(thumbnail_key)),
-    CONSTRAINT image_generations_thumbnail_url_http CHECK (imagejobs_is_http_url(thumbnail_url)),
-    CONSTRAINT image_generations_urls_http CHECK ((imagejobs_is_http_url(original_image_url) AND imagejobs_is_http_url(result_image_url) AND imagejobs_is_http_url(webhook_url))),
-    CONSTRAINT image_generations_version_check CHECK ((version >= 1)),
-    CONSTRAINT image_generations_webhook_events_filter_check CHECK ((webhook_events_filter <@ ARRAY['start'::text, 'progress'::text, 'completed'::text]))
-);
-
--- COMMENT COLUMN image_generations.result_key
-COMMENT ON COLUMN image_generations.result_key IS 'where the result is stored (the truth); result_image_url is how it was served when written';
-
--- COMMENT COLUMN image_generations.thumbnail_key
-COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is stored';
-
--- COMMENT COLUMN image_generations.mask_key
-COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
-
--- COMMENT COLUMN image_generations.original_key
-COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
 
 -- VIEW generation_cost_lines
 CREATE VIEW generation_cost_lines WITH (security_invoker='true') AS

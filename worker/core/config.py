@@ -117,6 +117,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             minimum=4,
         ),
     ] = 18
+    worker_group_commit: Annotated[
+        bool,
+        Setting(
+            "WORKER_GROUP_COMMIT",
+            "a worker commits its jobs' lifecycle writes in groups (worker/queue/committer.py)",
+        ),
+    ] = True
     worker_shutdown_grace_s: Annotated[
         float, Setting("WORKER_SHUTDOWN_GRACE_S", "how long SIGTERM waits for running jobs")
     ] = 25.0

@@ -333,6 +333,79 @@ async def fail_generation(db: Db, generation_id: UUID, error_code: str, error_me
     )
 
 
+# Group commit (worker/queue/committer.py): the same writes for many generations, each kind one
+# statement, on a connection whose pipeline makes the group one transaction. Each returns what
+# it wrote; a generation the write did not match is absent.
+
+
+async def lock_for_group(conn: Conn, ids: Sequence[UUID], *, with_projects: bool) -> None:
+    """Takes the group's generation rows (by id), then with `with_projects` their projects' (by
+    id), before any write: the order every writer follows, so a group cannot deadlock with a
+    writer holding one of its generations (sql/migrations/030)."""
+    await conn.execute(query("lock_for_group"), {"ids": ids, "with_projects": with_projects})
+
+
+async def start_generations(
+    conn: Conn, ids: Sequence[UUID], count_attempts: Sequence[bool]
+) -> dict[UUID, Generation]:
+    cur = conn.cursor(row_factory=class_row(Generation))
+    await cur.execute(
+        query("start_generations"),
+        {"ids": ids, "count_attempts": [int(count) for count in count_attempts]},
+    )
+    return {generation.id: generation for generation in await cur.fetchall()}
+
+
+async def advance_generations_to_processing(
+    conn: Conn, ids: Sequence[UUID], providers: Collection[str], progress: int
+) -> set[UUID]:
+    cur = await conn.execute(
+        query("advance_generations_to_processing"),
+        {"ids": ids, "providers": list(providers), "progress": progress},
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def set_steps(
+    conn: Conn, ids: Sequence[UUID], steps: Sequence[Step], progresses: Sequence[int]
+) -> set[UUID]:
+    cur = await conn.execute(
+        query("set_steps"), {"ids": ids, "steps": steps, "progresses": progresses}
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def complete_generations(
+    conn: Conn,
+    ids: Sequence[UUID],
+    results: Sequence[StoredFile],
+    thumbnails: Sequence[StoredFile | None],
+    metadata: Sequence[dict[str, Any]],
+) -> set[UUID]:
+    cur = await conn.execute(
+        query("complete_generations"),
+        {
+            "ids": ids,
+            "result_image_urls": [result.url for result in results],
+            "result_keys": [result.key for result in results],
+            "thumbnail_urls": [thumbnail.url if thumbnail else None for thumbnail in thumbnails],
+            "thumbnail_keys": [thumbnail.key if thumbnail else None for thumbnail in thumbnails],
+            "metadata": [Jsonb(value) for value in metadata],
+        },
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def fail_generations(
+    conn: Conn, ids: Sequence[UUID], error_codes: Sequence[str], error_messages: Sequence[str]
+) -> set[UUID]:
+    cur = await conn.execute(
+        query("fail_generations"),
+        {"ids": ids, "error_codes": error_codes, "error_messages": error_messages},
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
 async def queue_position(db: Db, generation_id: UUID) -> int | None:
     """Runnable generation jobs ahead of a pending generation's (None unless it waits)."""
     row = await fetch_row(db, "queue_position", {"id": generation_id})

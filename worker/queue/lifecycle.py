@@ -1,7 +1,9 @@
 """The only code that moves a generation from step to step.
 
-Every write is one statement, conditional on the current status (compare-and-set), so a late
-finisher can never overwrite a cancel; the triggers add the image_events rows and NOTIFYs.
+Every write is conditional on the current status (compare-and-set), so a late finisher can
+never overwrite a cancel; the triggers add the image_events rows and NOTIFYs. Starts, steps,
+completions and failures go through the committer (worker/queue/committer.py), which commits
+those of all running jobs in groups; WORKER_GROUP_COMMIT=false writes each on its own.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from worker.core import store
 from worker.core.logs import prompts_at_info
 from worker.core.models import Generation, Step, StoredFile
 from worker.core.observability import tag_generation
+from worker.queue.committer import Committer, Complete, Fail, Start, StepTo
 
 logger = logging.getLogger(__name__)
 # Traces of generations started here but never finished here (a fal job finished by another
@@ -47,8 +50,9 @@ class _Trace:
 
 
 class Lifecycle:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: AsyncConnectionPool, *, group_commit: bool = True) -> None:
         self.pool = pool
+        self.committer = Committer(pool, grouped=group_commit)
         self._traces: dict[UUID, _Trace] = {}
 
     async def start(
@@ -64,13 +68,13 @@ class Lifecycle:
         nothing to fetch: its `processing` step is written in the same round trip (one pipeline,
         one transaction), so both events still happen, in order.
         """
-        generation, advanced_now = await store.start_generation(
-            self.pool,
+        write = Start(
             generation_id,
             count_attempt=count_attempt,
-            straight_to_processing=straight_to_processing,
+            straight_to_processing=tuple(straight_to_processing),
             processing_progress=STEP_PROGRESS["processing"],
         )
+        generation, advanced_now = await self.committer.start(write)
         if generation is not None:
             self._trace_start(generation, "fetching" if advanced_now else generation.step)
             if advanced_now:
@@ -154,8 +158,8 @@ class Lifecycle:
         return await store.get_webhook_delivery(self.pool, delivery_id)
 
     async def step(self, generation_id: UUID, step: Step, progress: int | None = None) -> bool:
-        written = await store.set_step(
-            self.pool, generation_id, step, progress or STEP_PROGRESS[step]
+        written = await self.committer.step(
+            StepTo(generation_id, step=step, progress=progress or STEP_PROGRESS[step])
         )
         if written and self._traces:
             trace = self._traces.get(generation_id)
@@ -173,13 +177,14 @@ class Lifecycle:
         saving_first: bool = False,
     ) -> bool:
         """`saving_first`: the `saving` step is written in the same round trip, just before."""
-        written = await store.complete_generation(
-            self.pool,
-            generation_id,
-            result,
-            metadata,
-            thumbnail,
-            saving_progress=STEP_PROGRESS["saving"] if saving_first else None,
+        written = await self.committer.complete(
+            Complete(
+                generation_id,
+                result=result,
+                thumbnail=thumbnail,
+                metadata=metadata,
+                saving_progress=STEP_PROGRESS["saving"] if saving_first else None,
+            )
         )
         if written and saving_first and self._traces:
             self._end_step(generation_id, "saving", "done")
@@ -188,8 +193,8 @@ class Lifecycle:
         return written
 
     async def fail(self, generation_id: UUID, error_code: str, error_message: str) -> bool:
-        written = await store.fail_generation(
-            self.pool, generation_id, error_code, error_message[:4000]
+        written = await self.committer.fail(
+            Fail(generation_id, error_code=error_code, error_message=error_message[:4000])
         )
         if self._traces:
             self._end_step(generation_id, None, "failed" if written else "superseded")

@@ -31,7 +31,7 @@ class Runtime:
         limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
-        self.lifecycle = Lifecycle(pool)
+        self.lifecycle = Lifecycle(pool, group_commit=settings.worker_group_commit)
         self.catalogue = Catalogue(pool)
         self.providers = providers
         self.queue_providers = queue_providers or {}
