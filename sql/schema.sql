@@ -32,6 +32,28 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_complete_generations(uuid[], text[], text[], text[], text[], jsonb[], integer[])
+CREATE FUNCTION imagejobs_complete_generations(p_ids uuid[], p_result_urls text[], p_result_keys text[], p_thumbnail_urls text[], p_thumbnail_keys text[], p_metadata jsonb[], p_saving_progresses integer[]) RETURNS SETOF uuid
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM imagejobs_lock_for_group(p_ids, true);
+    UPDATE image_generations g SET step = 'saving', progress = w.progress
+    FROM unnest(p_ids, p_saving_progresses) AS w(id, progress)
+    WHERE g.id = w.id AND w.progress IS NOT NULL AND g.status = 'processing';
+    RETURN QUERY
+        UPDATE image_generations g
+        SET status = 'completed', result_image_url = w.result_url, result_key = w.result_key,
+            thumbnail_url = w.thumbnail_url, thumbnail_key = w.thumbnail_key,
+            metadata = g.metadata || w.metadata
+        FROM unnest(p_ids, p_result_urls, p_result_keys, p_thumbnail_urls, p_thumbnail_keys, p_metadata)
+            AS w(id, result_url, result_key, thumbnail_url, thumbnail_key, metadata)
+        WHERE g.id = w.id AND g.status = 'processing'
+        RETURNING g.id;
+END;
+$$;
+
 -- FUNCTION imagejobs_compose_prompt(jsonb)
 CREATE FUNCTION imagejobs_compose_prompt(spec jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -403,6 +425,21 @@ BEGIN
         )::procrastinate_job_to_defer_v1]);
     END IF;
     RETURN true;
+END;
+$$;
+
+-- FUNCTION imagejobs_fail_generations(uuid[], text[], text[])
+CREATE FUNCTION imagejobs_fail_generations(p_ids uuid[], p_error_codes text[], p_error_messages text[]) RETURNS SETOF uuid
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM imagejobs_lock_for_group(p_ids, true);
+    RETURN QUERY
+        UPDATE image_generations g SET status = 'failed', error_code = w.error_code, error_message = w.error_message
+        FROM unnest(p_ids, p_error_codes, p_error_messages) AS w(id, error_code, error_message)
+        WHERE g.id = w.id AND g.status IN ('pending', 'processing')
+        RETURNING g.id;
 END;
 $$;
 
@@ -1208,6 +1245,21 @@ BEGIN
 END;
 $$;
 
+-- FUNCTION imagejobs_set_steps(uuid[], text[], integer[])
+CREATE FUNCTION imagejobs_set_steps(p_ids uuid[], p_steps text[], p_progresses integer[]) RETURNS SETOF uuid
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM imagejobs_lock_for_group(p_ids, false);
+    RETURN QUERY
+        UPDATE image_generations g SET step = w.step, progress = w.progress
+        FROM unnest(p_ids, p_steps, p_progresses) AS w(id, step, progress)
+        WHERE g.id = w.id AND g.status = 'processing'
+        RETURNING g.id;
+END;
+$$;
+
 -- FUNCTION imagejobs_shift_counts(uuid, text, text)
 CREATE FUNCTION imagejobs_shift_counts(project uuid, from_status text, to_status text) RETURNS void
     LANGUAGE sql
@@ -1330,28 +1382,38 @@ COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask 
 -- COMMENT COLUMN image_generations.original_key
 COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
 
--- FUNCTION imagejobs_start_generations(uuid[], integer[])
-CREATE FUNCTION imagejobs_start_generations(p_ids uuid[], p_count_attempts integer[]) RETURNS SETOF image_generations
+-- FUNCTION imagejobs_start_generations(uuid[], integer[], text[], integer[])
+CREATE FUNCTION imagejobs_start_generations(p_ids uuid[], p_count_attempts integer[], p_advance_providers text[], p_progresses integer[]) RETURNS SETOF image_generations
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
 DECLARE
     _todo record;
+    _row image_generations;
 BEGIN
+    PERFORM imagejobs_lock_for_group(p_ids, false);
     FOR _todo IN
-        SELECT w.id, w.count_attempt
-        FROM unnest(p_ids, p_count_attempts) AS w(id, count_attempt)
+        SELECT w.*
+        FROM unnest(p_ids, p_count_attempts, p_advance_providers, p_progresses)
+            AS w(id, count_attempt, advance_providers, progress)
         JOIN image_generations g ON g.id = w.id
         ORDER BY g.project_id, g.id
     LOOP
-        RETURN QUERY
-            UPDATE image_generations
-            SET status = 'processing', step = 'fetching', progress = 10,
-                attempts = attempts + _todo.count_attempt,
-                error_code = NULL, error_message = NULL
-            WHERE id = _todo.id AND status IN ('pending', 'processing')
-              AND imagejobs_slot_free(workspace_id, id)
-            RETURNING *;
+        UPDATE image_generations
+        SET status = 'processing', step = 'fetching', progress = 10,
+            attempts = attempts + _todo.count_attempt,
+            error_code = NULL, error_message = NULL
+        WHERE id = _todo.id AND status IN ('pending', 'processing')
+          AND imagejobs_slot_free(workspace_id, id)
+        RETURNING * INTO _row;
+        CONTINUE WHEN NOT FOUND;
+        IF _row.original_image_url IS NULL
+           AND _row.provider = ANY (string_to_array(_todo.advance_providers, ',')) THEN
+            UPDATE image_generations SET step = 'processing', progress = _todo.progress
+            WHERE id = _todo.id
+            RETURNING * INTO _row;
+        END IF;
+        RETURN NEXT _row;
     END LOOP;
 END;
 $$;

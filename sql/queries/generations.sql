@@ -245,46 +245,26 @@ WITH hit AS (
 SELECT count(*) FROM hit;
 
 -- The same compare-and-set writes for many generations at once, for the worker's group commit
--- (worker/queue/committer.py): one statement per kind, in one transaction that first locks
--- the rows in a fixed order (sql/migrations/030). Each returns the rows it wrote; a row the
--- write did not match (cancelled, finished, gone) is absent, as with the one-row writes.
-
--- name: lock_for_group
-SELECT imagejobs_lock_for_group(%(ids)s::uuid[], %(with_projects)s);
+-- (worker/queue/committer.py): one call each, which locks the rows in a fixed order first
+-- (sql/migrations/030). Each returns what it wrote; a generation the write did not match
+-- (cancelled, finished, gone) is absent, as with the one-row writes above.
 
 -- name: start_generations
-SELECT * FROM imagejobs_start_generations(%(ids)s::uuid[], %(count_attempts)s::int[]);
-
--- name: advance_generations_to_processing
-UPDATE image_generations
-SET step = 'processing', progress = %(progress)s
-WHERE id = ANY(%(ids)s::uuid[]) AND status = 'processing' AND step = 'fetching'
-  AND original_image_url IS NULL AND provider = ANY(%(providers)s)
-RETURNING id;
+SELECT * FROM imagejobs_start_generations(
+    %(ids)s::uuid[], %(count_attempts)s::int[], %(advance_providers)s::text[], %(progresses)s::int[]
+);
 
 -- name: set_steps
-UPDATE image_generations g
-SET step = w.step, progress = w.progress
-FROM unnest(%(ids)s::uuid[], %(steps)s::text[], %(progresses)s::int[]) AS w(id, step, progress)
-WHERE g.id = w.id AND g.status = 'processing'
-RETURNING g.id;
+SELECT * FROM imagejobs_set_steps(%(ids)s::uuid[], %(steps)s::text[], %(progresses)s::int[]);
 
 -- name: complete_generations
-UPDATE image_generations g
-SET status = 'completed', result_image_url = w.result_image_url, result_key = w.result_key,
-    thumbnail_url = w.thumbnail_url, thumbnail_key = w.thumbnail_key,
-    metadata = g.metadata || w.metadata
-FROM unnest(
+SELECT * FROM imagejobs_complete_generations(
     %(ids)s::uuid[], %(result_image_urls)s::text[], %(result_keys)s::text[],
-    %(thumbnail_urls)s::text[], %(thumbnail_keys)s::text[], %(metadata)s::jsonb[]
-) AS w(id, result_image_url, result_key, thumbnail_url, thumbnail_key, metadata)
-WHERE g.id = w.id AND g.status = 'processing'
-RETURNING g.id;
+    %(thumbnail_urls)s::text[], %(thumbnail_keys)s::text[], %(metadata)s::jsonb[],
+    %(saving_progresses)s::int[]
+);
 
 -- name: fail_generations
-UPDATE image_generations g
-SET status = 'failed', error_code = w.error_code, error_message = w.error_message
-FROM unnest(%(ids)s::uuid[], %(error_codes)s::text[], %(error_messages)s::text[])
-    AS w(id, error_code, error_message)
-WHERE g.id = w.id AND g.status IN ('pending', 'processing')
-RETURNING g.id;
+SELECT * FROM imagejobs_fail_generations(
+    %(ids)s::uuid[], %(error_codes)s::text[], %(error_messages)s::text[]
+);

@@ -333,57 +333,53 @@ async def fail_generation(db: Db, generation_id: UUID, error_code: str, error_me
     )
 
 
-# Group commit (worker/queue/committer.py): the same writes for many generations, each kind one
-# statement, on a connection whose pipeline makes the group one transaction. Each returns what
-# it wrote; a generation the write did not match is absent.
-
-
-async def lock_for_group(conn: Conn, ids: Sequence[UUID], *, with_projects: bool) -> None:
-    """Takes the group's generation rows (by id), then with `with_projects` their projects' (by
-    id), before any write: the order every writer follows, so a group cannot deadlock with a
-    writer holding one of its generations (sql/migrations/030)."""
-    await conn.execute(query("lock_for_group"), {"ids": ids, "with_projects": with_projects})
+# Group commit (worker/queue/committer.py): the same write for many generations in one call,
+# one statement and one transaction (sql/migrations/030). Each returns what it wrote; a
+# generation the write did not match is absent.
 
 
 async def start_generations(
-    conn: Conn, ids: Sequence[UUID], count_attempts: Sequence[bool]
+    db: Db,
+    ids: Sequence[UUID],
+    count_attempts: Sequence[bool],
+    advance_providers: Sequence[Collection[str]],
+    progresses: Sequence[int],
 ) -> dict[UUID, Generation]:
-    cur = conn.cursor(row_factory=class_row(Generation))
-    await cur.execute(
-        query("start_generations"),
-        {"ids": ids, "count_attempts": [int(count) for count in count_attempts]},
+    """Starts, each going on to `processing` when it has nothing to fetch and its provider is
+    among its `advance_providers` (its returned step says whether it did)."""
+    rows = await fetch_all(
+        db,
+        "start_generations",
+        Generation,
+        {
+            "ids": ids,
+            "count_attempts": [int(count) for count in count_attempts],
+            "advance_providers": [",".join(names) or None for names in advance_providers],
+            "progresses": progresses,
+        },
     )
-    return {generation.id: generation for generation in await cur.fetchall()}
-
-
-async def advance_generations_to_processing(
-    conn: Conn, ids: Sequence[UUID], providers: Collection[str], progress: int
-) -> set[UUID]:
-    cur = await conn.execute(
-        query("advance_generations_to_processing"),
-        {"ids": ids, "providers": list(providers), "progress": progress},
-    )
-    return {row[0] for row in await cur.fetchall()}
+    return {generation.id: generation for generation in rows}
 
 
 async def set_steps(
-    conn: Conn, ids: Sequence[UUID], steps: Sequence[Step], progresses: Sequence[int]
+    db: Db, ids: Sequence[UUID], steps: Sequence[Step], progresses: Sequence[int]
 ) -> set[UUID]:
-    cur = await conn.execute(
-        query("set_steps"), {"ids": ids, "steps": steps, "progresses": progresses}
-    )
-    return {row[0] for row in await cur.fetchall()}
+    rows = await fetch_rows(db, "set_steps", {"ids": ids, "steps": steps, "progresses": progresses})
+    return {row[0] for row in rows}
 
 
 async def complete_generations(
-    conn: Conn,
+    db: Db,
     ids: Sequence[UUID],
     results: Sequence[StoredFile],
     thumbnails: Sequence[StoredFile | None],
     metadata: Sequence[dict[str, Any]],
+    saving_progresses: Sequence[int | None],
 ) -> set[UUID]:
-    cur = await conn.execute(
-        query("complete_generations"),
+    """Completions, each with its `saving` step just before when it has a progress for it."""
+    rows = await fetch_rows(
+        db,
+        "complete_generations",
         {
             "ids": ids,
             "result_image_urls": [result.url for result in results],
@@ -391,19 +387,21 @@ async def complete_generations(
             "thumbnail_urls": [thumbnail.url if thumbnail else None for thumbnail in thumbnails],
             "thumbnail_keys": [thumbnail.key if thumbnail else None for thumbnail in thumbnails],
             "metadata": [Jsonb(value) for value in metadata],
+            "saving_progresses": saving_progresses,
         },
     )
-    return {row[0] for row in await cur.fetchall()}
+    return {row[0] for row in rows}
 
 
 async def fail_generations(
-    conn: Conn, ids: Sequence[UUID], error_codes: Sequence[str], error_messages: Sequence[str]
+    db: Db, ids: Sequence[UUID], error_codes: Sequence[str], error_messages: Sequence[str]
 ) -> set[UUID]:
-    cur = await conn.execute(
-        query("fail_generations"),
+    rows = await fetch_rows(
+        db,
+        "fail_generations",
         {"ids": ids, "error_codes": error_codes, "error_messages": error_messages},
     )
-    return {row[0] for row in await cur.fetchall()}
+    return {row[0] for row in rows}
 
 
 async def queue_position(db: Db, generation_id: UUID) -> int | None:

@@ -4,16 +4,17 @@ A generation's steps are compare-and-set writes (worker/queue/lifecycle.py). Wri
 one, each costs a round trip, a statement and a commit, and every status change queues on its
 project's row lock until that commit. Here the writes of one kind (start, step, complete, fail)
 that arrive while the previous group of that kind is being committed wait for it, then go
-together: one pipeline, one transaction, one multi-row statement per kind, each job awaiting
-its own row's answer. With nothing in flight a write goes at once, so an idle worker pays no
+together: one SQL function call (sql/migrations/030), so one statement, one transaction and one
+round trip, each job awaiting its own row's answer. (No pipeline: psycopg's async pipeline
+spins on the always-writable socket while it waits, measured as a tenth of the worker's CPU.) With nothing in flight a write goes at once, so an idle worker pays no
 latency for it; under load the groups grow by themselves.
 
 What a client can observe does not change: the row triggers still give every generation its
 own event rows, NOTIFYs and counter shifts, in order; writes a compare-and-set refuses are
 refused as before. A group locks its rows first in a fixed order (sql/migrations/030). If a
-group fails on anything but a lost connection (a row a CHECK refuses, a deadlock with a
-capped workspace's start), its writes are made again one by one, so each job gets its own
-answer or its own error.
+group fails on anything but a lost connection (a row a CHECK refuses, a deadlock between the
+starts of two capped workspaces), its writes are made again one by one, so each job gets its
+own answer or its own error.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class _Lane(Generic[W, R]):
     def __init__(
         self,
         pool: AsyncConnectionPool,
-        write_group: Callable[[store.Conn, list[W]], Awaitable[dict[UUID, R]]],
+        write_group: Callable[[store.Db, list[W]], Awaitable[dict[UUID, R]]],
         write_one: Callable[[W], Awaitable[R]],
         missing: R,
     ) -> None:
@@ -137,8 +138,7 @@ class _Lane(Generic[W, R]):
             return
         writes = [write for write, _ in group]
         try:
-            async with self.pool.connection() as conn:
-                answers = await self.write_group(conn, writes)
+            answers = await self.write_group(self.pool, writes)
         except psycopg.OperationalError as error:
             # The connection is gone: no write of the group can have committed on its own.
             for _, future in group:
@@ -250,72 +250,41 @@ def _ids(writes: Collection[_Write]) -> list[UUID]:
     return [write.generation_id for write in writes]
 
 
-async def _start_group(conn: store.Conn, writes: list[Start]) -> dict[UUID, StartResult]:
-    ids = _ids(writes)
-    # Starts take their projects one by one, in project order, inside the function (a
-    # workspace's cap must see the starts before it), so only the generations are locked here.
-    async with conn.pipeline():
-        await store.lock_for_group(conn, ids, with_projects=False)
-        started = await store.start_generations(conn, ids, [w.count_attempt for w in writes])
-        by_providers: dict[tuple[tuple[str, ...], int], list[UUID]] = {}
-        for write in writes:
-            if write.straight_to_processing and write.generation_id in started:
-                key = (write.straight_to_processing, write.processing_progress)
-                by_providers.setdefault(key, []).append(write.generation_id)
-        advanced: set[UUID] = set()
-        for (providers, progress), advancing in by_providers.items():
-            advanced |= await store.advance_generations_to_processing(
-                conn, advancing, providers, progress
-            )
-    answers: dict[UUID, StartResult] = {}
-    for write in writes:
-        generation = started.get(write.generation_id)
-        if generation is None:
-            continue
-        went_on = write.generation_id in advanced
-        if went_on:
-            generation.step, generation.progress = "processing", write.processing_progress
-        answers[write.generation_id] = (generation, went_on)
-    return answers
+async def _start_group(db: store.Db, writes: list[Start]) -> dict[UUID, StartResult]:
+    started = await store.start_generations(
+        db,
+        _ids(writes),
+        [w.count_attempt for w in writes],
+        [w.straight_to_processing for w in writes],
+        [w.processing_progress for w in writes],
+    )
+    return {
+        generation_id: (generation, generation.step == "processing")
+        for generation_id, generation in started.items()
+    }
 
 
-async def _step_group(conn: store.Conn, writes: list[StepTo]) -> dict[UUID, bool]:
-    async with conn.pipeline():
-        ids = _ids(writes)
-        await store.lock_for_group(conn, ids, with_projects=False)
-        written = await store.set_steps(
-            conn, ids, [w.step for w in writes], [w.progress for w in writes]
-        )
+async def _step_group(db: store.Db, writes: list[StepTo]) -> dict[UUID, bool]:
+    written = await store.set_steps(
+        db, _ids(writes), [w.step for w in writes], [w.progress for w in writes]
+    )
     return dict.fromkeys(written, True)
 
 
-async def _complete_group(conn: store.Conn, writes: list[Complete]) -> dict[UUID, bool]:
-    async with conn.pipeline():
-        ids = _ids(writes)
-        await store.lock_for_group(conn, ids, with_projects=True)
-        saving = [w for w in writes if w.saving_progress is not None]
-        if saving:
-            await store.set_steps(
-                conn,
-                _ids(saving),
-                ["saving"] * len(saving),
-                [w.saving_progress or 0 for w in saving],
-            )
-        written = await store.complete_generations(
-            conn,
-            ids,
-            [w.result for w in writes],
-            [w.thumbnail for w in writes],
-            [w.metadata for w in writes],
-        )
+async def _complete_group(db: store.Db, writes: list[Complete]) -> dict[UUID, bool]:
+    written = await store.complete_generations(
+        db,
+        _ids(writes),
+        [w.result for w in writes],
+        [w.thumbnail for w in writes],
+        [w.metadata for w in writes],
+        [w.saving_progress for w in writes],
+    )
     return dict.fromkeys(written, True)
 
 
-async def _fail_group(conn: store.Conn, writes: list[Fail]) -> dict[UUID, bool]:
-    async with conn.pipeline():
-        ids = _ids(writes)
-        await store.lock_for_group(conn, ids, with_projects=True)
-        written = await store.fail_generations(
-            conn, ids, [w.error_code for w in writes], [w.error_message for w in writes]
-        )
+async def _fail_group(db: store.Db, writes: list[Fail]) -> dict[UUID, bool]:
+    written = await store.fail_generations(
+        db, _ids(writes), [w.error_code for w in writes], [w.error_message for w in writes]
+    )
     return dict.fromkeys(written, True)
