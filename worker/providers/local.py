@@ -7,6 +7,7 @@ It needs no key and no network, so `scripts/dev` and the tests run the whole lif
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import random
@@ -16,6 +17,12 @@ import msgspec
 from PIL import Image, ImageDraw, ImageFont
 
 from worker.providers.base import ImageRequest, ImageResult
+
+
+@functools.lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's built-in font at `size`, loaded once per size (loading it parses the font)."""
+    return ImageFont.load_default(size=size)
 
 
 def _palette(rng: random.Random) -> list[tuple[int, int, int]]:
@@ -48,7 +55,7 @@ def render(request: ImageRequest) -> bytes:
         image = Image.blend(base, image, 0.35)
         draw = ImageDraw.Draw(image, "RGBA")
 
-    font = ImageFont.load_default(size=max(12, width // 32))
+    font = _font(max(12, width // 32))
     caption = "\n".join(textwrap.wrap(request.prompt, width=40)[:4])
     draw.multiline_text(
         (width // 24 + 1, height // 24 + 1), caption, font=font, fill=(0, 0, 0, 160)
