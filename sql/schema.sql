@@ -470,6 +470,28 @@ CREATE FUNCTION imagejobs_fair_tag(p_workspace_id uuid, p_priority smallint) RET
     RETURNING finish - 1
     $$;
 
+-- FUNCTION imagejobs_fetch_jobs(character varying[], bigint, integer)
+CREATE FUNCTION imagejobs_fetch_jobs(target_queue_names character varying[], p_worker_id bigint, p_max integer) RETURNS SETOF procrastinate_jobs
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+    AS $$
+DECLARE
+    _job procrastinate_jobs;
+BEGIN
+    FOR _ IN 1 .. greatest(p_max, 1) LOOP
+        SELECT * INTO _job FROM procrastinate_fetch_job_v2(target_queue_names, p_worker_id);
+        EXIT WHEN _job.id IS NULL;
+        RETURN NEXT _job;
+        EXIT WHEN _job.task_name IN ('generate_image', 'edit_image') AND EXISTS (
+            SELECT 1 FROM image_generations g
+            JOIN workspace_limits l ON l.workspace_id = g.workspace_id
+            WHERE g.id = imagejobs_uuid_or_null(_job.args->>'generation_id')
+              AND l.max_concurrency IS NOT NULL
+        );
+    END LOOP;
+END;
+$$;
+
 -- FUNCTION imagejobs_generations_assign_version()
 CREATE FUNCTION imagejobs_generations_assign_version() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER

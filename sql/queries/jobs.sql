@@ -36,3 +36,21 @@ SELECT r.id, r.queue_name,
        pg_notify('procrastinate_queue_v1#' || r.queue_name,
                  json_build_object('type', 'job_inserted', 'job_id', r.id)::text)
 FROM retried r;
+
+-- name: fetch_jobs
+-- Up to %(max)s jobs for this worker, taken as that many procrastinate fetches would take them
+-- (sql/migrations/031).
+SELECT * FROM imagejobs_fetch_jobs(%(queues)s::varchar[], %(worker_id)s, %(max)s);
+
+-- name: release_jobs
+-- Jobs this worker took but did not start (it stopped first) back to `todo`, their attempts
+-- untouched since they never ran, and their queues' workers woken.
+WITH released AS (
+    UPDATE procrastinate_jobs SET status = 'todo', worker_id = NULL
+    WHERE id = ANY (%(job_ids)s::bigint[]) AND status = 'doing' AND worker_id = %(worker_id)s
+    RETURNING id, queue_name
+)
+SELECT r.id,
+       pg_notify('procrastinate_queue_v1#' || r.queue_name,
+                 json_build_object('type', 'job_inserted', 'job_id', r.id)::text)
+FROM released r;

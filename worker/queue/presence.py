@@ -25,6 +25,8 @@ from typing import Any
 import psycopg
 from procrastinate.worker import Worker
 
+from worker.queue.producer import BatchFetchingJobManager
+
 logger = logging.getLogger(__name__)
 
 # The first key of every presence lock ("ij" + "wp" in ASCII): other advisory locks keep out of
@@ -173,8 +175,21 @@ class PresentWorker(Worker):
 
     async def _run_loop(self) -> None:
         assert self.worker_id is not None
+        worker_id = self.worker_id
+        # The producer fetches as many jobs as this worker has free slots (the one being filled
+        # included: it is not among the running ones yet), and puts back what it did not start.
+        producer = self.app.job_manager
+        if isinstance(producer, BatchFetchingJobManager):
+            producer.room = lambda: self.concurrency - len(self._running_jobs)
         try:
-            await self.presence.acquire(self.worker_id)
+            await self.presence.acquire(worker_id)
             await super()._run_loop()  # type: ignore[no-untyped-call]
         finally:
+            if isinstance(producer, BatchFetchingJobManager):
+                producer.room = lambda: 1
+                try:
+                    await producer.release(worker_id)
+                except Exception as error:
+                    # The rescuer's fast pass re-queues them once the presence lock is gone.
+                    logger.warning("fetched jobs not put back: %s", type(error).__name__)
             await self.presence.release()

@@ -1,0 +1,150 @@
+"""The producer (worker/queue/producer.py): jobs fetched many per round trip, in the order single
+fetches would take them, handed out one per ask, and put back when the worker stops first."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from procrastinate import App, PsycopgConnector
+from psycopg_pool import AsyncConnectionPool
+
+from tests.factories import insert_generation
+from worker.queue.producer import MAX_BATCH, BatchFetchingJobManager
+
+
+@pytest.fixture
+async def producer(database_url: str) -> AsyncIterator[BatchFetchingJobManager]:
+    app = App(connector=PsycopgConnector(conninfo=database_url))
+    async with app.open_async():
+        yield BatchFetchingJobManager(app.connector)
+
+
+@pytest.fixture
+def queue() -> str:
+    """A queue of this test's own: other tests' jobs share the table."""
+    return f"producer-{uuid.uuid4().hex[:8]}"
+
+
+async def defer(pool: AsyncConnectionPool, queue: str, count: int) -> list[int]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT unnest(procrastinate_defer_jobs_v1(array_agg(ROW(%s, 'noop', 0, NULL, NULL,"
+            " jsonb_build_object('n', i), NULL)::procrastinate_job_to_defer_v1)))"
+            " FROM generate_series(1, %s) AS i",
+            (queue, count),
+        )
+        return [int(row[0]) for row in await cur.fetchall()]
+
+
+async def register_worker(pool: AsyncConnectionPool) -> int:
+    async with pool.connection() as conn:
+        cur = await conn.execute("SELECT worker_id FROM procrastinate_register_worker_v1()")
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def statuses(pool: AsyncConnectionPool, job_ids: list[int]) -> dict[int, tuple[str, int]]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, status::text, attempts FROM procrastinate_jobs WHERE id = ANY(%s)",
+            (job_ids,),
+        )
+        return {int(i): (str(s), int(a)) for i, s, a in await cur.fetchall()}
+
+
+async def test_a_worker_with_free_slots_gets_them_filled_in_one_round_trip(
+    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+) -> None:
+    deferred = await defer(pool, queue, 12)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 10
+
+    taken = [await producer.fetch_job([queue], worker_id) for _ in range(10)]
+    assert producer.batches == 1
+    assert [job.id for job in taken if job] == deferred[:10], "in queue order, each once"
+    assert set((await statuses(pool, deferred[:10])).values()) == {("doing", 0)}
+
+    producer.room = lambda: 1
+    rest = [await producer.fetch_job([queue], worker_id) for _ in range(3)]
+    assert [job.id if job else None for job in rest] == [*deferred[10:], None]
+    assert producer.batches == 3
+
+
+async def test_a_batch_is_never_larger_than_max_batch(
+    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+) -> None:
+    await defer(pool, queue, MAX_BATCH + 5)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 10_000
+    await producer.fetch_job([queue], worker_id)
+    assert producer.held == MAX_BATCH - 1
+
+
+async def test_jobs_fetched_but_not_started_go_back_untouched(
+    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+) -> None:
+    deferred = await defer(pool, queue, 5)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 5
+    first = await producer.fetch_job([queue], worker_id)
+    assert first is not None and producer.held == 4
+
+    released = await producer.release(worker_id)
+    assert sorted(released) == deferred[1:]
+    assert producer.held == 0
+    assert await statuses(pool, deferred) == {
+        deferred[0]: ("doing", 0),
+        **dict.fromkeys(deferred[1:], ("todo", 0)),
+    }
+    # Another worker's ask gets them.
+    other = await register_worker(pool)
+    producer.room = lambda: 10
+    again = [await producer.fetch_job([queue], other) for _ in range(4)]
+    assert [job.id for job in again if job] == deferred[1:]
+
+
+async def test_jobs_held_for_a_worker_that_is_gone_are_put_back_first(
+    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+) -> None:
+    deferred = await defer(pool, queue, 3)
+    old, new = await register_worker(pool), await register_worker(pool)
+    producer.room = lambda: 3
+    await producer.fetch_job([queue], old)
+    # A new worker (a restart) asks: what was held for the old one goes back, then is fetched.
+    taken = [await producer.fetch_job([queue], new) for _ in range(2)]
+    assert [job.id for job in taken if job] == deferred[1:]
+    assert all(job is not None and job.id in deferred for job in taken)
+
+
+async def test_a_capped_workspaces_generation_ends_the_batch(
+    pool: AsyncConnectionPool,
+    producer: BatchFetchingJobManager,
+    queue: str,
+    project_id: uuid.UUID,
+    workspace_id: uuid.UUID,
+) -> None:
+    """The cap counts running generations, and the ones fetched before it in the batch are not
+    running yet: a capped workspace's job is the last of its batch, as a single fetch sees it."""
+    generations = [await insert_generation(pool, project_id) for _ in range(4)]
+    async with pool.connection() as conn:
+        await conn.execute(
+            "UPDATE procrastinate_jobs SET queue_name = %s"
+            " WHERE id IN (SELECT job_id FROM image_generations WHERE id = ANY(%s))",
+            (queue, generations),
+        )
+        await conn.execute(
+            "INSERT INTO workspace_limits (workspace_id, max_concurrency) VALUES (%s, 3)",
+            (workspace_id,),
+        )
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 10
+    first = await producer.fetch_job([queue], worker_id)
+    assert first is not None and producer.held == 0
+
+    async with pool.connection() as conn:
+        await conn.execute("DELETE FROM workspace_limits WHERE workspace_id = %s", (workspace_id,))
+    await producer.fetch_job([queue], worker_id)
+    assert producer.held == 2, "uncapped, the rest come in one batch"
