@@ -6,6 +6,7 @@ import asyncio
 import io
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, TypeVar
 
 import httpx
@@ -61,9 +62,12 @@ DEFAULT_MAX_PIXELS = Settings().image_max_pixels
 # Formats a source or a mask may be in; providers' results may be anything Pillow reads.
 INPUT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
 # Decodes of admitted images run off the event loop, this many at a time per process, so memory
-# stays bounded however many jobs hold an image at once (one 40 MP RGBA frame is 160 MB).
+# stays bounded however many jobs hold an image at once (one 40 MP RGBA frame is 160 MB). A pool
+# of that many threads, not a semaphore in front of asyncio.to_thread: its queue costs O(1) per
+# waiting decode, where asyncio.Semaphore scans its waiters on every acquire (Python 3.11), which
+# was quadratic with thousands of results waiting for their thumbnails.
 DECODE_SLOTS = 2
-_decode_slots = asyncio.Semaphore(DECODE_SLOTS)
+_decoder = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="imagejobs-decode")
 
 
 class ImageInfo(NamedTuple):
@@ -110,8 +114,7 @@ async def decode_off_loop(function: Callable[[], T], *, error: ErrorCode, detail
     """Runs a decode of an image `probe` admitted in a thread, within the process's decode slots;
     a decoder's failure is `error` with `detail`, permanently."""
     try:
-        async with _decode_slots:
-            return await asyncio.to_thread(function)
+        return await asyncio.get_running_loop().run_in_executor(_decoder, function)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise GenerationError(error, detail, permanent=True) from exc
 
