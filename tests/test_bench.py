@@ -58,3 +58,18 @@ def test_profile_summary_reads_py_spy_raw_stacks(tmp_path: Path) -> None:
     # Lines of one function are folded together; asyncio's own frames are left out.
     assert "100.0%  run_job (procrastinate/worker.py)" in inclusive_part
     assert "runners.py" not in inclusive_part
+
+
+def test_bench_sse_readers_receive_every_update(server_url: str, tmp_path: Path) -> None:
+    """The SSE scenario's reader processes (worker/devtools/bench/sse_reader.py), tiny."""
+    output = tmp_path / "results.json"
+    command = [sys.executable, "-m", "worker.cli", "bench", "--quick", "--only", "sse"]
+    command += ["--size", "clients=30", "--size", "updates=4"]
+    command += ["--database-url", server_url, "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sse,) = json.loads(output.read_text())["results"]
+    assert sse["scenario"] == "SSE fan-out, 30 clients"
+    assert sse["details"]["deliveries"] == sse["details"]["expected_deliveries"] == 120
+    assert sse["details"]["reader_processes"] == 2
+    assert 0 < sse["figure"] <= sse["details"]["p99_ms"]

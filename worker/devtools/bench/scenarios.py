@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import sys
 import time
@@ -236,7 +235,10 @@ def _cpu_s(pid: int) -> float:
     return float(cpu.user + cpu.system)
 
 
-async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
+async def sse_fanout(bench: Bench, clients: int, updates: int, drivers: int = 2) -> Result:
+    """`clients` streams of one generation from one API process, read by `drivers` processes of
+    raw sockets (worker/devtools/bench/sse_reader.py), so the driver is not what is measured:
+    commit of a progress update -> its arrival at each client."""
     api = await bench.start_api()
     api_process = bench.processes[-1]
     _, key, project_id = await bench.tenant()
@@ -252,38 +254,33 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
             "UPDATE image_generations SET status = 'processing', step = 'processing', progress = 50 WHERE id = %s",
             (generation_id,),
         )
-    received: dict[int, list[float]] = {}
-    ready = asyncio.Event()
-    opened = 0
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal opened
-        async with http.stream("GET", f"/v1/generations/{generation_id}/events") as response:
-            first = True
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if first:
-                    first = False
-                    opened += 1
-                    if opened == clients:
-                        ready.set()
-                    continue
-                progress = int(json.loads(line[6:])["progress"])
-                received.setdefault(progress, []).append(time.perf_counter())
-                if progress >= 50 + updates:
-                    return
-
-    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
-    async with httpx.AsyncClient(
-        base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
-    ) as http:
-        tasks = [asyncio.create_task(client(http)) for _ in range(clients)]
-        await asyncio.wait_for(ready.wait(), 120)
+    drivers = max(1, min(drivers, clients))
+    shares = [clients // drivers + (1 if n < clients % drivers else 0) for n in range(drivers)]
+    readers = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "worker.devtools.bench.sse_reader",
+            f"{api}/v1/generations/{generation_id}/events",
+            "--key",
+            key,
+            "--clients",
+            str(share),
+            "--last",
+            str(50 + updates),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for share in shares
+    ]
+    try:
+        for reader in readers:
+            assert reader.stdout is not None
+            line = await asyncio.wait_for(reader.stdout.readline(), 120)
+            if line.strip() != b"ready":
+                raise RuntimeError("an SSE reader did not open its streams")
         commits: dict[int, float] = {}
-        # Who is busy while the updates fan out: the API, or this driver reading 1,000 streams
-        # (one Python process; when it is near 100%, latencies are partly the driver's).
-        cpu_before = {pid: _cpu_s(pid) for pid in (os.getpid(), api_process.pid)}
+        # Who is busy while the updates fan out: the API, and the readers (each reports its own).
+        api_cpu_before = _cpu_s(api_process.pid)
         window_started = time.perf_counter()
         async with await bench.connect() as conn:
             for progress in range(51, 51 + updates):
@@ -293,10 +290,23 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
                 )
                 commits[progress] = time.perf_counter()
                 await asyncio.sleep(0.05)
-        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        reports = []
+        for reader in readers:
+            assert reader.stdout is not None
+            reports.append(json.loads(await asyncio.wait_for(reader.stdout.read(), 300)))
         window = time.perf_counter() - window_started
-        busy = {pid: (_cpu_s(pid) - cpu_before[pid]) / window * 100 for pid in cpu_before}
-    latencies = [(t - commits[p]) * 1000 for p, times in received.items() for t in times]
+    finally:
+        for reader in readers:
+            if reader.returncode is None:
+                reader.kill()
+            await reader.wait()
+    api_busy = (_cpu_s(api_process.pid) - api_cpu_before) / window * 100
+    latencies = [
+        (t - commits[int(p)]) * 1000
+        for report in reports
+        for p, times in report["times"].items()
+        for t in times
+    ]
     listen = await _count(
         bench, "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN project_status'"
     )
@@ -310,10 +320,12 @@ async def sse_fanout(bench: Bench, clients: int, updates: int) -> Result:
         details={
             "p99_ms": round(percentile(latencies, 99), 2),
             "deliveries": len(latencies),
+            "expected_deliveries": clients * updates,
             "listen_connections": listen,
             "api_rss_mb": round(memory, 1),
-            "api_cpu_pct": round(busy[api_process.pid]),
-            "driver_cpu_pct": round(busy[os.getpid()]),
+            "api_cpu_pct": round(api_busy),
+            "reader_processes": drivers,
+            "reader_cpu_pct": round(sum(r["cpu_s"] for r in reports) / window * 100),
         },
     )
 
