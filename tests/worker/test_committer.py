@@ -60,6 +60,16 @@ async def generations(pool: AsyncConnectionPool, project_id: uuid.UUID, n: int) 
     return [await insert_generation(pool, project_id, job_id=-1) for _ in range(n)]
 
 
+async def started(
+    pool: AsyncConnectionPool, project_id: uuid.UUID, n: int
+) -> tuple[Committer, list[uuid.UUID]]:
+    """A committer and `n` generations it has started (in one group)."""
+    ids = await generations(pool, project_id, n)
+    committer = Committer(pool)
+    await asyncio.gather(*(committer.start(start(i)) for i in ids))
+    return committer, ids
+
+
 async def test_writes_made_at_once_commit_as_one_group_each_with_its_own_answer(
     pool: AsyncConnectionPool, project_id: uuid.UUID
 ) -> None:
@@ -108,9 +118,7 @@ async def test_writes_made_at_once_commit_as_one_group_each_with_its_own_answer(
 async def test_steps_and_failures_group_too(
     pool: AsyncConnectionPool, project_id: uuid.UUID
 ) -> None:
-    ids = await generations(pool, project_id, 6)
-    committer = Committer(pool)
-    await asyncio.gather(*(committer.start(start(i)) for i in ids))
+    committer, ids = await started(pool, project_id, 6)
 
     stepped = await asyncio.gather(
         *(committer.step(StepTo(i, step="saving", progress=80)) for i in ids)
@@ -153,9 +161,7 @@ async def test_two_writes_for_one_generation_land_in_the_order_they_were_made(
 async def test_a_write_the_group_cannot_make_fails_alone(
     pool: AsyncConnectionPool, project_id: uuid.UUID
 ) -> None:
-    ids = await generations(pool, project_id, 5)
-    committer = Committer(pool)
-    await asyncio.gather(*(committer.start(start(i)) for i in ids))
+    committer, ids = await started(pool, project_id, 5)
 
     # The CHECK on result URLs refuses one row, which fails the group's statement: the group
     # is written again one by one, so only that job sees the error.
