@@ -55,8 +55,13 @@ def render(request: ImageRequest) -> bytes:
         image = Image.blend(base, image, 0.35)
         draw = ImageDraw.Draw(image, "RGBA")
 
-    font = _font(max(12, width // 32))
-    caption = "\n".join(textwrap.wrap(request.prompt, width=40)[:4])
+    size = max(12, width // 32)
+    font = _font(size)
+    # As much of the prompt as the image can show (glyphs are about 0.6 em wide, lines 1.2 em):
+    # drawing text that falls outside a small image only costs time.
+    columns = max(1, min(40, int(width / (size * 0.6))))
+    rows = max(1, min(4, int(height / (size * 1.2))))
+    caption = "\n".join(textwrap.wrap(request.prompt, width=columns)[:rows])
     draw.multiline_text(
         (width // 24 + 1, height // 24 + 1), caption, font=font, fill=(0, 0, 0, 160)
     )
