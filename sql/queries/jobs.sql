@@ -54,3 +54,10 @@ SELECT r.id,
        pg_notify('procrastinate_queue_v1#' || r.queue_name,
                  json_build_object('type', 'job_inserted', 'job_id', r.id)::text)
 FROM released r;
+
+-- name: finish_jobs
+-- procrastinate's finish for many jobs in one statement (worker/queue/completer.py); it raises,
+-- failing them all, if one is no longer `doing` or `todo`.
+SELECT count(procrastinate_finish_job_v1(f.id, f.status::procrastinate_job_status, f.delete_job))
+FROM unnest(%(job_ids)s::bigint[], %(statuses)s::text[], %(delete_jobs)s::boolean[])
+    AS f(id, status, delete_job);

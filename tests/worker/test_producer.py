@@ -3,22 +3,24 @@ fetches would take them, handed out one per ask, and put back when the worker st
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 from procrastinate import App, PsycopgConnector
+from procrastinate.jobs import Status
 from psycopg_pool import AsyncConnectionPool
 
 from tests.factories import insert_generation
-from worker.queue.producer import MAX_BATCH, BatchFetchingJobManager
+from worker.queue.producer import MAX_BATCH, BatchingJobManager
 
 
 @pytest.fixture
-async def producer(database_url: str) -> AsyncIterator[BatchFetchingJobManager]:
+async def producer(database_url: str) -> AsyncIterator[BatchingJobManager]:
     app = App(connector=PsycopgConnector(conninfo=database_url))
     async with app.open_async():
-        yield BatchFetchingJobManager(app.connector)
+        yield BatchingJobManager(app.connector)
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ async def statuses(pool: AsyncConnectionPool, job_ids: list[int]) -> dict[int, t
 
 
 async def test_a_worker_with_free_slots_gets_them_filled_in_one_round_trip(
-    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
 ) -> None:
     deferred = await defer(pool, queue, 12)
     worker_id = await register_worker(pool)
@@ -74,7 +76,7 @@ async def test_a_worker_with_free_slots_gets_them_filled_in_one_round_trip(
 
 
 async def test_a_batch_is_never_larger_than_max_batch(
-    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
 ) -> None:
     await defer(pool, queue, MAX_BATCH + 5)
     worker_id = await register_worker(pool)
@@ -84,7 +86,7 @@ async def test_a_batch_is_never_larger_than_max_batch(
 
 
 async def test_jobs_fetched_but_not_started_go_back_untouched(
-    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
 ) -> None:
     deferred = await defer(pool, queue, 5)
     worker_id = await register_worker(pool)
@@ -107,7 +109,7 @@ async def test_jobs_fetched_but_not_started_go_back_untouched(
 
 
 async def test_jobs_held_for_a_worker_that_is_gone_are_put_back_first(
-    pool: AsyncConnectionPool, producer: BatchFetchingJobManager, queue: str
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
 ) -> None:
     deferred = await defer(pool, queue, 3)
     old, new = await register_worker(pool), await register_worker(pool)
@@ -121,7 +123,7 @@ async def test_jobs_held_for_a_worker_that_is_gone_are_put_back_first(
 
 async def test_a_capped_workspaces_generation_ends_the_batch(
     pool: AsyncConnectionPool,
-    producer: BatchFetchingJobManager,
+    producer: BatchingJobManager,
     queue: str,
     project_id: uuid.UUID,
     workspace_id: uuid.UUID,
@@ -148,3 +150,45 @@ async def test_a_capped_workspaces_generation_ends_the_batch(
         await conn.execute("DELETE FROM workspace_limits WHERE workspace_id = %s", (workspace_id,))
     await producer.fetch_job([queue], worker_id)
     assert producer.held == 2, "uncapped, the rest come in one batch"
+
+
+async def test_finishes_made_at_once_commit_as_one_group(
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
+) -> None:
+    deferred = await defer(pool, queue, 8)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 8
+    jobs = [await producer.fetch_job([queue], worker_id) for _ in range(8)]
+    assert all(job is not None for job in jobs)
+
+    await asyncio.gather(
+        *(
+            producer.finish_job(job, Status.FAILED if n == 0 else Status.SUCCEEDED, False)
+            for n, job in enumerate(jobs)
+            if job is not None
+        )
+    )
+    assert producer.completer.lane.groups == 1
+    assert await statuses(pool, deferred) == {
+        deferred[0]: ("failed", 1),
+        **dict.fromkeys(deferred[1:], ("succeeded", 1)),
+    }
+
+
+async def test_a_finish_procrastinate_refuses_fails_alone(
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
+) -> None:
+    deferred = await defer(pool, queue, 4)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 4
+    jobs = [job for job in [await producer.fetch_job([queue], worker_id) for _ in range(4)] if job]
+    # One of them is finished by someone else first: procrastinate's finish refuses it.
+    await producer.finish_job_by_id_async(
+        job_id=deferred[1], status=Status.SUCCEEDED, delete_job=False
+    )
+    outcomes = await asyncio.gather(
+        *(producer.finish_job(job, Status.SUCCEEDED, False) for job in jobs),
+        return_exceptions=True,
+    )
+    assert [isinstance(o, Exception) for o in outcomes] == [False, True, False, False]
+    assert {status for status, _ in (await statuses(pool, deferred)).values()} == {"succeeded"}

@@ -2,44 +2,35 @@
 
 A generation's steps are compare-and-set writes (worker/queue/lifecycle.py). Written one by
 one, each costs a round trip, a statement and a commit, and every status change queues on its
-project's row lock until that commit. Here the writes of one kind (start, step, complete, fail)
-that arrive while the previous group of that kind is being committed wait for it, then go
-together: one SQL function call (sql/migrations/030), so one statement, one transaction and one
-round trip, each job awaiting its own row's answer. (No pipeline: psycopg's async pipeline
-spins on the always-writable socket while it waits, measured as a tenth of the worker's CPU.) With nothing in flight a write goes at once, so an idle worker pays no
-latency for it; under load the groups grow by themselves.
+project's row lock until that commit. Here each kind of write (start, step, complete, fail) has
+a lane (worker/queue/groups.py): the writes that arrive while the previous group of that kind
+is being committed go together in one SQL function call (sql/migrations/030), so one
+statement, one transaction and one round trip, each job awaiting its own row's answer. (No
+pipeline: psycopg's async pipeline spins on the always-writable socket while it waits,
+measured as a tenth of the worker's CPU.)
 
 What a client can observe does not change: the row triggers still give every generation its
 own event rows, NOTIFYs and counter shifts, in order; writes a compare-and-set refuses are
-refused as before. A group locks its rows first in a fixed order (sql/migrations/030). If a
-group fails on anything but a lost connection (a row a CHECK refuses, a deadlock between the
-starts of two capped workspaces), its writes are made again one by one, so each job gets its
-own answer or its own error.
+refused as before. A group locks its rows first in a fixed order (sql/migrations/030), so it
+cannot deadlock with a writer holding one of its generations.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Collection
+import functools
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from operator import attrgetter
+from typing import Any
 from uuid import UUID
 
-import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from worker.core import store
 from worker.core.models import Generation, Step, StoredFile
+from worker.queue.groups import Lane
 
-logger = logging.getLogger(__name__)
-
-# A group is cut here; the rest waits for the next one. Large enough for a burst of
-# completions, small enough that one transaction holds its locks briefly.
-MAX_GROUP = 200
-
-W = TypeVar("W", bound="_Write")
-R = TypeVar("R")
+_by_generation = attrgetter("generation_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,108 +71,6 @@ class Fail(_Write):
 StartResult = tuple[Generation | None, bool]
 
 
-class _Lane(Generic[W, R]):
-    """The writes of one kind: a queue, and at most one group of them being committed."""
-
-    def __init__(
-        self,
-        pool: AsyncConnectionPool,
-        write_group: Callable[[store.Db, list[W]], Awaitable[dict[UUID, R]]],
-        write_one: Callable[[W], Awaitable[R]],
-        missing: R,
-    ) -> None:
-        self.pool = pool
-        self.write_group = write_group
-        self.write_one = write_one
-        # A generation absent from a group's answer: the write did not match.
-        self.missing = missing
-        self.waiting: list[tuple[W, asyncio.Future[R]]] = []
-        self.committing: asyncio.Task[None] | None = None
-        self.groups = 0
-        self.writes = 0
-
-    async def submit(self, write: W) -> R:
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self.waiting.append((write, future))
-        if self.committing is None:
-            self.committing = asyncio.create_task(self._commit_while_waiting())
-        return await future
-
-    async def _commit_while_waiting(self) -> None:
-        try:
-            while self.waiting:
-                group = self._next_group()
-                await self._commit(group)
-        finally:
-            self.committing = None
-
-    def _next_group(self) -> list[tuple[W, asyncio.Future[R]]]:
-        """Up to MAX_GROUP writes, at most one per generation (a second write for the same
-        generation waits for the next group, so its writes land in the order they were made)."""
-        group: list[tuple[W, asyncio.Future[R]]] = []
-        later: list[tuple[W, asyncio.Future[R]]] = []
-        seen: set[UUID] = set()
-        for item in self.waiting:
-            write, future = item
-            if future.done():  # its job was cancelled while it waited
-                continue
-            if len(group) >= MAX_GROUP or write.generation_id in seen:
-                later.append(item)
-            else:
-                seen.add(write.generation_id)
-                group.append(item)
-        self.waiting = later
-        return group
-
-    async def _commit(self, group: list[tuple[W, asyncio.Future[R]]]) -> None:
-        if not group:
-            return
-        writes = [write for write, _ in group]
-        try:
-            answers = await self.write_group(self.pool, writes)
-        except psycopg.OperationalError as error:
-            # The connection is gone: no write of the group can have committed on its own.
-            for _, future in group:
-                _settle(future, error=error)
-            return
-        except psycopg.Error as error:
-            logger.warning(
-                "a group of %d writes failed (%s); writing them one by one",
-                len(group),
-                type(error).__name__,
-            )
-            await self._one_by_one(group)
-            return
-        except BaseException as error:
-            for _, future in group:
-                _settle(future, error=error)
-            raise
-        self.groups += 1
-        self.writes += len(group)
-        for write, future in group:
-            _settle(future, answers.get(write.generation_id, self.missing))
-
-    async def _one_by_one(self, group: list[tuple[W, asyncio.Future[R]]]) -> None:
-        for write, future in group:
-            try:
-                answer = await self.write_one(write)
-            except Exception as error:
-                _settle(future, error=error)
-            else:
-                _settle(future, answer)
-
-
-def _settle(
-    future: asyncio.Future[Any], answer: Any = None, *, error: BaseException | None = None
-) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(answer)
-
-
 class Committer:
     """One lane per kind of write; see the module's doc. `grouped=False` writes each on its own
     (WORKER_GROUP_COMMIT=false), as a group that failed does."""
@@ -189,17 +78,27 @@ class Committer:
     def __init__(self, pool: AsyncConnectionPool, *, grouped: bool = True) -> None:
         self.pool = pool
         self.grouped = grouped
-        self.starts: _Lane[Start, StartResult] = _Lane(
-            pool, _start_group, self._start_one, (None, False)
+        self.starts: Lane[UUID, Start, StartResult] = Lane(
+            functools.partial(_start_group, pool),
+            self._start_one,
+            key=_by_generation,
+            missing=(None, False),
         )
-        self.steps: _Lane[StepTo, bool] = _Lane(pool, _step_group, self._step_one, False)
-        self.completions: _Lane[Complete, bool] = _Lane(
-            pool, _complete_group, self._complete_one, False
+        self.steps: Lane[UUID, StepTo, bool] = Lane(
+            functools.partial(_step_group, pool), self._step_one, key=_by_generation, missing=False
         )
-        self.failures: _Lane[Fail, bool] = _Lane(pool, _fail_group, self._fail_one, False)
+        self.completions: Lane[UUID, Complete, bool] = Lane(
+            functools.partial(_complete_group, pool),
+            self._complete_one,
+            key=_by_generation,
+            missing=False,
+        )
+        self.failures: Lane[UUID, Fail, bool] = Lane(
+            functools.partial(_fail_group, pool), self._fail_one, key=_by_generation, missing=False
+        )
 
     @property
-    def lanes(self) -> tuple[_Lane[Any, Any], ...]:
+    def lanes(self) -> tuple[Lane[UUID, Any, Any], ...]:
         return (self.starts, self.steps, self.completions, self.failures)
 
     async def start(self, write: Start) -> StartResult:

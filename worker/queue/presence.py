@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from procrastinate.worker import Worker
 
-from worker.queue.producer import BatchFetchingJobManager
+from worker.queue.producer import BatchingJobManager
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +179,13 @@ class PresentWorker(Worker):
         # The producer fetches as many jobs as this worker has free slots (the one being filled
         # included: it is not among the running ones yet), and puts back what it did not start.
         producer = self.app.job_manager
-        if isinstance(producer, BatchFetchingJobManager):
+        if isinstance(producer, BatchingJobManager):
             producer.room = lambda: self.concurrency - len(self._running_jobs)
         try:
             await self.presence.acquire(worker_id)
             await super()._run_loop()  # type: ignore[no-untyped-call]
         finally:
-            if isinstance(producer, BatchFetchingJobManager):
+            if isinstance(producer, BatchingJobManager):
                 producer.room = lambda: 1
                 try:
                     await producer.release(worker_id)

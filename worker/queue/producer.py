@@ -1,4 +1,5 @@
-"""The producer: hands procrastinate's worker its jobs, many fetched per round trip.
+"""The producer: hands procrastinate's worker its jobs, many fetched per round trip, and takes
+their finishes back in groups (worker/queue/completer.py).
 
 procrastinate's worker asks its job manager for one job each time a slot is free, and the
 manager fetches one job per statement. With thousands of slots free and as many jobs queued,
@@ -17,10 +18,11 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from procrastinate.connector import BaseConnector
-from procrastinate.jobs import Job
+from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
 
 from worker.core.sqlfiles import query
+from worker.queue.completer import Completer, Finish
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +31,13 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 100
 
 
-class BatchFetchingJobManager(JobManager):
-    """procrastinate's job manager, with `fetch_job` served from batches."""
+class BatchingJobManager(JobManager):
+    """procrastinate's job manager, with `fetch_job` served from batches and `finish_job` made
+    in groups."""
 
     def __init__(self, connector: BaseConnector) -> None:
         super().__init__(connector)
+        self.completer = Completer(connector, self._finish_one)
         self._fetched: deque[Job] = deque()
         self._fetched_for: int | None = None
         # Free slots of the worker asking, the one being filled included (set by the worker;
@@ -60,6 +64,15 @@ class BatchFetchingJobManager(JobManager):
         self._fetched.extend(jobs[1:])
         self._fetched_for = worker_id
         return jobs[0]
+
+    async def finish_job(self, job: Job, status: Status, delete_job: bool) -> None:
+        assert job.id is not None
+        await self.completer.finish(Finish(job.id, status, delete_job))
+
+    async def _finish_one(self, finish: Finish) -> None:
+        await self.finish_job_by_id_async(
+            job_id=finish.job_id, status=finish.status, delete_job=finish.delete_job
+        )
 
     @property
     def held(self) -> int:

@@ -17,7 +17,7 @@ from worker.core.config import read_setting
 from worker.core.errors import MAX_ATTEMPTS, GenerationError
 from worker.queue import outgoing, pipeline, rescuer, retention
 from worker.queue.outgoing import WebhookBackoff
-from worker.queue.producer import BatchFetchingJobManager
+from worker.queue.producer import BatchingJobManager
 from worker.queue.runtime import Runtime
 from worker.storage import deletes
 
@@ -28,7 +28,7 @@ WEBHOOK_QUEUE = "webhooks"
 # The pool is handed over by `app.open_async(pool)`; the connector's own settings are unused.
 app = App(connector=PsycopgConnector())
 # Jobs are fetched many per round trip (worker/queue/producer.py).
-app.job_manager = BatchFetchingJobManager(connector=app.connector)
+app.job_manager = BatchingJobManager(connector=app.connector)
 
 
 def _interrupted(exception: BaseException) -> bool:
