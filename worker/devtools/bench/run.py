@@ -26,7 +26,7 @@ QUICK = {
     "clients": 1_000,
     "updates": 10,
     "requests": 400,
-    "hooks": 300,
+    "hooks": 1_000,
     "large": 10_000,
     "memory": 1_000,
     "backlog": 300,
