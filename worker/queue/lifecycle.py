@@ -65,8 +65,8 @@ class Lifecycle:
         """pending/processing -> processing at `fetching`; None when there is nothing to run.
 
         A generation of one of the `straight_to_processing` providers with no source image has
-        nothing to fetch: its `processing` step is written in the same round trip (one pipeline,
-        one transaction), so both events still happen, in order.
+        nothing to fetch: its `processing` step is written in the same transaction, so both
+        events still happen, in order.
         """
         write = Start(
             generation_id,

@@ -27,7 +27,7 @@ QUEUE = "images"
 WEBHOOK_QUEUE = "webhooks"
 # The pool is handed over by `app.open_async(pool)`; the connector's own settings are unused.
 app = App(connector=PsycopgConnector())
-# Jobs are fetched many per round trip (worker/queue/producer.py).
+# Jobs are fetched many per round trip and finished in groups (worker/queue/producer.py).
 app.job_manager = BatchingJobManager(connector=app.connector)
 
 
