@@ -1412,8 +1412,18 @@ CREATE FUNCTION imagejobs_start_generations(p_ids uuid[], p_count_attempts integ
 DECLARE
     _todo record;
     _row image_generations;
+    _cap_key integer;
 BEGIN
     PERFORM imagejobs_lock_for_group(p_ids, false);
+    FOR _cap_key IN
+        SELECT DISTINCT hashtext(g.workspace_id::text)
+        FROM image_generations g
+        JOIN workspace_limits l ON l.workspace_id = g.workspace_id
+        WHERE g.id = ANY (p_ids) AND l.max_concurrency IS NOT NULL
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(22, _cap_key);
+    END LOOP;
     FOR _todo IN
         SELECT w.*
         FROM unnest(p_ids, p_count_attempts, p_advance_providers, p_progresses)

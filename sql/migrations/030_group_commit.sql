@@ -12,7 +12,9 @@
 -- while holding the ones before, and a writer holding one of the group's generations and
 -- waiting for its project (a cancel through the API) would deadlock with it
 -- (tests/worker/test_committer.py shows it). With it every writer takes generations before
--- projects, and groups take each in one order.
+-- projects, and groups take each in one order. The bulk actions lock their generations by id
+-- too (sql/queries/generations.sql), so they keep the same order. Should a deadlock happen
+-- anyway, Postgres aborts one side; a group's writes are then made one by one.
 CREATE OR REPLACE FUNCTION imagejobs_lock_for_group(p_ids uuid[], p_with_projects boolean)
     RETURNS void
     LANGUAGE plpgsql
@@ -33,7 +35,10 @@ $$;
 -- the row's comma-separated `p_advance_providers`; NULL: never). One statement per generation
 -- inside the function, in project order: a workspace's concurrency cap (imagejobs_slot_free)
 -- must see the starts before it in the group, which one multi-row UPDATE would not. Project
--- rows are therefore taken by the starts themselves, in that order, not locked up front.
+-- rows are therefore taken by the starts themselves, in that order, not locked up front; the
+-- caps' advisory locks (which imagejobs_slot_free holds to the end of the transaction) are
+-- taken up front, in key order, so two groups of starts in two capped workspaces cannot wait
+-- for each other's.
 CREATE OR REPLACE FUNCTION imagejobs_start_generations(
     p_ids uuid[], p_count_attempts int[], p_advance_providers text[], p_progresses int[]
 )
@@ -44,8 +49,18 @@ AS $$
 DECLARE
     _todo record;
     _row image_generations;
+    _cap_key integer;
 BEGIN
     PERFORM imagejobs_lock_for_group(p_ids, false);
+    FOR _cap_key IN
+        SELECT DISTINCT hashtext(g.workspace_id::text)
+        FROM image_generations g
+        JOIN workspace_limits l ON l.workspace_id = g.workspace_id
+        WHERE g.id = ANY (p_ids) AND l.max_concurrency IS NOT NULL
+        ORDER BY 1
+    LOOP
+        PERFORM pg_advisory_xact_lock(22, _cap_key);
+    END LOOP;
     FOR _todo IN
         SELECT w.*
         FROM unnest(p_ids, p_count_attempts, p_advance_providers, p_progresses)

@@ -219,13 +219,21 @@ FROM image_generations WHERE id = %(id)s;
 -- name: bulk_cancel
 -- Every pending or processing generation of the workspace the filter matches, cancelled (the
 -- trigger cancels or aborts each job and asks queue-based providers to stop); the count.
-WITH hit AS (
-    UPDATE image_generations SET status = 'cancelled'
+WITH targets AS (
+    -- Locked by id first, the order group commit locks in (sql/migrations/030): a bulk
+    -- action and a worker's group take rows in one order, so they cannot deadlock.
+    SELECT id FROM image_generations
     WHERE workspace_id = %(workspace_id)s
       AND status = ANY (%(statuses)s::text[])
       AND (%(project_id)s::uuid IS NULL OR project_id = %(project_id)s::uuid)
       AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
       AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
+    ORDER BY id
+    FOR NO KEY UPDATE
+), hit AS (
+    UPDATE image_generations SET status = 'cancelled'
+    WHERE id IN (SELECT id FROM targets)
+      AND status = ANY (%(statuses)s::text[])
     RETURNING 1
 )
 SELECT count(*) FROM hit;
@@ -233,13 +241,21 @@ SELECT count(*) FROM hit;
 -- name: bulk_retry
 -- Every failed or cancelled generation the filter matches, back to pending with a fresh attempt
 -- budget and a new job (the trigger); the count.
-WITH hit AS (
-    UPDATE image_generations SET status = 'pending'
+WITH targets AS (
+    -- Locked by id first, the order group commit locks in (sql/migrations/030): a bulk
+    -- action and a worker's group take rows in one order, so they cannot deadlock.
+    SELECT id FROM image_generations
     WHERE workspace_id = %(workspace_id)s
       AND status = ANY (%(statuses)s::text[])
       AND (%(project_id)s::uuid IS NULL OR project_id = %(project_id)s::uuid)
       AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
       AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
+    ORDER BY id
+    FOR NO KEY UPDATE
+), hit AS (
+    UPDATE image_generations SET status = 'pending'
+    WHERE id IN (SELECT id FROM targets)
+      AND status = ANY (%(statuses)s::text[])
     RETURNING 1
 )
 SELECT count(*) FROM hit;

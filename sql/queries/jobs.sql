@@ -44,15 +44,22 @@ SELECT * FROM imagejobs_fetch_jobs(%(queues)s::varchar[], %(worker_id)s, %(max)s
 
 -- name: release_jobs
 -- Jobs this worker took but did not start (it stopped first) back to `todo`, their attempts
--- untouched since they never ran, and their queues' workers woken.
+-- untouched since they never ran, and their queues' workers woken. One whose abort was
+-- requested meanwhile (its generation was cancelled) ends `aborted`, as it would have run.
+-- procrastinate sets worker_id NULL when a worker unregisters, so those rows match too: the
+-- ids are this worker's own.
 WITH released AS (
-    UPDATE procrastinate_jobs SET status = 'todo', worker_id = NULL
-    WHERE id = ANY (%(job_ids)s::bigint[]) AND status = 'doing' AND worker_id = %(worker_id)s
-    RETURNING id, queue_name
+    UPDATE procrastinate_jobs
+    SET status = CASE WHEN abort_requested THEN 'aborted' ELSE 'todo' END::procrastinate_job_status,
+        abort_requested = false,
+        worker_id = NULL
+    WHERE id = ANY (%(job_ids)s::bigint[]) AND status = 'doing'
+      AND (worker_id = %(worker_id)s OR worker_id IS NULL)
+    RETURNING id, queue_name, status
 )
-SELECT r.id,
-       pg_notify('procrastinate_queue_v1#' || r.queue_name,
-                 json_build_object('type', 'job_inserted', 'job_id', r.id)::text)
+SELECT r.id, r.status::text AS status,
+       CASE WHEN r.status = 'todo' THEN pg_notify('procrastinate_queue_v1#' || r.queue_name,
+            json_build_object('type', 'job_inserted', 'job_id', r.id)::text) END
 FROM released r;
 
 -- name: finish_jobs

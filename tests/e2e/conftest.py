@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 
 from tests.conftest import Tenant
+from tests.factories import abandon_earlier_work
 
 
 class Stack:
@@ -48,18 +48,6 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> int:
 
 
 OUTGOING_SECRET = "whsec_" + "ZTJlLW91dGdvaW5nLXNlY3JldA=="
-
-
-def abandon_earlier_work(database_url: str) -> None:
-    """Cancels the generations earlier tests left queued with no worker to run them (tests/api
-    creates hundreds): this stack's worker would otherwise work through them first, at this
-    module's provider delay, before the jobs its own tests wait for. Cancelling goes through the
-    cancel trigger, so counters and jobs stay consistent."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "UPDATE image_generations SET status = 'cancelled' "
-            "WHERE status IN ('pending', 'processing')"
-        )
 
 
 @pytest.fixture(scope="module")

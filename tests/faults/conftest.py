@@ -17,7 +17,7 @@ import pytest
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from tests.factories import insert_generation
+from tests.factories import abandon_earlier_work, insert_generation
 
 FAST_RESCUE = {
     "WORKER_HEARTBEAT_S": "1",
@@ -66,6 +66,9 @@ class Workers:
 
 @pytest.fixture
 def workers(database_url: str, tmp_path: Path) -> Iterator[Workers]:
+    # The workers here take any queued generation: earlier tests' leftovers (a fair-queue
+    # backlog) would fill their slots before this test's jobs and break its timing.
+    abandon_earlier_work(database_url)
     pool = Workers(database_url, tmp_path / "storage", tmp_path)
     yield pool
     pool.stop_all()

@@ -238,3 +238,43 @@ async def test_a_group_of_starts_keeps_a_workspace_to_its_concurrency_cap(
     assert committer.starts.groups == 1
     assert sum(g is not None for g, _ in started) == cap
     assert await counts(pool, project_id) == (5 - cap, cap, 0, 0, 0)
+
+
+async def test_two_groups_of_starts_in_two_capped_workspaces_do_not_deadlock(
+    pool: AsyncConnectionPool,
+) -> None:
+    """Two workers' groups of starts, each with a generation of workspace W1 and one of W2, in
+    opposite project order. The caps' advisory locks last until commit; were they taken row by
+    row, in project order, the first group would hold W2's and wait for W1's while the second
+    held W1's and waited for W2's. They are taken up front, in key order."""
+    w1, w2 = uuid.uuid4(), uuid.uuid4()
+    prefix = uuid.uuid4().hex[:24]
+    pa, pb, pc = (uuid.UUID(f"{prefix}{n:08x}") for n in (1, 2, 3))
+    async with pool.connection() as conn:
+        for project, workspace in ((pa, w2), (pb, w1), (pc, w2)):
+            await conn.execute(
+                "INSERT INTO projects (id, workspace_id, name) VALUES (%s, %s, 'caps')",
+                (project, workspace),
+            )
+        for workspace in (w1, w2):
+            await conn.execute(
+                "INSERT INTO workspace_limits (workspace_id, max_concurrency) VALUES (%s, 10)",
+                (workspace,),
+            )
+    first_group = [await insert_generation(pool, p, job_id=-1) for p in (pa, pb)]
+    second_group = [await insert_generation(pool, p, job_id=-1) for p in (pb, pc)]
+    first, second = Committer(pool), Committer(pool)
+
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            # Holding W2's cap lock lines both groups up behind it.
+            await conn.execute("SELECT pg_advisory_xact_lock(22, hashtext(%s))", (str(w2),))
+            await conn.execute("SET LOCAL deadlock_timeout = '100ms'")
+            one = asyncio.gather(*(first.start(start(i)) for i in first_group))
+            await asyncio.sleep(0.2)
+            two = asyncio.gather(*(second.start(start(i)) for i in second_group))
+            await asyncio.sleep(0.2)
+        started = await asyncio.wait_for(asyncio.gather(one, two), 10)
+
+    assert all(g is not None for group in started for g, _ in group)
+    assert (first.starts.groups, second.starts.groups) == (1, 1), "neither fell back"

@@ -94,3 +94,45 @@ async def test_a_lost_connection_fails_the_whole_group(lost: Exception) -> None:
             *(writes.submit((f"k{n}", n)) for n in range(3)), return_exceptions=True
         )
         assert outcomes == [error] * 3 and recorder.alone == []
+
+
+async def test_a_failed_group_is_redone_all_at_once_not_in_a_row() -> None:
+    """One write that waits (a lock, a timeout) holds up neither the others nor the lane."""
+
+    async def slow_one(write: tuple[str, int]) -> int:
+        await asyncio.sleep(0.2)
+        return write[1]
+
+    recorder = Recorder(fail_group=psycopg.errors.LockNotAvailable("lock timeout"))
+    writes: Lane[str, tuple[str, int], int] = Lane(
+        recorder.write_group, slow_one, key=lambda w: w[0], missing=-1
+    )
+    started = asyncio.get_running_loop().time()
+    answers = await asyncio.gather(*(writes.submit((f"k{n}", n)) for n in range(5)))
+    assert answers == [0, 1, 2, 3, 4]
+    assert asyncio.get_running_loop().time() - started < 0.6
+
+
+async def test_callers_are_not_left_waiting_when_the_lane_is_cancelled() -> None:
+    gate = asyncio.Event()
+
+    async def stuck_group(writes: list[tuple[str, int]]) -> dict[str, int]:
+        await gate.wait()
+        return {}
+
+    async def never(write: tuple[str, int]) -> int:
+        raise AssertionError("not reached")
+
+    writes: Lane[str, tuple[str, int], int] = Lane(
+        stuck_group, never, key=lambda w: w[0], missing=-1
+    )
+    in_group = asyncio.create_task(writes.submit(("a", 1)))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(writes.submit(("b", 2)))
+    await asyncio.sleep(0)
+    assert writes.committing is not None
+    writes.committing.cancel()
+    for caller in (in_group, waiting):
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(caller, 1)
+    assert writes.committing is None and writes.waiting == []

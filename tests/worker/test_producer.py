@@ -192,3 +192,38 @@ async def test_a_finish_procrastinate_refuses_fails_alone(
     )
     assert [isinstance(o, Exception) for o in outcomes] == [False, True, False, False]
     assert {status for status, _ in (await statuses(pool, deferred)).values()} == {"succeeded"}
+
+
+async def test_jobs_held_by_a_worker_already_unregistered_still_go_back(
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
+) -> None:
+    """procrastinate sets worker_id NULL on its jobs when a worker unregisters."""
+    deferred = await defer(pool, queue, 5)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 5
+    await producer.fetch_job([queue], worker_id)
+    async with pool.connection() as conn:
+        await conn.execute("SELECT procrastinate_unregister_worker_v1(%s)", (worker_id,))
+
+    assert sorted(await producer.release(worker_id)) == deferred[1:]
+    assert [s for s, _ in (await statuses(pool, deferred[1:])).values()] == ["todo"] * 4
+
+
+async def test_a_held_job_whose_abort_was_requested_ends_aborted(
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
+) -> None:
+    """Its generation was cancelled while it waited to start: it is not put back in the queue
+    (procrastinate forbids a `todo` job with an abort request), and the others still are."""
+    deferred = await defer(pool, queue, 4)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 4
+    await producer.fetch_job([queue], worker_id)
+    async with pool.connection() as conn:
+        await conn.execute("SELECT procrastinate_cancel_job_v1(%s, true, false)", (deferred[2],))
+
+    assert sorted(await producer.release(worker_id)) == [deferred[1], deferred[3]]
+    assert await statuses(pool, deferred[1:]) == {
+        deferred[1]: ("todo", 0),
+        deferred[2]: ("aborted", 0),
+        deferred[3]: ("todo", 0),
+    }

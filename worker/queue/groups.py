@@ -68,6 +68,10 @@ class Lane(Generic[K, W, R]):
                 await self._commit(self._next_group())
         finally:
             self.committing = None
+            # Cancelled (the loop is closing): no caller may wait for ever.
+            for _, future in self.waiting:
+                future.cancel()
+            self.waiting = []
 
     def _next_group(self) -> list[tuple[W, asyncio.Future[R]]]:
         group: list[tuple[W, asyncio.Future[R]]] = []
@@ -103,9 +107,9 @@ class Lane(Generic[K, W, R]):
             )
             await self._one_by_one(group)
             return
-        except BaseException as error:  # cancelled: so are the callers
+        except BaseException:  # cancelled: so are the callers
             for _, future in group:
-                _settle(future, error=error)
+                future.cancel()
             raise
         self.groups += 1
         self.writes += len(group)
@@ -113,13 +117,23 @@ class Lane(Generic[K, W, R]):
             _settle(future, answers.get(self.key(write), self.missing))
 
     async def _one_by_one(self, group: list[tuple[W, asyncio.Future[R]]]) -> None:
-        for write, future in group:
+        """Each write on its own, all at once: one that waits (a lock, a timeout) holds up
+        neither the others nor the lane for longer than itself."""
+
+        async def write_alone(write: W, future: asyncio.Future[R]) -> None:
             try:
                 answer = await self.write_one(write)
             except Exception as error:
                 _settle(future, error=error)
             else:
                 _settle(future, answer)
+
+        try:
+            await asyncio.gather(*(write_alone(write, future) for write, future in group))
+        except BaseException:
+            for _, future in group:
+                future.cancel()
+            raise
 
 
 # Server-side SQLSTATEs that mean the session is gone: class 08 (connection exception) and the

@@ -187,9 +187,21 @@ class PresentWorker(Worker):
         finally:
             if isinstance(producer, BatchingJobManager):
                 producer.room = lambda: 1
-                try:
-                    await producer.release(worker_id)
-                except Exception as error:
-                    # The rescuer's fast pass re-queues them once the presence lock is gone.
-                    logger.warning("fetched jobs not put back: %s", type(error).__name__)
+                await self._put_back_fetched(producer, worker_id)
             await self.presence.release()
+
+    async def _shutdown(self, side_tasks: list[asyncio.Task[Any]]) -> None:
+        # The fetch loop has ended: jobs fetched for it and not started go back now, before the
+        # drain (they would wait for it) and before procrastinate unregisters this worker.
+        producer = self.app.job_manager
+        if isinstance(producer, BatchingJobManager) and self.worker_id is not None:
+            await self._put_back_fetched(producer, self.worker_id)
+        await super()._shutdown(side_tasks=side_tasks)
+
+    @staticmethod
+    async def _put_back_fetched(producer: BatchingJobManager, worker_id: int) -> None:
+        try:
+            await producer.release(worker_id)
+        except Exception as error:
+            # Left `doing`: the rescuer re-queues them (attempt + 1) once this worker is gone.
+            logger.warning("fetched jobs not put back: %s", type(error).__name__)

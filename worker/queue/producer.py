@@ -48,8 +48,12 @@ class BatchingJobManager(JobManager):
     async def fetch_job(self, queues: Iterable[str] | None, worker_id: int) -> Job | None:
         if self._fetched and self._fetched_for == worker_id:
             return self._fetched.popleft()
-        if self._fetched:
-            await self.release(self._fetched_for)
+        if self._fetched:  # held for a worker that is gone (restarted): back to the queue
+            try:
+                await self.release(self._fetched_for)
+            except Exception as error:
+                logger.warning("fetched jobs not put back: %s", type(error).__name__)
+                self._fetched.clear()
         wanted = max(1, min(MAX_BATCH, self.room()))
         rows = await self.connector.execute_query_all_async(
             query=query("fetch_jobs"),
@@ -80,15 +84,17 @@ class BatchingJobManager(JobManager):
         return len(self._fetched)
 
     async def release(self, worker_id: int | None) -> list[int]:
-        """Puts the jobs fetched and not handed out back in the queue; their ids."""
+        """Puts the jobs fetched and not handed out back in the queue (those whose abort was
+        requested meanwhile end `aborted`, as a running one would); the ids put back."""
         job_ids = [job.id for job in self._fetched if job.id is not None]
-        self._fetched.clear()
-        self._fetched_for = None
         if not job_ids or worker_id is None:
+            self._fetched.clear()
             return []
         rows = await self.connector.execute_query_all_async(
             query=query("release_jobs"), job_ids=job_ids, worker_id=worker_id
         )
-        released = [int(row["id"]) for row in rows]
+        self._fetched.clear()
+        self._fetched_for = None
+        released = [int(row["id"]) for row in rows if row["status"] == "todo"]
         logger.info("put back %d fetched jobs the worker did not start", len(released))
         return released
