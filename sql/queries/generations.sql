@@ -216,9 +216,10 @@ RETURNING g.job_id;
 SELECT CASE WHEN status = 'pending' THEN imagejobs_queue_position(job_id) END
 FROM image_generations WHERE id = %(id)s;
 
--- name: bulk_cancel
--- Every pending or processing generation of the workspace the filter matches, cancelled (the
--- trigger cancels or aborts each job and asks queue-based providers to stop); the count.
+-- name: bulk_change
+-- Every generation of the workspace in %(statuses)s that the filter matches, moved to
+-- %(to_status)s: `cancelled` (the trigger cancels or aborts each job and asks queue-based
+-- providers to stop) or `pending` (a retry: a fresh attempt budget and a new job); the count.
 WITH targets AS (
     -- Locked by id first, the order group commit locks in (sql/migrations/030): a bulk
     -- action and a worker's group take rows in one order, so they cannot deadlock.
@@ -231,29 +232,7 @@ WITH targets AS (
     ORDER BY id
     FOR NO KEY UPDATE
 ), hit AS (
-    UPDATE image_generations SET status = 'cancelled'
-    WHERE id IN (SELECT id FROM targets)
-      AND status = ANY (%(statuses)s::text[])
-    RETURNING 1
-)
-SELECT count(*) FROM hit;
-
--- name: bulk_retry
--- Every failed or cancelled generation the filter matches, back to pending with a fresh attempt
--- budget and a new job (the trigger); the count.
-WITH targets AS (
-    -- Locked by id first, the order group commit locks in (sql/migrations/030): a bulk
-    -- action and a worker's group take rows in one order, so they cannot deadlock.
-    SELECT id FROM image_generations
-    WHERE workspace_id = %(workspace_id)s
-      AND status = ANY (%(statuses)s::text[])
-      AND (%(project_id)s::uuid IS NULL OR project_id = %(project_id)s::uuid)
-      AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s::timestamptz)
-      AND (%(created_after)s::timestamptz IS NULL OR created_at > %(created_after)s::timestamptz)
-    ORDER BY id
-    FOR NO KEY UPDATE
-), hit AS (
-    UPDATE image_generations SET status = 'pending'
+    UPDATE image_generations SET status = %(to_status)s
     WHERE id IN (SELECT id FROM targets)
       AND status = ANY (%(statuses)s::text[])
     RETURNING 1

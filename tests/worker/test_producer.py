@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from procrastinate import App, PsycopgConnector
-from procrastinate.jobs import Status
+from procrastinate.jobs import Job, Status
 from psycopg_pool import AsyncConnectionPool
 
 from tests.factories import insert_generation
@@ -57,6 +57,24 @@ async def statuses(pool: AsyncConnectionPool, job_ids: list[int]) -> dict[int, t
         return {int(i): (str(s), int(a)) for i, s, a in await cur.fetchall()}
 
 
+async def take(producer: BatchingJobManager, queue: str, worker_id: int, asks: int) -> list[Job]:
+    """What `asks` asks of a worker's fetch loop are handed."""
+    jobs = [await producer.fetch_job([queue], worker_id) for _ in range(asks)]
+    return [job for job in jobs if job is not None]
+
+
+async def holding(
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str, count: int
+) -> tuple[list[int], int]:
+    """`count` jobs deferred and fetched in one batch for a new worker, which is handed the
+    first; the ids of all, and the worker's."""
+    deferred = await defer(pool, queue, count)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: count
+    assert len(await take(producer, queue, worker_id, 1)) == 1
+    return deferred, worker_id
+
+
 async def test_a_worker_with_free_slots_gets_them_filled_in_one_round_trip(
     pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
 ) -> None:
@@ -64,9 +82,9 @@ async def test_a_worker_with_free_slots_gets_them_filled_in_one_round_trip(
     worker_id = await register_worker(pool)
     producer.room = lambda: 10
 
-    taken = [await producer.fetch_job([queue], worker_id) for _ in range(10)]
+    taken = await take(producer, queue, worker_id, 10)
     assert producer.batches == 1
-    assert [job.id for job in taken if job] == deferred[:10], "in queue order, each once"
+    assert [job.id for job in taken] == deferred[:10], "in queue order, each once"
     assert set((await statuses(pool, deferred[:10])).values()) == {("doing", 0)}
 
     producer.room = lambda: 1
@@ -88,11 +106,8 @@ async def test_a_batch_is_never_larger_than_max_batch(
 async def test_jobs_fetched_but_not_started_go_back_untouched(
     pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
 ) -> None:
-    deferred = await defer(pool, queue, 5)
-    worker_id = await register_worker(pool)
-    producer.room = lambda: 5
-    first = await producer.fetch_job([queue], worker_id)
-    assert first is not None and producer.held == 4
+    deferred, worker_id = await holding(pool, producer, queue, 5)
+    assert producer.held == 4
 
     released = await producer.release(worker_id)
     assert sorted(released) == deferred[1:]
@@ -104,8 +119,8 @@ async def test_jobs_fetched_but_not_started_go_back_untouched(
     # Another worker's ask gets them.
     other = await register_worker(pool)
     producer.room = lambda: 10
-    again = [await producer.fetch_job([queue], other) for _ in range(4)]
-    assert [job.id for job in again if job] == deferred[1:]
+    again = await take(producer, queue, other, 4)
+    assert [job.id for job in again] == deferred[1:]
 
 
 async def test_jobs_held_for_a_worker_that_is_gone_are_put_back_first(
@@ -116,8 +131,8 @@ async def test_jobs_held_for_a_worker_that_is_gone_are_put_back_first(
     producer.room = lambda: 3
     await producer.fetch_job([queue], old)
     # A new worker (a restart) asks: what was held for the old one goes back, then is fetched.
-    taken = [await producer.fetch_job([queue], new) for _ in range(2)]
-    assert [job.id for job in taken if job] == deferred[1:]
+    taken = await take(producer, queue, new, 2)
+    assert [job.id for job in taken] == deferred[1:]
     assert all(job is not None and job.id in deferred for job in taken)
 
 
@@ -158,14 +173,13 @@ async def test_finishes_made_at_once_commit_as_one_group(
     deferred = await defer(pool, queue, 8)
     worker_id = await register_worker(pool)
     producer.room = lambda: 8
-    jobs = [await producer.fetch_job([queue], worker_id) for _ in range(8)]
-    assert all(job is not None for job in jobs)
+    jobs = await take(producer, queue, worker_id, 8)
+    assert len(jobs) == 8
 
     await asyncio.gather(
         *(
             producer.finish_job(job, Status.FAILED if n == 0 else Status.SUCCEEDED, False)
             for n, job in enumerate(jobs)
-            if job is not None
         )
     )
     assert producer.completer.lane.groups == 1
@@ -181,7 +195,7 @@ async def test_a_finish_procrastinate_refuses_fails_alone(
     deferred = await defer(pool, queue, 4)
     worker_id = await register_worker(pool)
     producer.room = lambda: 4
-    jobs = [job for job in [await producer.fetch_job([queue], worker_id) for _ in range(4)] if job]
+    jobs = await take(producer, queue, worker_id, 4)
     # One of them is finished by someone else first: procrastinate's finish refuses it.
     await producer.finish_job_by_id_async(
         job_id=deferred[1], status=Status.SUCCEEDED, delete_job=False
@@ -198,10 +212,7 @@ async def test_jobs_held_by_a_worker_already_unregistered_still_go_back(
     pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
 ) -> None:
     """procrastinate sets worker_id NULL on its jobs when a worker unregisters."""
-    deferred = await defer(pool, queue, 5)
-    worker_id = await register_worker(pool)
-    producer.room = lambda: 5
-    await producer.fetch_job([queue], worker_id)
+    deferred, worker_id = await holding(pool, producer, queue, 5)
     async with pool.connection() as conn:
         await conn.execute("SELECT procrastinate_unregister_worker_v1(%s)", (worker_id,))
 
@@ -214,10 +225,7 @@ async def test_a_held_job_whose_abort_was_requested_ends_aborted(
 ) -> None:
     """Its generation was cancelled while it waited to start: it is not put back in the queue
     (procrastinate forbids a `todo` job with an abort request), and the others still are."""
-    deferred = await defer(pool, queue, 4)
-    worker_id = await register_worker(pool)
-    producer.room = lambda: 4
-    await producer.fetch_job([queue], worker_id)
+    deferred, worker_id = await holding(pool, producer, queue, 4)
     async with pool.connection() as conn:
         await conn.execute("SELECT procrastinate_cancel_job_v1(%s, true, false)", (deferred[2],))
 

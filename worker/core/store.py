@@ -198,10 +198,16 @@ async def bulk_change(
 ) -> int:
     """Cancels or retries every generation of the workspace in `statuses` that the filters
     (project_id, created_before, created_after; None = any) match; how many."""
+    to_status = "cancelled" if verb == "cancel" else "pending"
     row = await fetch_row(
         db,
-        f"bulk_{verb}",
-        {"workspace_id": workspace_id, "statuses": list(statuses), **filters},
+        "bulk_change",
+        {
+            "workspace_id": workspace_id,
+            "statuses": list(statuses),
+            "to_status": to_status,
+            **filters,
+        },
     )
     return int(row[0]) if row else 0
 

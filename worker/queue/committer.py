@@ -77,43 +77,48 @@ class Committer:
 
     def __init__(self, pool: AsyncConnectionPool, *, grouped: bool = True) -> None:
         self.pool = pool
-        self.grouped = grouped
         self.starts: Lane[UUID, Start, StartResult] = Lane(
             functools.partial(_start_group, pool),
             self._start_one,
             key=_by_generation,
             missing=(None, False),
+            grouped=grouped,
         )
         self.steps: Lane[UUID, StepTo, bool] = Lane(
-            functools.partial(_step_group, pool), self._step_one, key=_by_generation, missing=False
+            functools.partial(_step_group, pool),
+            self._step_one,
+            key=_by_generation,
+            missing=False,
+            grouped=grouped,
         )
         self.completions: Lane[UUID, Complete, bool] = Lane(
             functools.partial(_complete_group, pool),
             self._complete_one,
             key=_by_generation,
             missing=False,
+            grouped=grouped,
         )
         self.failures: Lane[UUID, Fail, bool] = Lane(
-            functools.partial(_fail_group, pool), self._fail_one, key=_by_generation, missing=False
+            functools.partial(_fail_group, pool),
+            self._fail_one,
+            key=_by_generation,
+            missing=False,
+            grouped=grouped,
         )
-
-    @property
-    def lanes(self) -> tuple[Lane[UUID, Any, Any], ...]:
-        return (self.starts, self.steps, self.completions, self.failures)
 
     async def start(self, write: Start) -> StartResult:
         """(the generation, now processing; None when there is nothing to run) and whether it
         went on to `processing` in the same transaction."""
-        return await (self.starts.submit(write) if self.grouped else self._start_one(write))
+        return await self.starts.submit(write)
 
     async def step(self, write: StepTo) -> bool:
-        return await (self.steps.submit(write) if self.grouped else self._step_one(write))
+        return await self.steps.submit(write)
 
     async def complete(self, write: Complete) -> bool:
-        return await (self.completions.submit(write) if self.grouped else self._complete_one(write))
+        return await self.completions.submit(write)
 
     async def fail(self, write: Fail) -> bool:
-        return await (self.failures.submit(write) if self.grouped else self._fail_one(write))
+        return await self.failures.submit(write)
 
     # One by one: what a failed group falls back to, and what grouped=False always does.
 

@@ -36,7 +36,8 @@ class Lane(Generic[K, W, R]):
     `write_group` writes a group in one call and answers by key; a key it leaves out gets
     `missing` (for a compare-and-set write: it did not match). `write_one` writes one on its
     own. At most one write per key goes in a group: a second waits for the next one, so the
-    writes of one key land in the order they were made."""
+    writes of one key land in the order they were made. `grouped=False` makes every write on
+    its own, as a failed group is."""
 
     def __init__(
         self,
@@ -45,17 +46,21 @@ class Lane(Generic[K, W, R]):
         *,
         key: Callable[[W], K],
         missing: R,
+        grouped: bool = True,
     ) -> None:
         self.write_group = write_group
         self.write_one = write_one
         self.key = key
         self.missing = missing
+        self.grouped = grouped
         self.waiting: list[tuple[W, asyncio.Future[R]]] = []
         self.committing: asyncio.Task[None] | None = None
         self.groups = 0
         self.writes = 0
 
     async def submit(self, write: W) -> R:
+        if not self.grouped:
+            return await self.write_one(write)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self.waiting.append((write, future))
         if self.committing is None:

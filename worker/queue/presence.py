@@ -175,33 +175,24 @@ class PresentWorker(Worker):
 
     async def _run_loop(self) -> None:
         assert self.worker_id is not None
-        worker_id = self.worker_id
         # The producer fetches as many jobs as this worker has free slots (the one being filled
         # included: it is not among the running ones yet), and puts back what it did not start.
         producer = self.app.job_manager
         if isinstance(producer, BatchingJobManager):
             producer.room = lambda: self.concurrency - len(self._running_jobs)
         try:
-            await self.presence.acquire(worker_id)
+            await self.presence.acquire(self.worker_id)
             await super()._run_loop()  # type: ignore[no-untyped-call]
         finally:
             if isinstance(producer, BatchingJobManager):
                 producer.room = lambda: 1
-                await self._put_back_fetched(producer, worker_id)
             await self.presence.release()
 
     async def _shutdown(self, side_tasks: list[asyncio.Task[Any]]) -> None:
-        # The fetch loop has ended: jobs fetched for it and not started go back now, before the
-        # drain (they would wait for it) and before procrastinate unregisters this worker.
+        # procrastinate's run loop ends with this, whatever stopped it: jobs fetched and not
+        # started go back now, before the drain (they would wait for it) and before
+        # procrastinate unregisters this worker.
         producer = self.app.job_manager
         if isinstance(producer, BatchingJobManager) and self.worker_id is not None:
-            await self._put_back_fetched(producer, self.worker_id)
+            await producer.release(self.worker_id)
         await super()._shutdown(side_tasks=side_tasks)
-
-    @staticmethod
-    async def _put_back_fetched(producer: BatchingJobManager, worker_id: int) -> None:
-        try:
-            await producer.release(worker_id)
-        except Exception as error:
-            # Left `doing`: the rescuer re-queues them (attempt + 1) once this worker is gone.
-            logger.warning("fetched jobs not put back: %s", type(error).__name__)

@@ -49,11 +49,7 @@ class BatchingJobManager(JobManager):
         if self._fetched and self._fetched_for == worker_id:
             return self._fetched.popleft()
         if self._fetched:  # held for a worker that is gone (restarted): back to the queue
-            try:
-                await self.release(self._fetched_for)
-            except Exception as error:
-                logger.warning("fetched jobs not put back: %s", type(error).__name__)
-                self._fetched.clear()
+            await self.release(self._fetched_for)
         wanted = max(1, min(MAX_BATCH, self.room()))
         rows = await self.connector.execute_query_all_async(
             query=query("fetch_jobs"),
@@ -85,16 +81,21 @@ class BatchingJobManager(JobManager):
 
     async def release(self, worker_id: int | None) -> list[int]:
         """Puts the jobs fetched and not handed out back in the queue (those whose abort was
-        requested meanwhile end `aborted`, as a running one would); the ids put back."""
+        requested meanwhile end `aborted`, as a running one would); the ids put back. If that
+        fails they stay `doing`, and the rescuer re-queues them (attempt + 1) once the worker
+        is gone."""
         job_ids = [job.id for job in self._fetched if job.id is not None]
-        if not job_ids or worker_id is None:
-            self._fetched.clear()
-            return []
-        rows = await self.connector.execute_query_all_async(
-            query=query("release_jobs"), job_ids=job_ids, worker_id=worker_id
-        )
         self._fetched.clear()
         self._fetched_for = None
+        if not job_ids or worker_id is None:
+            return []
+        try:
+            rows = await self.connector.execute_query_all_async(
+                query=query("release_jobs"), job_ids=job_ids, worker_id=worker_id
+            )
+        except Exception as error:
+            logger.warning("%d fetched jobs not put back: %s", len(job_ids), type(error).__name__)
+            return []
         released = [int(row["id"]) for row in rows if row["status"] == "todo"]
         logger.info("put back %d fetched jobs the worker did not start", len(released))
         return released
