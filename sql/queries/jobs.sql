@@ -68,3 +68,12 @@ FROM released r;
 SELECT count(procrastinate_finish_job_v1(f.id, f.status::procrastinate_job_status, f.delete_job))
 FROM unnest(%(job_ids)s::bigint[], %(statuses)s::text[], %(delete_jobs)s::boolean[])
     AS f(id, status, delete_job);
+
+-- name: retry_jobs
+-- procrastinate's retry for many jobs in one statement (worker/queue/completer.py); it raises,
+-- failing them all, if one is no longer `doing`.
+SELECT count(procrastinate_retry_job_v2(r.id, r.retry_at, r.priority, r.queue, r.lock))
+FROM unnest(
+    %(job_ids)s::bigint[], %(retry_ats)s::timestamptz[], %(priorities)s::int[],
+    %(queues)s::text[], %(locks)s::text[]
+) AS r(id, retry_at, priority, queue, lock);

@@ -156,3 +156,42 @@ async def test_a_live_worker_whose_presence_connection_drops_keeps_its_jobs(
     figures = await ledger.report("presence connection of a live worker terminated")
     assert figures["recovered"] == 0, "a live worker's job was run a second time"
     assert await presence_locks(ledger) == before + 1, "the lock was not taken again"
+
+
+IN_FLIGHT = 1000
+
+
+async def test_sigterm_with_a_thousand_in_flight_puts_every_one_back(
+    workers: Workers, ledger: Ledger
+) -> None:
+    # Each aborted job goes back to the queue with procrastinate's retry, through a pool of at
+    # most 20 connections: the retries are grouped (worker/queue/completer.py), so a thousand
+    # of them take well under the grace a platform gives a stopping process (Render: 30 s).
+    stopped = workers.start(
+        WORKER_CONCURRENCY=str(IN_FLIGHT),
+        LOCAL_PROVIDER_DELAY_MS="60000",
+        WORKER_SHUTDOWN_GRACE_S="1",
+        **FAST_RESCUE,
+    )
+    await ledger.create(IN_FLIGHT, "many stopped mid-job")
+    await wait_processing(ledger, timeout=60)
+    started = time.monotonic()
+    stopped.send_signal(signal.SIGTERM)
+    assert stopped.wait(60) == 0
+    took = time.monotonic() - started
+    print(
+        f"\n[faults] SIGTERM with {IN_FLIGHT:,} in flight and a 1 s grace: exited in {took:.1f} s"
+    )
+    assert took < 20, f"the worker took {took:.1f} s to stop"
+    async with ledger.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT j.status::text, count(*) FROM image_generations g"
+            " JOIN procrastinate_jobs j ON j.id = g.job_id WHERE g.id = ANY(%s) GROUP BY 1",
+            (ledger.ids,),
+        )
+        jobs = {str(status): int(count) for status, count in await cur.fetchall()}
+    assert jobs == {"todo": IN_FLIGHT}, "every aborted job is back in the queue"
+    workers.start(WORKER_CONCURRENCY="50", LOCAL_PROVIDER_DELAY_MS="0", **FAST_RESCUE)
+    await ledger.wait("completed", timeout=120)
+    figures = await ledger.report(f"SIGTERM with {IN_FLIGHT:,} jobs of 60 s", killed=IN_FLIGHT)
+    assert figures["recovered"] == IN_FLIGHT

@@ -4,6 +4,7 @@ fetches would take them, handed out one per ask, and put back when the worker st
 from __future__ import annotations
 
 import asyncio
+import datetime
 import uuid
 from collections.abc import AsyncIterator
 
@@ -182,7 +183,7 @@ async def test_finishes_made_at_once_commit_as_one_group(
             for n, job in enumerate(jobs)
         )
     )
-    assert producer.completer.lane.groups == 1
+    assert producer.completer.finishes.groups == 1
     assert await statuses(pool, deferred) == {
         deferred[0]: ("failed", 1),
         **dict.fromkeys(deferred[1:], ("succeeded", 1)),
@@ -206,6 +207,57 @@ async def test_a_finish_procrastinate_refuses_fails_alone(
     )
     assert [isinstance(o, Exception) for o in outcomes] == [False, True, False, False]
     assert {status for status, _ in (await statuses(pool, deferred)).values()} == {"succeeded"}
+
+
+async def test_retries_made_at_once_commit_as_one_group(
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
+) -> None:
+    """What a stopping worker does with every job it aborts: each goes back to the queue with
+    procrastinate's retry, as it would alone (the time, priority, queue and lock it asks)."""
+    deferred = await defer(pool, queue, 6)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 6
+    jobs = await take(producer, queue, worker_id, 6)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1)
+    other_queue = f"{queue}-moved"
+
+    await asyncio.gather(
+        producer.retry_job(jobs[0], retry_at=later),
+        producer.retry_job(jobs[1], priority=7, queue=other_queue, lock="held"),
+        *(producer.retry_job(job) for job in jobs[2:]),
+    )
+    assert producer.completer.retries.groups == 1
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT id, status::text, attempts, scheduled_at > now() + interval '50 minutes',"
+            " priority, queue_name, lock FROM procrastinate_jobs WHERE id = ANY(%s) ORDER BY id",
+            (deferred,),
+        )
+        rows = {int(row[0]): row[1:] for row in await cur.fetchall()}
+    assert rows[deferred[0]] == ("todo", 1, True, 0, queue, None)
+    assert rows[deferred[1]] == ("todo", 1, False, 7, other_queue, "held")
+    assert all(rows[job_id][:3] == ("todo", 1, False) for job_id in deferred[2:])
+
+
+async def test_a_retry_procrastinate_refuses_fails_alone(
+    pool: AsyncConnectionPool, producer: BatchingJobManager, queue: str
+) -> None:
+    deferred = await defer(pool, queue, 3)
+    worker_id = await register_worker(pool)
+    producer.room = lambda: 3
+    jobs = await take(producer, queue, worker_id, 3)
+    await producer.finish_job_by_id_async(
+        job_id=deferred[0], status=Status.SUCCEEDED, delete_job=False
+    )
+    outcomes = await asyncio.gather(
+        *(producer.retry_job(job) for job in jobs), return_exceptions=True
+    )
+    assert [isinstance(o, Exception) for o in outcomes] == [True, False, False]
+    assert await statuses(pool, deferred) == {
+        deferred[0]: ("succeeded", 1),
+        deferred[1]: ("todo", 1),
+        deferred[2]: ("todo", 1),
+    }
 
 
 async def test_jobs_held_by_a_worker_already_unregistered_still_go_back(

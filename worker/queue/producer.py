@@ -1,5 +1,5 @@
 """The producer: hands procrastinate's worker its jobs, many fetched per round trip, and takes
-their finishes back in groups (worker/queue/completer.py).
+their finishes and retries back in groups (worker/queue/completer.py).
 
 procrastinate's worker asks its job manager for one job each time a slot is free, and the
 manager fetches one job per statement. With thousands of slots free and as many jobs queued,
@@ -13,6 +13,7 @@ ones a stopping worker did not start are put back (`release`), their attempts un
 
 from __future__ import annotations
 
+import datetime
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
 
 from worker.core.sqlfiles import query
-from worker.queue.completer import Completer, Finish
+from worker.queue.completer import Completer, Finish, Retry
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +33,12 @@ MAX_BATCH = 100
 
 
 class BatchingJobManager(JobManager):
-    """procrastinate's job manager, with `fetch_job` served from batches and `finish_job` made
-    in groups."""
+    """procrastinate's job manager, with `fetch_job` served from batches, and `finish_job` and
+    `retry_job` made in groups."""
 
     def __init__(self, connector: BaseConnector) -> None:
         super().__init__(connector)
-        self.completer = Completer(connector, self._finish_one)
+        self.completer = Completer(connector, self._finish_one, self._retry_one)
         self._fetched: deque[Job] = deque()
         self._fetched_for: int | None = None
         # Free slots of the worker asking, the one being filled included (set by the worker;
@@ -72,6 +73,27 @@ class BatchingJobManager(JobManager):
     async def _finish_one(self, finish: Finish) -> None:
         await self.finish_job_by_id_async(
             job_id=finish.job_id, status=finish.status, delete_job=finish.delete_job
+        )
+
+    async def retry_job(
+        self,
+        job: Job,
+        retry_at: datetime.datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        lock: str | None = None,
+    ) -> None:
+        assert job.id is not None
+        when = retry_at or datetime.datetime.now(datetime.UTC)
+        await self.completer.retry(Retry(job.id, when, priority, queue, lock))
+
+    async def _retry_one(self, retry: Retry) -> None:
+        await self.retry_job_by_id_async(
+            job_id=retry.job_id,
+            retry_at=retry.retry_at,
+            priority=retry.priority,
+            queue=retry.queue,
+            lock=retry.lock,
         )
 
     @property
