@@ -38,7 +38,7 @@ CREATE FUNCTION imagejobs_complete_generations(p_ids uuid[], p_result_urls text[
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, true);
+    PERFORM imagejobs_lock_for_group(p_ids, false);
     UPDATE image_generations g SET step = 'saving', progress = w.progress
     FROM unnest(p_ids, p_saving_progresses) AS w(id, progress)
     WHERE g.id = w.id AND w.progress IS NOT NULL AND g.status = 'processing';
@@ -348,6 +348,138 @@ CREATE FUNCTION imagejobs_estimated_cost(provider text, model text, prompt_spec 
       ) p ON true
 $_$;
 
+-- FUNCTION imagejobs_has_inline_image(text)
+CREATE FUNCTION imagejobs_has_inline_image(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE
+        WHEN value IS NULL THEN false
+        WHEN strpos(lower(value), 'data:') > 0
+             AND value ~* 'data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[^,;]{0,200}){0,8},' THEN true
+        WHEN length(value) < 205 THEN false
+        WHEN value ~ '(iVBORw0KGgo|/9j/[0-9A-Za-z+/]|R0lGOD|UklGR)(?:[A-Za-z0-9+/]|\r|\n|\\r|\\n){200,}' THEN true
+        WHEN length(value) < 4000 THEN false
+        ELSE value ~ '([A-Za-z0-9+/]{250}){16}'
+    END
+$$;
+
+-- FUNCTION imagejobs_is_http_url(text)
+CREATE FUNCTION imagejobs_is_http_url(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    SELECT value IS NULL OR (value ~* '^https?://[^\s/$.?#][^\s]*$' AND length(value) <= 4096)
+$_$;
+
+-- FUNCTION imagejobs_is_storage_key(text)
+CREATE FUNCTION imagejobs_is_storage_key(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    SELECT value IS NULL OR (
+        value ~ '^[A-Za-z0-9][A-Za-z0-9._/-]*$'
+        AND NOT ('..' = ANY (string_to_array(value, '/')))
+        AND length(value) <= 1024
+    )
+    $_$;
+
+-- TABLE image_generations
+CREATE TABLE image_generations (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    workspace_id uuid NOT NULL,
+    user_id uuid,
+    project_id uuid NOT NULL,
+    prompt text NOT NULL,
+    prompt_spec jsonb DEFAULT '{}'::jsonb NOT NULL,
+    provider text DEFAULT 'local'::text NOT NULL,
+    model text DEFAULT ''::text NOT NULL,
+    original_image_url text,
+    result_image_url text,
+    status text DEFAULT 'pending'::text NOT NULL,
+    step text DEFAULT 'queued'::text NOT NULL,
+    progress integer DEFAULT 0 NOT NULL,
+    error_code text,
+    error_message text,
+    version integer DEFAULT 1 NOT NULL,
+    parent_id uuid,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    provider_job_id text,
+    job_id bigint,
+    attempts integer DEFAULT 0 NOT NULL,
+    node_id text,
+    workflow_id uuid,
+    webhook_url text,
+    webhook_events_filter text[],
+    idempotency_key text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    started_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    edit_mode text,
+    mask_url text,
+    edited_from uuid,
+    thumbnail_url text,
+    error_resolution text GENERATED ALWAYS AS (imagejobs_error_resolution(error_code)) STORED,
+    priority smallint DEFAULT 0 NOT NULL,
+    batch_id uuid,
+    batch_index integer,
+    run_at timestamp with time zone,
+    deadline_at timestamp with time zone,
+    result_key text,
+    thumbnail_key text,
+    mask_key text,
+    original_key text,
+    CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
+    CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
+    CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
+    CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
+    CONSTRAINT image_generations_error_message_check CHECK ((length(error_message) <= 4000)),
+    CONSTRAINT image_generations_idempotency_key_check CHECK ((length(idempotency_key) <= 255)),
+    CONSTRAINT image_generations_mask_key_check CHECK (imagejobs_is_storage_key(mask_key)),
+    CONSTRAINT image_generations_mask_url_check CHECK (imagejobs_is_http_url(mask_url)),
+    CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
+    CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
+    CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key)),
+    CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
+    CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
+    CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
+    CONSTRAINT image_generations_prompt_spec_check CHECK ((jsonb_typeof(prompt_spec) = 'object'::text)),
+    CONSTRAINT image_generations_result_key_check CHECK (imagejobs_is_storage_key(result_key)),
+    CONSTRAINT image_generations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT image_generations_step_check CHECK ((step = ANY (ARRAY['queued'::text, 'fetching'::text, 'uploading'::text, 'preparing'::text, 'processing'::text, 'saving'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
+    CONSTRAINT image_generations_thumbnail_key_check CHECK (imagejobs_is_storage_key(thumbnail_key)),
+    CONSTRAINT image_generations_thumbnail_url_http CHECK (imagejobs_is_http_url(thumbnail_url)),
+    CONSTRAINT image_generations_urls_http CHECK ((imagejobs_is_http_url(original_image_url) AND imagejobs_is_http_url(result_image_url) AND imagejobs_is_http_url(webhook_url))),
+    CONSTRAINT image_generations_version_check CHECK ((version >= 1)),
+    CONSTRAINT image_generations_webhook_events_filter_check CHECK ((webhook_events_filter <@ ARRAY['start'::text, 'progress'::text, 'completed'::text]))
+);
+
+-- COMMENT COLUMN image_generations.result_key
+COMMENT ON COLUMN image_generations.result_key IS 'where the result is stored (the truth); result_image_url is how it was served when written';
+
+-- COMMENT COLUMN image_generations.thumbnail_key
+COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is stored';
+
+-- COMMENT COLUMN image_generations.mask_key
+COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
+
+-- COMMENT COLUMN image_generations.original_key
+COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
+
+-- FUNCTION imagejobs_event_data(image_generations)
+CREATE FUNCTION imagejobs_event_data(g image_generations) RETURNS jsonb
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'result_image_url', g.result_image_url,
+        'thumbnail_url', g.thumbnail_url,
+        'error_code', g.error_code,
+        'error_message', left(g.error_message, 1000),
+        'error_resolution', g.error_resolution,
+        'attempts', g.attempts,
+        'version', g.version
+    ))
+$$;
+
 -- FUNCTION imagejobs_events_notify()
 CREATE FUNCTION imagejobs_events_notify() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
@@ -434,7 +566,7 @@ CREATE FUNCTION imagejobs_fail_generations(p_ids uuid[], p_error_codes text[], p
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, true);
+    PERFORM imagejobs_lock_for_group(p_ids, false);
     RETURN QUERY
         UPDATE image_generations g SET status = 'failed', error_code = w.error_code, error_message = w.error_message
         FROM unnest(p_ids, p_error_codes, p_error_messages) AS w(id, error_code, error_message)
@@ -743,17 +875,53 @@ CREATE FUNCTION imagejobs_generations_count() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     AS $$
+DECLARE
+    _projects uuid[];
+    _statuses text[];
+    _signs int[];
+    _shift record;
 BEGIN
+    -- A transition table exists only for the events it can hold: each branch names its own.
     IF TG_OP = 'INSERT' THEN
-        PERFORM imagejobs_shift_counts(NEW.project_id, NULL, NEW.status);
+        SELECT array_agg(project_id), array_agg(status), array_agg(1)
+        INTO _projects, _statuses, _signs FROM new_rows;
     ELSIF TG_OP = 'DELETE' THEN
-        PERFORM imagejobs_shift_counts(OLD.project_id, OLD.status, NULL);
-    ELSIF NEW.project_id <> OLD.project_id THEN
-        PERFORM imagejobs_shift_counts(OLD.project_id, OLD.status, NULL);
-        PERFORM imagejobs_shift_counts(NEW.project_id, NULL, NEW.status);
-    ELSIF NEW.status <> OLD.status THEN
-        PERFORM imagejobs_shift_counts(NEW.project_id, OLD.status, NEW.status);
+        SELECT array_agg(project_id), array_agg(status), array_agg(-1)
+        INTO _projects, _statuses, _signs FROM old_rows;
+    ELSE
+        -- Only the rows whose status or project changed: a step alone shifts nothing.
+        SELECT array_agg(c.project_id), array_agg(c.status), array_agg(c.sign)
+        INTO _projects, _statuses, _signs
+        FROM new_rows n
+        JOIN old_rows o ON o.id = n.id
+        CROSS JOIN LATERAL (VALUES (n.project_id, n.status, 1), (o.project_id, o.status, -1))
+            AS c(project_id, status, sign)
+        WHERE n.status <> o.status OR n.project_id <> o.project_id;
     END IF;
+    IF _projects IS NULL THEN
+        RETURN NULL;
+    END IF;
+    FOR _shift IN
+        SELECT project_id,
+               coalesce(sum(sign) FILTER (WHERE status = 'pending'), 0) AS pending,
+               coalesce(sum(sign) FILTER (WHERE status = 'processing'), 0) AS processing,
+               coalesce(sum(sign) FILTER (WHERE status = 'completed'), 0) AS completed,
+               coalesce(sum(sign) FILTER (WHERE status = 'failed'), 0) AS failed,
+               coalesce(sum(sign) FILTER (WHERE status = 'cancelled'), 0) AS cancelled
+        FROM unnest(_projects, _statuses, _signs) AS c(project_id, status, sign)
+        GROUP BY project_id
+        ORDER BY project_id
+    LOOP
+        CONTINUE WHEN (_shift.pending, _shift.processing, _shift.completed, _shift.failed,
+                       _shift.cancelled) = (0, 0, 0, 0, 0);
+        UPDATE projects SET
+            pending_count = pending_count + _shift.pending,
+            processing_count = processing_count + _shift.processing,
+            completed_count = completed_count + _shift.completed,
+            failed_count = failed_count + _shift.failed,
+            cancelled_count = cancelled_count + _shift.cancelled
+        WHERE id = _shift.project_id;
+    END LOOP;
     RETURN NULL;
 END;
 $$;
@@ -764,26 +932,22 @@ CREATE FUNCTION imagejobs_generations_record_event() RETURNS trigger
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
-    IF TG_OP = 'UPDATE'
-       AND NEW.status = OLD.status AND NEW.step = OLD.step AND NEW.progress = OLD.progress THEN
-        RETURN NULL;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO image_events
+            (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
+        SELECT n.id, n.project_id, n.workspace_id, 'status', n.status, n.step, n.progress,
+               imagejobs_step_label(n.step), imagejobs_event_data(n)
+        FROM new_rows n;
+    ELSE
+        INSERT INTO image_events
+            (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
+        SELECT n.id, n.project_id, n.workspace_id,
+               CASE WHEN n.status <> o.status THEN 'status' ELSE 'progress' END,
+               n.status, n.step, n.progress,
+               imagejobs_step_label(n.step), imagejobs_event_data(n)
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.status <> o.status OR n.step <> o.step OR n.progress <> o.progress;
     END IF;
-    INSERT INTO image_events (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
-    VALUES (
-        NEW.id, NEW.project_id, NEW.workspace_id,
-        CASE WHEN TG_OP = 'INSERT' OR NEW.status <> OLD.status THEN 'status' ELSE 'progress' END,
-        NEW.status, NEW.step, NEW.progress,
-        imagejobs_step_label(NEW.step),
-        jsonb_strip_nulls(jsonb_build_object(
-            'result_image_url', NEW.result_image_url,
-            'thumbnail_url', NEW.thumbnail_url,
-            'error_code', NEW.error_code,
-            'error_message', left(NEW.error_message, 1000),
-            'error_resolution', NEW.error_resolution,
-            'attempts', NEW.attempts,
-            'version', NEW.version
-        ))
-    );
     RETURN NULL;
 END;
 $$;
@@ -894,22 +1058,20 @@ CREATE FUNCTION imagejobs_generations_warn_deprecated_model() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'public', 'pg_temp'
     AS $$
-DECLARE
-    _entry models;
 BEGIN
-    SELECT * INTO _entry FROM models
-     WHERE provider = NEW.provider AND model = NEW.model AND status = 'deprecated';
-    IF FOUND AND NEW.status = 'pending' THEN
-        INSERT INTO image_events (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
-        VALUES (NEW.id, NEW.project_id, NEW.workspace_id, 'log', NEW.status, NEW.step, NEW.progress,
-                format('Model %s is deprecated%s%s', NEW.model,
-                       coalesce('; it shuts down on ' || _entry.shutdown_date, ''),
-                       coalesce('; use ' || _entry.replacement || ' instead', '')),
-                jsonb_strip_nulls(jsonb_build_object(
-                    'deprecated_model', NEW.model,
-                    'shutdown_date', _entry.shutdown_date,
-                    'replacement', _entry.replacement)));
-    END IF;
+    INSERT INTO image_events
+        (generation_id, project_id, workspace_id, kind, status, step, progress, message, data)
+    SELECT n.id, n.project_id, n.workspace_id, 'log', n.status, n.step, n.progress,
+           format('Model %s is deprecated%s%s', n.model,
+                  coalesce('; it shuts down on ' || m.shutdown_date, ''),
+                  coalesce('; use ' || m.replacement || ' instead', '')),
+           jsonb_strip_nulls(jsonb_build_object(
+               'deprecated_model', n.model,
+               'shutdown_date', m.shutdown_date,
+               'replacement', m.replacement))
+    FROM new_rows n
+    JOIN models m ON m.provider = n.provider AND m.model = n.model AND m.status = 'deprecated'
+    WHERE n.status = 'pending';
     RETURN NULL;
 END;
 $$;
@@ -928,21 +1090,6 @@ BEGIN
     END IF;
     RETURN NEW;
 END;
-$$;
-
--- FUNCTION imagejobs_has_inline_image(text)
-CREATE FUNCTION imagejobs_has_inline_image(value text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $$
-    SELECT CASE
-        WHEN value IS NULL THEN false
-        WHEN strpos(lower(value), 'data:') > 0
-             AND value ~* 'data:[a-z0-9.+-]+/[a-z0-9.+-]+(?:;[^,;]{0,200}){0,8},' THEN true
-        WHEN length(value) < 205 THEN false
-        WHEN value ~ '(iVBORw0KGgo|/9j/[0-9A-Za-z+/]|R0lGOD|UklGR)(?:[A-Za-z0-9+/]|\r|\n|\\r|\\n){200,}' THEN true
-        WHEN length(value) < 4000 THEN false
-        ELSE value ~ '([A-Za-z0-9+/]{250}){16}'
-    END
 $$;
 
 -- FUNCTION imagejobs_hit_api_rate(text, integer, integer)
@@ -967,24 +1114,6 @@ CREATE FUNCTION imagejobs_hit_api_rate(rate_key text, max_requests integer, wind
            greatest(ceil(extract(epoch FROM hit.window_start + make_interval(secs => window_s) - win.ts))::integer, 1)
       FROM hit, win;
 $$;
-
--- FUNCTION imagejobs_is_http_url(text)
-CREATE FUNCTION imagejobs_is_http_url(value text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $_$
-    SELECT value IS NULL OR (value ~* '^https?://[^\s/$.?#][^\s]*$' AND length(value) <= 4096)
-$_$;
-
--- FUNCTION imagejobs_is_storage_key(text)
-CREATE FUNCTION imagejobs_is_storage_key(value text) RETURNS boolean
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    AS $_$
-    SELECT value IS NULL OR (
-        value ~ '^[A-Za-z0-9][A-Za-z0-9._/-]*$'
-        AND NOT ('..' = ANY (string_to_array(value, '/')))
-        AND length(value) <= 1024
-    )
-    $_$;
 
 -- FUNCTION imagejobs_job_priority(smallint, bigint)
 CREATE FUNCTION imagejobs_job_priority(level smallint, tag bigint) RETURNS integer
@@ -1320,90 +1449,6 @@ BEGIN
 END;
 $$;
 
--- TABLE image_generations
-CREATE TABLE image_generations (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    workspace_id uuid NOT NULL,
-    user_id uuid,
-    project_id uuid NOT NULL,
-    prompt text NOT NULL,
-    prompt_spec jsonb DEFAULT '{}'::jsonb NOT NULL,
-    provider text DEFAULT 'local'::text NOT NULL,
-    model text DEFAULT ''::text NOT NULL,
-    original_image_url text,
-    result_image_url text,
-    status text DEFAULT 'pending'::text NOT NULL,
-    step text DEFAULT 'queued'::text NOT NULL,
-    progress integer DEFAULT 0 NOT NULL,
-    error_code text,
-    error_message text,
-    version integer DEFAULT 1 NOT NULL,
-    parent_id uuid,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    provider_job_id text,
-    job_id bigint,
-    attempts integer DEFAULT 0 NOT NULL,
-    node_id text,
-    workflow_id uuid,
-    webhook_url text,
-    webhook_events_filter text[],
-    idempotency_key text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    started_at timestamp with time zone,
-    finished_at timestamp with time zone,
-    edit_mode text,
-    mask_url text,
-    edited_from uuid,
-    thumbnail_url text,
-    error_resolution text GENERATED ALWAYS AS (imagejobs_error_resolution(error_code)) STORED,
-    priority smallint DEFAULT 0 NOT NULL,
-    batch_id uuid,
-    batch_index integer,
-    run_at timestamp with time zone,
-    deadline_at timestamp with time zone,
-    result_key text,
-    thumbnail_key text,
-    mask_key text,
-    original_key text,
-    CONSTRAINT image_generations_attempts_check CHECK ((attempts >= 0)),
-    CONSTRAINT image_generations_batch_index_check CHECK ((batch_index >= 0)),
-    CONSTRAINT image_generations_edit_mode_check CHECK ((edit_mode = ANY (ARRAY['add'::text, 'remove'::text]))),
-    CONSTRAINT image_generations_error_code_check CHECK ((error_code = ANY (ARRAY['not_found'::text, 'source_unreachable'::text, 'no_result'::text, 'content_policy'::text, 'result_unreachable'::text, 'provider_error'::text, 'timeout'::text, 'mask_missing'::text, 'mask_invalid'::text, 'source_unreadable'::text, 'storage_error'::text, 'cancelled'::text, 'model_unavailable'::text]))),
-    CONSTRAINT image_generations_error_message_check CHECK ((length(error_message) <= 4000)),
-    CONSTRAINT image_generations_idempotency_key_check CHECK ((length(idempotency_key) <= 255)),
-    CONSTRAINT image_generations_mask_key_check CHECK (imagejobs_is_storage_key(mask_key)),
-    CONSTRAINT image_generations_mask_url_check CHECK (imagejobs_is_http_url(mask_url)),
-    CONSTRAINT image_generations_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
-    CONSTRAINT image_generations_no_inline_images CHECK (((NOT imagejobs_has_inline_image(prompt)) AND (NOT imagejobs_has_inline_image((prompt_spec)::text)) AND (NOT imagejobs_has_inline_image((metadata)::text)) AND (NOT imagejobs_has_inline_image(error_message)))),
-    CONSTRAINT image_generations_node_id_length CHECK ((length(node_id) <= 200)),
-    CONSTRAINT image_generations_original_key_check CHECK (imagejobs_is_storage_key(original_key)),
-    CONSTRAINT image_generations_priority_check CHECK (((priority >= '-3'::integer) AND (priority <= 3))),
-    CONSTRAINT image_generations_progress_check CHECK (((progress >= 0) AND (progress <= 100))),
-    CONSTRAINT image_generations_prompt_check CHECK (((length(prompt) >= 1) AND (length(prompt) <= 8000))),
-    CONSTRAINT image_generations_prompt_spec_check CHECK ((jsonb_typeof(prompt_spec) = 'object'::text)),
-    CONSTRAINT image_generations_result_key_check CHECK (imagejobs_is_storage_key(result_key)),
-    CONSTRAINT image_generations_status_check CHECK ((status = ANY (ARRAY['pending'::text, 'processing'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
-    CONSTRAINT image_generations_step_check CHECK ((step = ANY (ARRAY['queued'::text, 'fetching'::text, 'uploading'::text, 'preparing'::text, 'processing'::text, 'saving'::text, 'completed'::text, 'failed'::text, 'cancelled'::text]))),
-    CONSTRAINT image_generations_thumbnail_key_check CHECK (imagejobs_is_storage_key(thumbnail_key)),
-    CONSTRAINT image_generations_thumbnail_url_http CHECK (imagejobs_is_http_url(thumbnail_url)),
-    CONSTRAINT image_generations_urls_http CHECK ((imagejobs_is_http_url(original_image_url) AND imagejobs_is_http_url(result_image_url) AND imagejobs_is_http_url(webhook_url))),
-    CONSTRAINT image_generations_version_check CHECK ((version >= 1)),
-    CONSTRAINT image_generations_webhook_events_filter_check CHECK ((webhook_events_filter <@ ARRAY['start'::text, 'progress'::text, 'completed'::text]))
-);
-
--- COMMENT COLUMN image_generations.result_key
-COMMENT ON COLUMN image_generations.result_key IS 'where the result is stored (the truth); result_image_url is how it was served when written';
-
--- COMMENT COLUMN image_generations.thumbnail_key
-COMMENT ON COLUMN image_generations.thumbnail_key IS 'where the thumbnail is stored';
-
--- COMMENT COLUMN image_generations.mask_key
-COMMENT ON COLUMN image_generations.mask_key IS 'where an edit''s uploaded mask is stored';
-
--- COMMENT COLUMN image_generations.original_key
-COMMENT ON COLUMN image_generations.original_key IS 'where an edit''s source (the result it edits) is stored, when it is ours';
-
 -- FUNCTION imagejobs_start_generations(uuid[], integer[], text[], integer[])
 CREATE FUNCTION imagejobs_start_generations(p_ids uuid[], p_count_attempts integer[], p_advance_providers text[], p_progresses integer[]) RETURNS SETOF image_generations
     LANGUAGE plpgsql
@@ -1413,22 +1458,50 @@ DECLARE
     _todo record;
     _row image_generations;
     _cap_key integer;
+    _capped uuid[];
+    _started uuid[];
 BEGIN
     PERFORM imagejobs_lock_for_group(p_ids, false);
-    FOR _cap_key IN
-        SELECT DISTINCT hashtext(g.workspace_id::text)
-        FROM image_generations g
-        JOIN workspace_limits l ON l.workspace_id = g.workspace_id
-        WHERE g.id = ANY (p_ids) AND l.max_concurrency IS NOT NULL
-        ORDER BY 1
-    LOOP
-        PERFORM pg_advisory_xact_lock(22, _cap_key);
-    END LOOP;
+    SELECT coalesce(array_agg(g.id), '{}') INTO _capped
+    FROM image_generations g
+    JOIN workspace_limits l ON l.workspace_id = g.workspace_id
+    WHERE g.id = ANY (p_ids) AND l.max_concurrency IS NOT NULL;
+    IF _capped <> '{}' THEN
+        FOR _cap_key IN
+            SELECT DISTINCT hashtext(g.workspace_id::text)
+            FROM image_generations g WHERE g.id = ANY (_capped)
+            ORDER BY 1
+        LOOP
+            PERFORM pg_advisory_xact_lock(22, _cap_key);
+        END LOOP;
+    END IF;
+
+    WITH started AS (
+        UPDATE image_generations g
+        SET status = 'processing', step = 'fetching', progress = 10,
+            attempts = g.attempts + w.count_attempt,
+            error_code = NULL, error_message = NULL
+        FROM unnest(p_ids, p_count_attempts) AS w(id, count_attempt)
+        WHERE g.id = w.id AND g.status IN ('pending', 'processing') AND g.id <> ALL (_capped)
+        RETURNING g.id
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO _started FROM started;
+    UPDATE image_generations g SET step = 'processing', progress = w.progress
+    FROM unnest(p_ids, p_advance_providers, p_progresses) AS w(id, advance_providers, progress)
+    WHERE g.id = w.id AND g.id = ANY (_started)
+      AND g.original_image_url IS NULL
+      AND g.provider = ANY (string_to_array(w.advance_providers, ','));
+    RETURN QUERY SELECT * FROM image_generations WHERE id = ANY (_started);
+    IF _capped = '{}' THEN
+        RETURN;
+    END IF;
+
     FOR _todo IN
         SELECT w.*
         FROM unnest(p_ids, p_count_attempts, p_advance_providers, p_progresses)
             AS w(id, count_attempt, advance_providers, progress)
         JOIN image_generations g ON g.id = w.id
+        WHERE w.id = ANY (_capped)
         ORDER BY g.project_id, g.id
     LOOP
         UPDATE image_generations
@@ -2090,11 +2163,20 @@ CREATE TRIGGER image_generations_check_project_deleting BEFORE INSERT OR UPDATE 
 -- TRIGGER image_generations image_generations_check_quota
 CREATE TRIGGER image_generations_check_quota BEFORE INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_check_quota();
 
--- TRIGGER image_generations image_generations_count
-CREATE TRIGGER image_generations_count AFTER INSERT OR DELETE OR UPDATE ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_count();
+-- TRIGGER image_generations image_generations_count_deletes
+CREATE TRIGGER image_generations_count_deletes AFTER DELETE ON image_generations REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION imagejobs_generations_count();
 
--- TRIGGER image_generations image_generations_record_event
-CREATE TRIGGER image_generations_record_event AFTER INSERT OR UPDATE ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_record_event();
+-- TRIGGER image_generations image_generations_count_inserts
+CREATE TRIGGER image_generations_count_inserts AFTER INSERT ON image_generations REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION imagejobs_generations_count();
+
+-- TRIGGER image_generations image_generations_count_updates
+CREATE TRIGGER image_generations_count_updates AFTER UPDATE ON image_generations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION imagejobs_generations_count();
+
+-- TRIGGER image_generations image_generations_record_inserts
+CREATE TRIGGER image_generations_record_inserts AFTER INSERT ON image_generations REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION imagejobs_generations_record_event();
+
+-- TRIGGER image_generations image_generations_record_updates
+CREATE TRIGGER image_generations_record_updates AFTER UPDATE ON image_generations REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION imagejobs_generations_record_event();
 
 -- TRIGGER image_generations image_generations_schedule
 CREATE TRIGGER image_generations_schedule AFTER INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_schedule();
@@ -2103,7 +2185,7 @@ CREATE TRIGGER image_generations_schedule AFTER INSERT ON image_generations FOR 
 CREATE TRIGGER image_generations_sync_node AFTER INSERT OR UPDATE ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_sync_node();
 
 -- TRIGGER image_generations image_generations_warn_deprecated_model
-CREATE TRIGGER image_generations_warn_deprecated_model AFTER INSERT ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_warn_deprecated_model();
+CREATE TRIGGER image_generations_warn_deprecated_model AFTER INSERT ON image_generations REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION imagejobs_generations_warn_deprecated_model();
 
 -- TRIGGER image_generations image_generations_workspace_guard
 CREATE TRIGGER image_generations_workspace_guard BEFORE UPDATE OF workspace_id ON image_generations FOR EACH ROW EXECUTE FUNCTION imagejobs_generations_workspace_guard();

@@ -62,7 +62,7 @@ async def assert_fully_migrated_once(conn: Conn) -> None:
     for query, expected in [
         ("SELECT count(*) FROM pg_proc WHERE proname = 'recompute_project_counts'", 1),
         ("SELECT count(*) FROM pg_proc WHERE proname = 'imagejobs_acquire_rate'", 1),
-        ("SELECT count(*) FROM pg_trigger WHERE tgname = 'image_generations_count'", 1),
+        ("SELECT count(*) FROM pg_trigger WHERE tgname = 'image_generations_count_updates'", 1),
         ("SELECT count(*) FROM pg_trigger WHERE tgname = 'image_generations_sync_node'", 1),
         ("SELECT count(*) FROM pg_class WHERE relname = 'image_generations'", 1),
         ("SELECT count(*) FROM pg_class WHERE relname = 'procrastinate_jobs'", 1),

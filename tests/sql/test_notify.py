@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
-import pytest
 
+from tests.sql.conftest import EVENTS, PROJECTS
 from tests.sql.helpers import (
     COUNTER_COLUMNS,
     Conn,
@@ -21,8 +20,6 @@ from tests.sql.helpers import (
     update_generation,
 )
 
-EVENTS = "image_generation_events"
-PROJECTS = "project_status"
 EVENT_KEYS = {
     "event_id",
     "generation_id",
@@ -47,14 +44,6 @@ class Message:
         value = json.loads(self.raw)
         assert isinstance(value, dict)
         return value
-
-
-@pytest.fixture
-async def listener(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as listening:
-        await listening.execute(f"LISTEN {EVENTS}")
-        await listening.execute(f"LISTEN {PROJECTS}")
-        yield listening
 
 
 async def receive_until(
