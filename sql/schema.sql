@@ -1633,48 +1633,63 @@ CREATE FUNCTION procrastinate_fetch_job_v2(target_queue_names character varying[
     LANGUAGE plpgsql
     AS $$
 DECLARE
+    page constant integer := 20;
     _candidate record;
+    _seen integer;
+    _after_priority integer;
+    _after_id bigint;
     found_jobs procrastinate_jobs;
 BEGIN
-    FOR _candidate IN
-        SELECT jobs.id, jobs.lock, jobs.priority, jobs.task_name, jobs.args
-        FROM procrastinate_jobs AS jobs
-        WHERE jobs.status = 'todo'
-          AND (target_queue_names IS NULL OR jobs.queue_name = ANY (target_queue_names))
-          AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
-        ORDER BY jobs.priority DESC, jobs.id ASC
     LOOP
-        -- reject the job if its lock has earlier or higher priority jobs (procrastinate's rule)
-        CONTINUE WHEN _candidate.lock IS NOT NULL AND EXISTS (
-            SELECT 1
-            FROM procrastinate_jobs AS other_jobs
-            WHERE other_jobs.lock = _candidate.lock
-              AND (
-                  other_jobs.status = 'doing'
-                  OR (
-                      other_jobs.status = 'todo'
+        _seen := 0;
+        FOR _candidate IN
+            SELECT jobs.id, jobs.lock, jobs.priority, jobs.task_name, jobs.args
+            FROM procrastinate_jobs AS jobs
+            WHERE jobs.status = 'todo'
+              AND (target_queue_names IS NULL OR jobs.queue_name = ANY (target_queue_names))
+              AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+              AND (_after_id IS NULL
+                   OR jobs.priority < _after_priority
+                   OR (jobs.priority = _after_priority AND jobs.id > _after_id))
+            ORDER BY jobs.priority DESC, jobs.id ASC
+            LIMIT page
+        LOOP
+            _seen := _seen + 1;
+            _after_priority := _candidate.priority;
+            _after_id := _candidate.id;
+            -- reject the job if its lock has a running job, or an earlier or higher priority
+            -- one queued (procrastinate's rule; two probes, each answered by a partial index)
+            CONTINUE WHEN _candidate.lock IS NOT NULL AND (
+                EXISTS (
+                    SELECT 1 FROM procrastinate_jobs AS other_jobs
+                    WHERE other_jobs.lock = _candidate.lock AND other_jobs.status = 'doing'
+                )
+                OR EXISTS (
+                    SELECT 1 FROM procrastinate_jobs AS other_jobs
+                    WHERE other_jobs.lock = _candidate.lock AND other_jobs.status = 'todo'
                       AND (
                           other_jobs.priority > _candidate.priority
                           OR (other_jobs.priority = _candidate.priority AND other_jobs.id < _candidate.id)
                       )
-                  )
-              )
-        );
-        -- imagejobs (sql/migrations/022): a generation run of a workspace at its
-        -- max_concurrency waits, and the next job in order is taken instead.
-        CONTINUE WHEN _candidate.task_name IN ('generate_image', 'edit_image')
-            AND NOT imagejobs_may_start(imagejobs_uuid_or_null(_candidate.args->>'generation_id'));
-        UPDATE procrastinate_jobs
-            SET status = 'doing', worker_id = p_worker_id
-            WHERE id = (
-                SELECT locked.id FROM procrastinate_jobs AS locked
-                WHERE locked.id = _candidate.id AND locked.status = 'todo'
-                FOR UPDATE SKIP LOCKED
-            )
-            RETURNING procrastinate_jobs.* INTO found_jobs;
-        IF found_jobs.id IS NOT NULL THEN
-            RETURN found_jobs;
-        END IF;
+                )
+            );
+            -- imagejobs (sql/migrations/022): a generation run of a workspace at its
+            -- max_concurrency waits, and the next job in order is taken instead.
+            CONTINUE WHEN _candidate.task_name IN ('generate_image', 'edit_image')
+                AND NOT imagejobs_may_start(imagejobs_uuid_or_null(_candidate.args->>'generation_id'));
+            UPDATE procrastinate_jobs
+                SET status = 'doing', worker_id = p_worker_id
+                WHERE id = (
+                    SELECT locked.id FROM procrastinate_jobs AS locked
+                    WHERE locked.id = _candidate.id AND locked.status = 'todo'
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING procrastinate_jobs.* INTO found_jobs;
+            IF found_jobs.id IS NOT NULL THEN
+                RETURN found_jobs;
+            END IF;
+        END LOOP;
+        EXIT WHEN _seen < page;
     END LOOP;
     RETURN found_jobs;
 END;
@@ -2114,6 +2129,9 @@ CREATE UNIQUE INDEX imagejobs_deletions_running_key ON imagejobs_deletions USING
 
 -- INDEX imagejobs_deletions_workspace_idx
 CREATE INDEX imagejobs_deletions_workspace_idx ON imagejobs_deletions USING btree (workspace_id, requested_at DESC);
+
+-- INDEX imagejobs_jobs_queued_lock_idx
+CREATE INDEX imagejobs_jobs_queued_lock_idx ON procrastinate_jobs USING btree (lock) WHERE ((status = 'todo'::procrastinate_job_status) AND (lock IS NOT NULL));
 
 -- INDEX imagejobs_procrastinate_deferred_at_idx
 CREATE INDEX imagejobs_procrastinate_deferred_at_idx ON procrastinate_events USING btree (at) WHERE (type = 'deferred'::procrastinate_job_event_type);

@@ -108,3 +108,38 @@ async def test_malformed_job_args_do_not_break_the_fetch(
         )
         row = await cur.fetchone()
     assert row is not None and row[0] == job
+
+
+async def test_the_fetch_walks_past_more_unrunnable_jobs_than_one_page(
+    pool: AsyncConnectionPool, conn: Conn
+) -> None:
+    """The fetch reads the queue a page at a time (migration 033): a head of jobs that may not
+    run, longer than a page, is walked to its end, and the job behind it is taken."""
+    queue = f"paging-{uuid.uuid4().hex[:8]}"
+
+    async def defer(priority: int, lock: str | None, count: int = 1) -> list[int]:
+        cur = await conn.execute(
+            "SELECT unnest(procrastinate_defer_jobs_v1(array_agg(ROW(%s, 'noop', %s, %s, NULL,"
+            " '{}'::jsonb, NULL)::procrastinate_job_to_defer_v1))) FROM generate_series(1, %s)",
+            (queue, priority, lock, count),
+        )
+        return [int(row[0]) for row in await cur.fetchall()]
+
+    async def fetch(worker: Conn, worker_id: int) -> int | None:
+        return await fetch_value(
+            worker,
+            "SELECT id FROM procrastinate_fetch_job_v2(ARRAY[%s]::varchar[], %s)",
+            (queue, worker_id),
+        )
+
+    lock = f"generation:{uuid.uuid4()}"
+    async with pool.connection() as worker:
+        worker_id = await fetch_value(
+            worker, "SELECT worker_id FROM procrastinate_register_worker_v1()"
+        )
+        (running,) = await defer(100, lock)
+        assert await fetch(worker, worker_id) == running
+        await defer(100, lock, count=45)  # behind the running job of their lock
+        (free,) = await defer(1, None)
+        assert await fetch(worker, worker_id) == free
+        assert await fetch(worker, worker_id) is None
