@@ -1631,6 +1631,7 @@ $$;
 -- FUNCTION procrastinate_fetch_job_v2(character varying[], bigint)
 CREATE FUNCTION procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint) RETURNS procrastinate_jobs
     LANGUAGE plpgsql
+    SET enable_sort TO 'off'
     AS $$
 DECLARE
     page constant integer := 20;
