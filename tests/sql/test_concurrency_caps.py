@@ -126,11 +126,12 @@ async def test_the_fetch_walks_past_more_unrunnable_jobs_than_one_page(
         return [int(row[0]) for row in await cur.fetchall()]
 
     async def fetch(worker: Conn, worker_id: int) -> int | None:
-        return await fetch_value(
+        job_id: int | None = await fetch_value(
             worker,
             "SELECT id FROM procrastinate_fetch_job_v2(ARRAY[%s]::varchar[], %s)",
             (queue, worker_id),
         )
+        return job_id
 
     lock = f"generation:{uuid.uuid4()}"
     async with pool.connection() as worker:

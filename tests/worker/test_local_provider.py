@@ -66,6 +66,31 @@ async def test_local_provider_honours_its_delay() -> None:
     assert result.content_type == "image/png"
 
 
+async def test_local_provider_draws_while_its_delay_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The delay is the provider's time: the drawing happens inside it, not after it."""
+    import asyncio
+    import threading
+
+    from worker.providers import local
+
+    drawing = threading.Event()
+
+    def draw(request: object) -> bytes:
+        drawing.set()
+        return b"png"
+
+    monkeypatch.setattr(local, "render", draw)
+    provider = LocalProvider(delay_ms=60_000)
+    answer = asyncio.ensure_future(
+        provider.generate(build_request("p", "m", {}, default_side=64, source=None))
+    )
+    assert await asyncio.to_thread(drawing.wait, 10), "nothing drawn during the delay"
+    assert not answer.done(), "answered before its delay"
+    answer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await answer
+
+
 async def test_prepare_mask_resizes_and_marks_painted_pixels_transparent() -> None:
     from worker.core.images import prepare_mask
 

@@ -104,7 +104,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         str, Setting("PUBLIC_BASE_URL", "the base of local files' URLs", derived=True)
     ] = "http://localhost:8000"
     local_provider_delay_ms: Annotated[
-        int, Setting("LOCAL_PROVIDER_DELAY_MS", "simulated generation time of the local provider")
+        int,
+        Setting(
+            "LOCAL_PROVIDER_DELAY_MS",
+            "simulated generation time of the local provider (it draws while the time runs)",
+        ),
     ] = 300
     worker_concurrency: Annotated[
         int, Setting("WORKER_CONCURRENCY", "jobs one worker runs at once", minimum=1)

@@ -12,6 +12,7 @@ import hashlib
 import io
 import random
 import textwrap
+from collections.abc import Callable
 
 import msgspec
 from PIL import Image, ImageDraw, ImageFont
@@ -98,13 +99,23 @@ class LocalProvider:
         self.delay_s = delay_ms / 1000
 
     async def generate(self, request: ImageRequest) -> ImageResult:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        data = await asyncio.to_thread(render, request)
-        return ImageResult(data=data, content_type="image/png", metadata={"renderer": "pillow"})
+        return await self._answer(render, request)
 
     async def edit(self, request: ImageRequest) -> ImageResult:
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        data = await asyncio.to_thread(inpaint, request)
+        return await self._answer(inpaint, request)
+
+    async def _answer(
+        self, draw: Callable[[ImageRequest], bytes], request: ImageRequest
+    ) -> ImageResult:
+        """Draws while the simulated generation time runs, as a remote provider computes during
+        its latency, and answers when both are done: the delay is the provider's time, not the
+        worker's CPU after it (with thousands of generations in flight, drawing after the wait
+        made every result land in the same few seconds)."""
+        drawing = asyncio.ensure_future(asyncio.to_thread(draw, request))
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)
+            data = await drawing
+        finally:
+            drawing.cancel()
         return ImageResult(data=data, content_type="image/png", metadata={"renderer": "pillow"})
