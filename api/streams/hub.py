@@ -61,8 +61,11 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         # One lazily re-armed timer per subscription, not one per wait: a wait only moves the
         # deadline; the timer, when it fires early, re-arms itself once for the new deadline.
+        # When it fires is kept here: uvloop hands back a plain Handle, without `when()`, for a
+        # time under half a millisecond away.
         self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._timer_at = 0.0
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -101,10 +104,10 @@ class Subscription:
             return item
         loop = asyncio.get_running_loop()
         self._deadline = loop.time() + timeout
-        if self._timer is None or self._timer.when() > self._deadline:
+        if self._timer is None or self._timer_at > self._deadline:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = loop.call_at(self._deadline, self._expire)
+            self._arm(loop)
         while True:
             self._waiter = loop.create_future()
             try:
@@ -125,7 +128,11 @@ class Subscription:
         if loop.time() >= self._deadline:
             self._wake()
         else:
-            self._timer = loop.call_at(self._deadline, self._expire)
+            self._arm(loop)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = loop.call_at(self._deadline, self._expire)
+        self._timer_at = self._deadline
 
     def close(self) -> None:
         if self._timer is not None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from typing import Any
 
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from api.streams.generation import generation_stream
-from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Hub
+from api.streams.hub import GENERATION_CHANNEL, PROJECT_CHANNEL, RESYNC, Hub, HubEvent
 from tests.factories import insert_generation
 from tests.sse_client import SSEEvent, frames, parse_frames
 
@@ -51,6 +53,32 @@ async def test_events_reach_only_their_subscribers() -> None:
     for subscription in (mine, other, project):
         subscription.close()
     assert hub.subscriber_count == 0
+
+
+def test_waits_shorter_than_a_millisecond_under_uvloop() -> None:
+    """The API runs on uvloop (uvicorn picks it), whose call_at returns a plain Handle, without
+    `when()`, for a deadline under half a millisecond away: the next wait must not trip on it."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def waits() -> list[HubEvent | None]:
+        hub = Hub("unused")
+        subscription = hub.subscribe("generation:a")
+
+        async def two_waits() -> list[HubEvent | None]:
+            # The first wait (0.4 ms) is woken by an event while its timer, a Handle, is still
+            # pending; the second starts at once, as a stream's next wait does after a frame.
+            return [await subscription.get(0.0004), await subscription.get(0.01)]
+
+        waiting = asyncio.ensure_future(two_waits())
+        await asyncio.sleep(0)
+        hub.dispatch(GENERATION_CHANNEL, notification("a", 1))
+        got = await waiting
+        subscription.close()
+        return got
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        got = runner.run(waits())
+    assert [event is None for event in got] == [False, True]
 
 
 async def test_a_slow_subscriber_overflows_without_blocking_the_others() -> None:
