@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 import psycopg
+import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from tests.sql.helpers import Conn, fetch_value
@@ -42,9 +43,12 @@ async def test_a_page_is_an_index_walk_even_with_plans_made_on_an_empty_queue(
             ):
                 plans.append(diagnostic.message_primary)
 
-        worker.add_notice_handler(keep)
         try:
             await worker.execute("LOAD 'auto_explain'")
+        except psycopg.errors.UndefinedFile:
+            pytest.skip("this server has no auto_explain (the embedded one); PostgreSQL 15 has")
+        worker.add_notice_handler(keep)
+        try:
             await worker.execute("SET auto_explain.log_min_duration = 0")
             await worker.execute("SET auto_explain.log_nested_statements = on")
             await worker.execute("SET auto_explain.log_level = notice")
