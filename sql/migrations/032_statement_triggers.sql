@@ -15,7 +15,8 @@
 -- after the canvas node's sync (image_generations_sync_node), in the same transaction.
 --
 -- Postgres allows transition tables only on single-event triggers, hence three counting
--- triggers and two recording ones; each pair of the same event shares one function.
+-- triggers (insert, update, delete) sharing one function and two recording ones (insert,
+-- update) sharing another; each function reads the transition tables its event has.
 
 DROP TRIGGER IF EXISTS image_generations_count ON image_generations;
 DROP TRIGGER IF EXISTS image_generations_record_event ON image_generations;
