@@ -38,7 +38,7 @@ CREATE FUNCTION imagejobs_complete_generations(p_ids uuid[], p_result_urls text[
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, false);
+    PERFORM imagejobs_lock_generations(p_ids);
     UPDATE image_generations g SET step = 'saving', progress = w.progress
     FROM unnest(p_ids, p_saving_progresses) AS w(id, progress)
     WHERE g.id = w.id AND w.progress IS NOT NULL AND g.status = 'processing';
@@ -566,7 +566,7 @@ CREATE FUNCTION imagejobs_fail_generations(p_ids uuid[], p_error_codes text[], p
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, false);
+    PERFORM imagejobs_lock_generations(p_ids);
     RETURN QUERY
         UPDATE image_generations g SET status = 'failed', error_code = w.error_code, error_message = w.error_message
         FROM unnest(p_ids, p_error_codes, p_error_messages) AS w(id, error_code, error_message)
@@ -1122,18 +1122,14 @@ CREATE FUNCTION imagejobs_job_priority(level smallint, tag bigint) RETURNS integ
     SELECT (level::bigint * 536870912 - least(greatest(tag, 0), 536870911))::integer
     $$;
 
--- FUNCTION imagejobs_lock_for_group(uuid[], boolean)
-CREATE FUNCTION imagejobs_lock_for_group(p_ids uuid[], p_with_projects boolean) RETURNS void
+-- FUNCTION imagejobs_lock_generations(uuid[])
+CREATE FUNCTION imagejobs_lock_generations(p_ids uuid[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
+    -- PERFORM reads every row (a sql function would stop at the first, locking one).
     PERFORM 1 FROM image_generations WHERE id = ANY (p_ids) ORDER BY id FOR NO KEY UPDATE;
-    IF p_with_projects THEN
-        PERFORM 1 FROM projects
-        WHERE id IN (SELECT project_id FROM image_generations WHERE id = ANY (p_ids))
-        ORDER BY id FOR NO KEY UPDATE;
-    END IF;
 END;
 $$;
 
@@ -1402,31 +1398,13 @@ CREATE FUNCTION imagejobs_set_steps(p_ids uuid[], p_steps text[], p_progresses i
     SET search_path TO 'public', 'pg_temp'
     AS $$
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, false);
+    PERFORM imagejobs_lock_generations(p_ids);
     RETURN QUERY
         UPDATE image_generations g SET step = w.step, progress = w.progress
         FROM unnest(p_ids, p_steps, p_progresses) AS w(id, step, progress)
         WHERE g.id = w.id AND g.status = 'processing'
         RETURNING g.id;
 END;
-$$;
-
--- FUNCTION imagejobs_shift_counts(uuid, text, text)
-CREATE FUNCTION imagejobs_shift_counts(project uuid, from_status text, to_status text) RETURNS void
-    LANGUAGE sql
-    AS $$
-    UPDATE projects SET
-        pending_count = pending_count
-            + coalesce((to_status = 'pending')::int, 0) - coalesce((from_status = 'pending')::int, 0),
-        processing_count = processing_count
-            + coalesce((to_status = 'processing')::int, 0) - coalesce((from_status = 'processing')::int, 0),
-        completed_count = completed_count
-            + coalesce((to_status = 'completed')::int, 0) - coalesce((from_status = 'completed')::int, 0),
-        failed_count = failed_count
-            + coalesce((to_status = 'failed')::int, 0) - coalesce((from_status = 'failed')::int, 0),
-        cancelled_count = cancelled_count
-            + coalesce((to_status = 'cancelled')::int, 0) - coalesce((from_status = 'cancelled')::int, 0)
-    WHERE id = project
 $$;
 
 -- FUNCTION imagejobs_slot_free(uuid, uuid)
@@ -1461,7 +1439,7 @@ DECLARE
     _capped uuid[];
     _started uuid[];
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, false);
+    PERFORM imagejobs_lock_generations(p_ids);
     SELECT coalesce(array_agg(g.id), '{}') INTO _capped
     FROM image_generations g
     JOIN workspace_limits l ON l.workspace_id = g.workspace_id

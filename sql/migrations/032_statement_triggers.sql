@@ -169,6 +169,36 @@ CREATE TRIGGER image_generations_warn_deprecated_model AFTER INSERT ON image_gen
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION imagejobs_generations_warn_deprecated_model();
 
+-- The group writes' lock (030) no longer takes projects: the counting trigger does, at the end of
+-- each statement, in id order, after the statement has locked its generations. What is left is
+-- the generations, by id. The row-by-row counting helper of migration 002 has no caller left.
+DROP FUNCTION IF EXISTS imagejobs_lock_for_group(uuid[], boolean);
+DROP FUNCTION IF EXISTS imagejobs_shift_counts(uuid, text, text);
+CREATE FUNCTION imagejobs_lock_generations(p_ids uuid[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+AS $$
+BEGIN
+    -- PERFORM reads every row (a sql function would stop at the first, locking one).
+    PERFORM 1 FROM image_generations WHERE id = ANY (p_ids) ORDER BY id FOR NO KEY UPDATE;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION imagejobs_set_steps(p_ids uuid[], p_steps text[], p_progresses int[])
+    RETURNS SETOF uuid
+    LANGUAGE plpgsql
+    SET search_path TO 'public', 'pg_temp'
+AS $$
+BEGIN
+    PERFORM imagejobs_lock_generations(p_ids);
+    RETURN QUERY
+        UPDATE image_generations g SET step = w.step, progress = w.progress
+        FROM unnest(p_ids, p_steps, p_progresses) AS w(id, step, progress)
+        WHERE g.id = w.id AND g.status = 'processing'
+        RETURNING g.id;
+END;
+$$;
+
 -- Starts (030) in workspaces without a concurrency cap are made by one statement for the whole
 -- group, so that their counts and events are written once per group as well; only the starts
 -- a cap governs still go one by one, in project order, each seeing the ones before it.
@@ -186,7 +216,7 @@ DECLARE
     _capped uuid[];
     _started uuid[];
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, false);
+    PERFORM imagejobs_lock_generations(p_ids);
     SELECT coalesce(array_agg(g.id), '{}') INTO _capped
     FROM image_generations g
     JOIN workspace_limits l ON l.workspace_id = g.workspace_id
@@ -248,11 +278,9 @@ BEGIN
 END;
 $$;
 
--- Completions and failures no longer lock their projects up front: the counting trigger takes
--- them at the end of the statement that changes the statuses, after that statement has locked
--- every generation it changes, in project id order. The order every writer follows
--- (generations, then projects by id) holds, and a project row is held from the statement's end
--- to the commit, not for the whole group.
+-- Completions and failures no longer lock their projects up front (above): the order every
+-- writer follows (generations, then projects by id) holds, and a project row is held from the
+-- statement's end to the commit, not for the whole group.
 CREATE OR REPLACE FUNCTION imagejobs_complete_generations(
     p_ids uuid[], p_result_urls text[], p_result_keys text[], p_thumbnail_urls text[],
     p_thumbnail_keys text[], p_metadata jsonb[], p_saving_progresses int[]
@@ -262,7 +290,7 @@ CREATE OR REPLACE FUNCTION imagejobs_complete_generations(
     SET search_path TO 'public', 'pg_temp'
 AS $$
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, false);
+    PERFORM imagejobs_lock_generations(p_ids);
     UPDATE image_generations g SET step = 'saving', progress = w.progress
     FROM unnest(p_ids, p_saving_progresses) AS w(id, progress)
     WHERE g.id = w.id AND w.progress IS NOT NULL AND g.status = 'processing';
@@ -286,11 +314,25 @@ CREATE OR REPLACE FUNCTION imagejobs_fail_generations(
     SET search_path TO 'public', 'pg_temp'
 AS $$
 BEGIN
-    PERFORM imagejobs_lock_for_group(p_ids, false);
+    PERFORM imagejobs_lock_generations(p_ids);
     RETURN QUERY
         UPDATE image_generations g SET status = 'failed', error_code = w.error_code, error_message = w.error_message
         FROM unnest(p_ids, p_error_codes, p_error_messages) AS w(id, error_code, error_message)
         WHERE g.id = w.id AND g.status IN ('pending', 'processing')
         RETURNING g.id;
+END;
+$$;
+
+-- The worker's, like 030's (Supabase grants EXECUTE on new functions to its roles by default).
+DO $$
+DECLARE
+    _role text;
+BEGIN
+    REVOKE EXECUTE ON FUNCTION imagejobs_lock_generations(uuid[]) FROM PUBLIC;
+    FOREACH _role IN ARRAY ARRAY['anon', 'authenticated'] LOOP
+        IF to_regrole(_role) IS NOT NULL THEN
+            EXECUTE format('REVOKE EXECUTE ON FUNCTION imagejobs_lock_generations(uuid[]) FROM %I', _role);
+        END IF;
+    END LOOP;
 END;
 $$;
